@@ -1,0 +1,59 @@
+"""CRDT adapters: the protocol sees only opaque bytes, these turn them into document changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from secsync.errors import CrdtAdapterError
+
+
+@runtime_checkable
+class CrdtAdapter(Protocol):
+    """The small interface a document session needs from a CRDT document."""
+
+    def take_local_changes(self) -> list[bytes]:
+        """Changes made locally since the last call (never ones applied from remote)."""
+        ...
+
+    def apply_changes(self, changes: Sequence[bytes]) -> None:
+        """Apply remote changes; raise on content the CRDT refuses."""
+        ...
+
+    def apply_snapshot(self, state: bytes) -> None:
+        """Merge a snapshot's full state into the document."""
+        ...
+
+    def encode_state(self) -> bytes:
+        """The whole state, as a snapshot carries it."""
+        ...
+
+    def close(self) -> None:
+        """Stop observing the document."""
+        ...
+
+
+def adapter_for(document: object) -> CrdtAdapter:
+    """Wrap a ``pycrdt.Doc`` or an ``automerge`` document (core or the wrapper)."""
+    if isinstance(document, CrdtAdapter):
+        return document
+    try:
+        import pycrdt
+    except ImportError:  # pragma: no cover - a declared dependency
+        pycrdt = None  # type: ignore[assignment]
+    if pycrdt is not None and isinstance(document, pycrdt.Doc):
+        from secsync.crdt.yjs import YjsAdapter
+
+        return YjsAdapter(document)
+    from secsync.crdt.automerge import AutomergeAdapter, core_document
+
+    core = core_document(document)
+    if core is not None:
+        return AutomergeAdapter(core)
+    raise CrdtAdapterError(
+        f"unsupported CRDT document {type(document).__name__}: "
+        "use pycrdt.Doc, an automerge Document, or a CrdtAdapter"
+    )
+
+
+__all__ = ["CrdtAdapter", "adapter_for"]

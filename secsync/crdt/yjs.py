@@ -1,0 +1,54 @@
+"""Yjs documents through pycrdt: updates are Yjs v1 updates, a snapshot is the full state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pycrdt
+
+_EMPTY_UPDATE = b"\x00\x00"
+
+
+class YjsAdapter:
+    """Observes a ``pycrdt.Doc``; each local transaction becomes one change."""
+
+    def __init__(self, doc: pycrdt.Doc[Any]) -> None:
+        self.doc = doc
+        self._local: list[bytes] = []
+        self._applying = False
+        existing = doc.get_update()
+        if existing != _EMPTY_UPDATE:
+            # Content the application put in before opening is a local change like any other.
+            self._local.append(existing)
+        self._subscription = doc.observe(self._on_transaction)
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        if self._applying:
+            return
+        update = event.update
+        if update != _EMPTY_UPDATE:
+            self._local.append(update)
+
+    def take_local_changes(self) -> list[bytes]:
+        changes, self._local = self._local, []
+        return changes
+
+    def apply_changes(self, changes: Sequence[bytes]) -> None:
+        self._applying = True
+        try:
+            if len(changes) == 1:
+                self.doc.apply_update(changes[0])
+            elif changes:
+                self.doc.apply_update(pycrdt.merge_updates(*changes))
+        finally:
+            self._applying = False
+
+    def apply_snapshot(self, state: bytes) -> None:
+        self.apply_changes([state])
+
+    def encode_state(self) -> bytes:
+        return self.doc.get_update()
+
+    def close(self) -> None:
+        self.doc.unobserve(self._subscription)

@@ -1,0 +1,377 @@
+"""The one error hierarchy of secsync.
+
+Every error has a stable numeric ``code``. Codes 100-699 reuse the numbers of the secsync
+JavaScript reference where it has them (``SECSYNC_ERROR_<code>``); the other ranges are ours:
+
+* 1xx snapshots, 2xx updates, 3xx ephemeral messages (receiving)
+* 4xx/5xx/6xx creating snapshots / updates / ephemeral messages
+* 7xx encoding and wire format
+* 8xx session usage and configuration
+* 9xx transport and broker
+
+Messages say what went wrong in words and never contain keys or plaintext.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SecsyncError(Exception):
+    """Base class of every error raised by secsync."""
+
+    code: ClassVar[int] = 0
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+# --- 7xx: encoding and wire format -------------------------------------------------------------
+
+
+class EncodingError(SecsyncError):
+    """Malformed encoded data."""
+
+    code = 700
+
+
+class MalformedMessageError(EncodingError):
+    """The message could not be decoded."""
+
+    code = 700
+
+
+class UnsupportedVersionError(MalformedMessageError):
+    """The message uses a protocol version this implementation does not know."""
+
+    code = 701
+
+
+class MessageTooLargeError(MalformedMessageError):
+    """The message exceeds the configured size bound."""
+
+    code = 702
+
+
+class InvalidBase64Error(EncodingError):
+    """Not strict unpadded base64url."""
+
+    code = 703
+
+
+class CanonicalJsonError(EncodingError):
+    """The value cannot be represented as canonical JSON (floats, huge integers, bad keys)."""
+
+    code = 704
+
+
+class InvalidKeyError(EncodingError):
+    """A key has the wrong length or format."""
+
+    code = 705
+
+
+# --- 1xx: snapshots ------------------------------------------------------------------------------
+
+
+class SnapshotError(SecsyncError):
+    """Unknown snapshot error."""
+
+    code = 100
+
+
+class SnapshotDecryptionError(SnapshotError):
+    """The snapshot failed the commitment tag or AEAD check (wrong key or tampered)."""
+
+    code = 101
+
+
+class SnapshotMissesUpdatesError(SnapshotError):
+    """The snapshot does not include updates of ours that the broker had confirmed."""
+
+    code = 102
+
+
+class SnapshotKeyError(SnapshotError):
+    """No key could be found for the snapshot."""
+
+    code = 103
+
+
+class SnapshotPolicyError(SnapshotError):
+    """The authorization policy failed while checking a snapshot author."""
+
+    code = 104
+
+
+class SnapshotApplyError(SnapshotError):
+    """The CRDT refused the snapshot content."""
+
+    code = 105
+
+
+class SnapshotParseError(SnapshotError, MalformedMessageError):
+    """The snapshot message is malformed."""
+
+    code = 110
+
+
+class SnapshotSignatureError(SnapshotError):
+    """The snapshot signature is invalid."""
+
+    code = 111
+
+
+class SnapshotParentError(SnapshotError):
+    """The snapshot is not a child of the known snapshot (parent id or proof mismatch)."""
+
+    code = 112
+
+
+class SnapshotDocumentIdError(SnapshotError):
+    """The snapshot belongs to another document."""
+
+    code = 113
+
+
+class SnapshotAuthorRejectedError(SnapshotError):
+    """The authorization policy does not allow this author to write snapshots."""
+
+    code = 114
+
+
+class SnapshotAncestryError(SnapshotError):
+    """The snapshot proof chain does not connect the known snapshot to this one."""
+
+    code = 115
+
+
+class SnapshotReplayError(SnapshotError):
+    """The snapshot was already superseded (a replay of an old snapshot)."""
+
+    code = 116
+
+
+# --- 2xx: updates --------------------------------------------------------------------------------
+
+
+class UpdateError(SecsyncError):
+    """Unknown update error."""
+
+    code = 200
+
+
+class UpdateDecryptionError(UpdateError):
+    """The update failed the commitment tag or AEAD check (wrong key or tampered)."""
+
+    code = 201
+
+
+class UpdateClockGapError(UpdateError):
+    """An update's predecessor never arrived."""
+
+    code = 202
+
+
+class UpdateApplyError(UpdateError):
+    """The CRDT refused the update content."""
+
+    code = 203
+
+
+class UpdateDeserializeError(UpdateError):
+    """The decrypted update content is not a valid change list."""
+
+    code = 204
+
+
+class UpdatePolicyError(UpdateError):
+    """The authorization policy failed while checking an update author."""
+
+    code = 205
+
+
+class UpdateKeyError(UpdateError):
+    """No key could be found for the update's snapshot."""
+
+    code = 206
+
+
+class UpdateParseError(UpdateError, MalformedMessageError):
+    """The update message is malformed."""
+
+    code = 211
+
+
+class UpdateSignatureError(UpdateError):
+    """The update signature is invalid."""
+
+    code = 212
+
+
+class UpdateSnapshotMismatchError(UpdateError):
+    """The update references a snapshot that is not the active one."""
+
+    code = 213
+
+
+class UpdateReplayError(UpdateError):
+    """The update's clock was already applied (duplicate or replay)."""
+
+    code = 214
+
+
+class UpdateAuthorRejectedError(UpdateError):
+    """The authorization policy does not allow this author to write updates."""
+
+    code = 215
+
+
+class UpdateDocumentIdError(UpdateError):
+    """The update belongs to another document."""
+
+    code = 216
+
+
+class UpdateQueueFullError(UpdateError):
+    """Too many out-of-order updates are waiting; the update was dropped."""
+
+    code = 217
+
+
+# --- 3xx: ephemeral messages ---------------------------------------------------------------------
+
+
+class EphemeralError(SecsyncError):
+    """Unknown ephemeral message error."""
+
+    code = 300
+
+
+class EphemeralDecryptionError(EphemeralError):
+    """The ephemeral message failed the commitment tag or AEAD check."""
+
+    code = 301
+
+
+class EphemeralNoSessionError(EphemeralError):
+    """No verified ephemeral session exists for the sender (a handshake is requested)."""
+
+    code = 302
+
+
+class EphemeralReplayError(EphemeralError):
+    """The ephemeral message counter is not above the last one seen (replay)."""
+
+    code = 303
+
+
+class EphemeralAuthorRejectedError(EphemeralError):
+    """The authorization policy rejected the ephemeral message author."""
+
+    code = 304
+
+
+class EphemeralTypeError(EphemeralError):
+    """Unknown ephemeral message type."""
+
+    code = 305
+
+
+class EphemeralDocumentIdError(EphemeralError):
+    """The ephemeral message belongs to another document."""
+
+    code = 306
+
+
+class EphemeralParseError(EphemeralError, MalformedMessageError):
+    """The ephemeral message is malformed."""
+
+    code = 307
+
+
+class EphemeralSignatureError(EphemeralError):
+    """The ephemeral message signature is invalid."""
+
+    code = 308
+
+
+class EphemeralProofError(EphemeralError):
+    """The ephemeral session proof does not verify for this receiver."""
+
+    code = 309
+
+
+# --- 4xx/5xx/6xx: creating messages --------------------------------------------------------------
+
+
+class CreateSnapshotError(SecsyncError):
+    """Creating a snapshot failed."""
+
+    code = 401
+
+
+class CreateUpdateError(SecsyncError):
+    """Creating an update failed."""
+
+    code = 501
+
+
+class CreateEphemeralError(SecsyncError):
+    """Creating an ephemeral message failed."""
+
+    code = 601
+
+
+# --- 8xx: session usage ----------------------------------------------------------------------------
+
+
+class SessionError(SecsyncError):
+    """The session was used in a way its state does not allow."""
+
+    code = 800
+
+
+class NoActiveSnapshotError(SessionError):
+    """The document has no active snapshot yet."""
+
+    code = 801
+
+
+class ConfigurationError(SessionError):
+    """Invalid configuration."""
+
+    code = 802
+
+
+class CrdtAdapterError(SessionError):
+    """The CRDT document type is not supported."""
+
+    code = 803
+
+
+# --- 9xx: transport and broker -----------------------------------------------------------------
+
+
+class TransportError(SecsyncError):
+    """The broker or the connection to it failed."""
+
+    code = 900
+
+
+def error_for_code(code: int) -> type[SecsyncError]:
+    """Return the error class registered for ``code`` (the first defined one on a tie)."""
+    found: dict[int, type[SecsyncError]] = {}
+    stack: list[type[SecsyncError]] = [SecsyncError]
+    while stack:
+        cls = stack.pop(0)
+        found.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return found.get(code, SecsyncError)

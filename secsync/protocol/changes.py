@@ -1,0 +1,47 @@
+"""Serialization of an update's changes (the plaintext of an update).
+
+``native``: a msgpack array of ``bin`` values. ``secsync-json``: a JSON array of base64url
+strings, as secsync JS's ``serializeUint8ArrayUpdates``. A JSON array starts with ``[``
+(0x5b), which as msgpack would be the integer 91 and never a change list, so receivers tell
+the two apart without being told.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import msgpack
+
+from secsync.config import ChangeEncoding
+from secsync.errors import UpdateDeserializeError
+from secsync.protocol.encoding import b64decode, b64encode
+
+
+def serialize_changes(changes: Sequence[bytes], encoding: ChangeEncoding = "native") -> bytes:
+    if encoding == "secsync-json":
+        return json.dumps([b64encode(c) for c in changes], separators=(",", ":")).encode()
+    packed: bytes = msgpack.packb(list(changes), use_bin_type=True)
+    return packed
+
+
+def deserialize_changes(data: bytes, *, max_changes: int = 1_000_000) -> list[bytes]:
+    """Decode either encoding; raise :class:`UpdateDeserializeError` on anything else."""
+    try:
+        if data[:1] == b"[":
+            items = json.loads(data)
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError("not a list of strings")
+            changes = [b64decode(i) for i in items]
+        else:
+            changes = msgpack.unpackb(
+                data, raw=False, max_array_len=max_changes, max_map_len=0, max_ext_len=0,
+                max_str_len=0, max_bin_len=len(data),
+            )
+            if not isinstance(changes, list) or not all(isinstance(c, bytes) for c in changes):
+                raise ValueError("not a list of binary changes")
+    except Exception as exc:
+        raise UpdateDeserializeError("update content is not a change list") from exc
+    if len(changes) > max_changes:
+        raise UpdateDeserializeError("too many changes in one update")
+    return changes

@@ -1,0 +1,225 @@
+"""The cryptography of secsync, byte-exact with the JavaScript reference.
+
+* XChaCha20-Poly1305-IETF with a random 24-byte nonce and a 32-byte document key;
+* a commitment ("robustness") tag, HMAC-SHA-512-256 keyed by the document key over
+  ``nonceB64 + b64(aead_output) + aadB64``, prepended to the AEAD output and checked first;
+* Ed25519 signatures over ``domain + canonical_json({ciphertext, nonce, publicData: aadB64})``;
+* BLAKE2b-256 hashes of UTF-8 strings, base64url encoded.
+
+Every primitive comes from PyNaCl (libsodium) or the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Final
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+
+from secsync.errors import InvalidKeyError
+from secsync.protocol.encoding import b64decode, b64encode, canonical_json
+
+KEY_BYTES: Final = 32
+NONCE_BYTES: Final = 24
+TAG_BYTES: Final = 32  # commitment tag
+AEAD_TAG_BYTES: Final = 16
+CIPHERTEXT_OVERHEAD: Final = TAG_BYTES + AEAD_TAG_BYTES
+SIGNATURE_BYTES: Final = 64
+PUBLIC_KEY_BYTES: Final = 32
+ID_BYTES: Final = 24
+HASH_BYTES: Final = 32
+
+DOMAIN_SNAPSHOT: Final = "secsync_snapshot"
+DOMAIN_UPDATE: Final = "secsync_update"
+DOMAIN_EPHEMERAL: Final = "secsync_ephemeral_message"
+DOMAIN_SESSION_PROOF: Final = "secsync_ephemeral_session_proof"
+
+# hash("") chain start: the proof every initial snapshot carries.
+INITIAL_PARENT_PROOF_B64: Final = "k_CZR7BveaeM7FOc0TYtEtTtTi0ElwG9XrDVLxb9tR0"
+
+
+class CryptoFailure(Exception):  # noqa: N818 - internal signal, mapped to SecsyncError by callers
+    """A verification or decryption failed; callers map it to the kind-specific error."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SigningKeyPair:
+    """An Ed25519 identity. ``repr`` never shows the secret."""
+
+    signing_key: nacl.signing.SigningKey
+
+    @classmethod
+    def generate(cls) -> SigningKeyPair:
+        return cls(nacl.signing.SigningKey.generate())
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> SigningKeyPair:
+        """From a 32-byte seed or a 64-byte libsodium secret key (seed ‖ public key)."""
+        if len(secret) == 64:
+            seed, public = secret[:32], secret[32:]
+            pair = cls(nacl.signing.SigningKey(seed))
+            if pair.public_key != public:
+                raise InvalidKeyError("secret key's public half does not match its seed")
+            return pair
+        if len(secret) == 32:
+            return cls(nacl.signing.SigningKey(secret))
+        raise InvalidKeyError("a signing secret is 32 (seed) or 64 (libsodium) bytes")
+
+    @classmethod
+    def from_b64(cls, text: str) -> SigningKeyPair:
+        return cls.from_secret(b64decode(text.strip()))
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def secret_key(self) -> bytes:
+        """The 64-byte libsodium form (seed ‖ public key), as secsync JS stores it."""
+        return bytes(self.signing_key) + self.public_key
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self.signing_key.sign(message).signature)
+
+    def __repr__(self) -> str:
+        return f"SigningKeyPair(public_key={b64encode(self.public_key)!r})"
+
+
+def check_key(key: bytes) -> bytes:
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+        raise InvalidKeyError("a document key is 32 bytes")
+    return bytes(key)
+
+
+def generate_key() -> bytes:
+    """A new random 32-byte document key."""
+    return os.urandom(KEY_BYTES)
+
+
+def generate_id() -> bytes:
+    """24 random bytes, the raw form of a secsync id (32 base64url characters)."""
+    return os.urandom(ID_BYTES)
+
+
+def random_nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
+
+
+def commitment_tag(key: bytes, nonce_b64: str, aead_b64: str, aad_b64: str) -> bytes:
+    """HMAC-SHA-512 truncated to 32 bytes (libsodium ``crypto_auth``)."""
+    message = (nonce_b64 + aead_b64 + aad_b64).encode("ascii")
+    return hmac.new(key, message, hashlib.sha512).digest()[:TAG_BYTES]
+
+
+def encrypt(plaintext: bytes, aad_b64: str, key: bytes, nonce: bytes) -> bytes:
+    """Return ``tag32 ‖ xchacha20poly1305(plaintext)`` for the given nonce."""
+    aead = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, aad_b64.encode("ascii"), nonce, key
+    )
+    tag = commitment_tag(key, b64encode(nonce), b64encode(aead), aad_b64)
+    return tag + aead
+
+
+def decrypt(ciphertext: bytes, nonce: bytes, aad_b64: str, key: bytes) -> bytes:
+    """Verify the commitment tag in constant time, then decrypt; raise ``CryptoFailure``."""
+    if len(ciphertext) < CIPHERTEXT_OVERHEAD or len(nonce) != NONCE_BYTES:
+        raise CryptoFailure("ciphertext too short")
+    tag, aead = ciphertext[:TAG_BYTES], ciphertext[TAG_BYTES:]
+    expected = commitment_tag(key, b64encode(nonce), b64encode(aead), aad_b64)
+    if not hmac.compare_digest(tag, expected):
+        raise CryptoFailure("invalid robustness tag")
+    try:
+        plaintext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            aead, aad_b64.encode("ascii"), nonce, key
+        )
+    except nacl.exceptions.CryptoError as exc:
+        raise CryptoFailure("AEAD authentication failed") from exc
+    return plaintext
+
+
+def signed_bytes(domain: str, ciphertext_b64: str, nonce_b64: str, aad_b64: str) -> bytes:
+    """``domain + canonical_json({"ciphertext", "nonce", "publicData"})`` as UTF-8.
+
+    All three values are base64url, which needs no JSON escaping, so the canonical form is
+    assembled directly.
+    """
+    return (
+        f'{domain}{{"ciphertext":"{ciphertext_b64}","nonce":"{nonce_b64}",'
+        f'"publicData":"{aad_b64}"}}'
+    ).encode("ascii")
+
+
+def sign_message(
+    signer: SigningKeyPair, domain: str, ciphertext_b64: str, nonce_b64: str, aad_b64: str
+) -> bytes:
+    return signer.sign(signed_bytes(domain, ciphertext_b64, nonce_b64, aad_b64))
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        nacl.bindings.crypto_sign_verify_detached(signature, message, public_key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        return False
+    return True
+
+
+def hash_b64(text: str) -> str:
+    """base64url(BLAKE2b-256(UTF-8(text))), secsync's ``hash``."""
+    return b64encode(hashlib.blake2b(text.encode("utf-8"), digest_size=HASH_BYTES).digest())
+
+
+def ciphertext_hash(ciphertext: bytes) -> str:
+    """Hash of a snapshot ciphertext: BLAKE2b-256 of its base64url *string*."""
+    return hash_b64(b64encode(ciphertext))
+
+
+def snapshot_proof(
+    grand_parent_proof: str, parent_ciphertext_hash: str, parent_snapshot_id: str
+) -> str:
+    """``hash(canonical_json({grandParentSnapshotProof, parentSnapshotCiphertextHash,
+    parentSnapshotId}))``; all three are ``""`` for the initial snapshot."""
+    return hash_b64(
+        canonical_json(
+            {
+                "grandParentSnapshotProof": grand_parent_proof,
+                "parentSnapshotCiphertextHash": parent_ciphertext_hash,
+                "parentSnapshotId": parent_snapshot_id,
+            }
+        )
+    )
+
+
+def session_proof_bytes(signer_session_id_b64: str, receiver_session_id_b64: str) -> bytes:
+    body = canonical_json(
+        {
+            "currentClientSessionId": signer_session_id_b64,
+            "remoteClientSessionId": receiver_session_id_b64,
+        }
+    )
+    return (DOMAIN_SESSION_PROOF + body).encode("utf-8")
+
+
+def create_session_proof(
+    signer: SigningKeyPair, signer_session_id: bytes, receiver_session_id: bytes
+) -> bytes:
+    """Ed25519 proof that ``signer`` (in its session) talks to ``receiver_session_id``."""
+    return signer.sign(
+        session_proof_bytes(b64encode(signer_session_id), b64encode(receiver_session_id))
+    )
+
+
+def verify_session_proof(
+    proof: bytes, signer_public_key: bytes, signer_session_id: bytes, receiver_session_id: bytes
+) -> bool:
+    return verify_signature(
+        signer_public_key,
+        proof,
+        session_proof_bytes(b64encode(signer_session_id), b64encode(receiver_session_id)),
+    )

@@ -1,0 +1,91 @@
+"""Events a document session reports. Frozen dataclasses, all of them here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from secsync.errors import SecsyncError
+from secsync.protocol.messages import MessageKind
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotApplied:
+    """A snapshot became the active one and its content was merged into the document."""
+
+    snapshot_id: bytes
+    author: bytes
+    recovered: bool = False
+    """True when accepted by recovery, without proof that it descends from the known one."""
+    rebased_changes: int = 0
+    """Local changes not in the snapshot, queued again to be sent on top of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateApplied:
+    """A remote update was verified, decrypted and applied."""
+
+    snapshot_id: bytes
+    author: bytes
+    clock: int
+
+
+@dataclass(frozen=True, slots=True)
+class EphemeralReceived:
+    """A verified ephemeral (presence) payload from a peer."""
+
+    author: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """A message was refused; the document and session state are unchanged."""
+
+    error: SecsyncError
+    kind: MessageKind | None = None
+    author: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStored:
+    """The broker stored a snapshot of ours."""
+
+    snapshot_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateStored:
+    """The broker stored an update of ours."""
+
+    snapshot_id: bytes
+    clock: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapDetected:
+    """Updates of ``author`` wait for a predecessor; the transport should fetch it."""
+
+    snapshot_id: bytes
+    author: bytes
+    expected_clock: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryNeeded:
+    """The session cannot go on from what it has; load the latest snapshot and ``recover``."""
+
+    reason: str
+
+
+Event: TypeAlias = (
+    SnapshotApplied
+    | UpdateApplied
+    | EphemeralReceived
+    | MessageRejected
+    | SnapshotStored
+    | UpdateStored
+    | GapDetected
+    | RecoveryNeeded
+)

@@ -1,0 +1,783 @@
+"""The sans-IO document session: the whole protocol state of one document for one client.
+
+Like h11's ``Connection``, it performs no I/O. The caller feeds it received messages
+(:meth:`DocumentSession.receive`) and broker acknowledgements, collects local changes from the
+CRDT adapter, and sends what :meth:`DocumentSession.data_to_send` returns. Every call returns
+the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from secsync.config import SecsyncConfig
+from secsync.crdt import CrdtAdapter, adapter_for
+from secsync.errors import (
+    CreateSnapshotError,
+    CreateUpdateError,
+    EphemeralAuthorRejectedError,
+    EphemeralError,
+    NoActiveSnapshotError,
+    SecsyncError,
+    SnapshotAncestryError,
+    SnapshotApplyError,
+    SnapshotAuthorRejectedError,
+    SnapshotDocumentIdError,
+    SnapshotKeyError,
+    SnapshotMissesUpdatesError,
+    SnapshotParentError,
+    SnapshotPolicyError,
+    SnapshotReplayError,
+    UpdateApplyError,
+    UpdateAuthorRejectedError,
+    UpdateClockGapError,
+    UpdateDocumentIdError,
+    UpdateKeyError,
+    UpdatePolicyError,
+    UpdateQueueFullError,
+    UpdateReplayError,
+    UpdateSnapshotMismatchError,
+)
+from secsync.protocol import crypto, sealing, wire
+from secsync.protocol.changes import deserialize_changes, serialize_changes
+from secsync.protocol.encoding import b64encode
+from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
+from secsync.protocol.events import (
+    EphemeralReceived,
+    Event,
+    GapDetected,
+    MessageRejected,
+    RecoveryNeeded,
+    SnapshotApplied,
+    SnapshotStored,
+    UpdateApplied,
+    UpdateStored,
+)
+from secsync.protocol.keys import KeyProvider, StaticKey
+from secsync.protocol.messages import (
+    INITIAL_PARENT_PROOF,
+    EphemeralMessage,
+    Message,
+    MessageKind,
+    ProofChainEntry,
+    Snapshot,
+    SnapshotInfo,
+    SnapshotPublicData,
+    Update,
+    UpdatePublicData,
+)
+from secsync.protocol.policy import AllowAll, AuthorPolicy
+
+log = structlog.get_logger("secsync.session")
+
+
+def _short(key: bytes) -> str:
+    """A short, non-secret label for ids and public keys in logs."""
+    return b64encode(key)[:8]
+
+
+@dataclass(slots=True)
+class _Active:
+    """The active snapshot and what was applied on top of it."""
+
+    info: SnapshotInfo
+    author: bytes
+    key: bytes
+    clocks: dict[bytes, int] = field(default_factory=dict)
+    """Last applied (or, for us, confirmed) clock per author."""
+    updates: int = 0
+    update_bytes: int = 0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """Verified updates of one author that wait for their predecessor."""
+
+    updates: dict[int, Update] = field(default_factory=dict)
+    since: float = 0.0
+    refetch_asked: bool = False
+    recovery_asked: bool = False
+
+
+@dataclass(slots=True)
+class _SnapshotInFlight:
+    message: Snapshot
+    changes: list[bytes]
+    key: bytes
+
+
+class DocumentSession:
+    """Protocol state of one document: snapshots, per-author clocks and queues, my outbox."""
+
+    def __init__(
+        self,
+        doc_id: str,
+        signer: crypto.SigningKeyPair,
+        keys: KeyProvider | bytes,
+        crdt: object,
+        *,
+        config: SecsyncConfig | None = None,
+        policy: AuthorPolicy | None = None,
+    ) -> None:
+        self.doc_id = doc_id
+        self.signer = signer
+        self.keys: KeyProvider = StaticKey(keys) if isinstance(keys, bytes) else keys
+        self.crdt: CrdtAdapter = adapter_for(crdt)
+        self.config = config or SecsyncConfig()
+        self.policy: AuthorPolicy = policy or AllowAll()
+        self.ephemeral = EphemeralSessions(doc_id, signer)
+        self._log = log.bind(doc=_short(doc_id.encode()), me=_short(signer.public_key))
+
+        self.loaded = False
+        self._active: _Active | None = None
+        # Snapshots replaced by a newer one: id -> clocks of it that its successor included.
+        self._superseded: OrderedDict[bytes, Mapping[bytes, int]] = OrderedDict()
+        self._waiting: dict[bytes, _Waiting] = {}
+        self._deferred: dict[bytes, list[Update]] = {}
+        self._deferred_count = 0
+
+        self._pending: list[bytes] = []
+        self._local_clock = -1
+        self._in_flight: OrderedDict[int, list[bytes]] = OrderedDict()
+        # Confirmed updates of mine on the active snapshot, kept until a snapshot includes them.
+        self._confirmed: dict[int, list[bytes]] = {}
+        self._snapshot_in_flight: _SnapshotInFlight | None = None
+        self._outbox: list[Message] = []
+
+    # --- what the application can read ------------------------------------------------------
+
+    @property
+    def public_key(self) -> bytes:
+        return self.signer.public_key
+
+    @property
+    def active_snapshot(self) -> SnapshotInfo | None:
+        return self._active.info if self._active else None
+
+    @property
+    def update_clocks(self) -> dict[bytes, int]:
+        """Last applied clock per author on the active snapshot."""
+        return dict(self._active.clocks) if self._active else {}
+
+    @property
+    def pending_changes(self) -> int:
+        """Local changes not yet handed out for sending."""
+        self._collect_local()
+        return len(self._pending)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages handed out for sending that the broker has not confirmed yet."""
+        return len(self._in_flight) + (1 if self._snapshot_in_flight else 0)
+
+    @property
+    def is_synced(self) -> bool:
+        """True when every local change is stored by the broker."""
+        self._collect_local()
+        return not self._pending and not self._in_flight and self._snapshot_in_flight is None
+
+    # --- local changes and sending ----------------------------------------------------------
+
+    def _collect_local(self) -> None:
+        self._pending.extend(self.crdt.take_local_changes())
+
+    def data_to_send(self) -> list[Message]:
+        """Messages to publish, in order: handshake replies, then snapshots or updates.
+
+        Local changes are batched: everything pending becomes one update (split only above
+        ``max_update_plaintext_bytes``), or one snapshot when the snapshot policy says so.
+        """
+        self._collect_local()
+        out, self._outbox = self._outbox, []
+        if not self.loaded or self._snapshot_in_flight is not None:
+            return out
+        if self._active is None:
+            if self._pending:
+                out.append(self._create_snapshot())
+            return out
+        if self._pending and self._should_snapshot():
+            out.append(self._create_snapshot())
+        elif self._pending:
+            out.extend(self._create_updates())
+        return out
+
+    def _should_snapshot(self) -> bool:
+        active = self._active
+        assert active is not None
+        if self._in_flight or any(w.updates for w in self._waiting.values()):
+            return False  # a snapshot must not leave out what is in flight or still queued
+        cfg = self.config
+        return bool(
+            (cfg.snapshot_after_updates and active.updates >= cfg.snapshot_after_updates)
+            or (cfg.snapshot_after_bytes and active.update_bytes >= cfg.snapshot_after_bytes)
+        )
+
+    def create_snapshot(self) -> Snapshot:
+        """Write a snapshot now (for example after a key rotation) whatever the policy says."""
+        if not self.loaded:
+            raise NoActiveSnapshotError("load the document before writing a snapshot")
+        if self._snapshot_in_flight is not None:
+            raise CreateSnapshotError("a snapshot is already in flight")
+        self._collect_local()
+        return self._create_snapshot()
+
+    def _create_snapshot(self) -> Snapshot:
+        active = self._active
+        snapshot_id = crypto.generate_id()
+        try:
+            key, extra = self.keys.new_snapshot_key(snapshot_id)
+            state = self.crdt.encode_state()
+        except Exception as exc:
+            raise CreateSnapshotError(f"could not prepare the snapshot: {exc}") from exc
+        public = SnapshotPublicData(
+            doc_id=self.doc_id,
+            pub_key=self.public_key,
+            snapshot_id=snapshot_id,
+            parent_snapshot_id=active.info.snapshot_id if active else b"",
+            parent_snapshot_proof=active.info.child_proof() if active else INITIAL_PARENT_PROOF,
+            parent_snapshot_update_clocks=dict(active.clocks) if active else {},
+            extra=extra,
+        )
+        snapshot = sealing.seal(public, state, key, self.signer)
+        self._snapshot_in_flight = _SnapshotInFlight(snapshot, self._pending, key)
+        self._pending = []
+        self._log.info(
+            "snapshot_created",
+            snapshot=_short(snapshot_id),
+            parent=_short(public.parent_snapshot_id) if active else "",
+            bytes=len(snapshot.ciphertext),
+        )
+        return snapshot
+
+    def _create_updates(self) -> list[Update]:
+        active = self._active
+        assert active is not None
+        limit = self.config.max_update_plaintext_bytes
+        batches: list[list[bytes]] = [[]]
+        size = 0
+        for change in self._pending:
+            if batches[-1] and size + len(change) > limit:
+                batches.append([])
+                size = 0
+            batches[-1].append(change)
+            size += len(change)
+        self._pending = []
+        updates = []
+        for batch in batches:
+            self._local_clock += 1
+            public = UpdatePublicData(
+                doc_id=self.doc_id,
+                pub_key=self.public_key,
+                ref_snapshot_id=active.info.snapshot_id,
+                clock=self._local_clock,
+            )
+            try:
+                plaintext = serialize_changes(batch, self.config.change_encoding)
+            except Exception as exc:
+                raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
+            updates.append(sealing.seal(public, plaintext, active.key, self.signer))
+            self._in_flight[self._local_clock] = batch
+        return updates
+
+    def send_ephemeral(self, payload: bytes) -> EphemeralMessage:
+        """Seal a presence payload under the active snapshot's key."""
+        return self.ephemeral.create(self._ephemeral_key(), payload)
+
+    def ephemeral_initialize(self) -> EphemeralMessage:
+        """The ``initialize`` message that asks peers to prove their sessions."""
+        return self.ephemeral.create(self._ephemeral_key(), b"", EphemeralType.INITIALIZE)
+
+    def _ephemeral_key(self) -> bytes:
+        if self._active is None:
+            raise NoActiveSnapshotError("ephemeral messages need an active snapshot's key")
+        return self._active.key
+
+    # --- broker acknowledgements ------------------------------------------------------------
+
+    def snapshot_stored(self, snapshot_id: bytes, *, now: float | None = None) -> list[Event]:
+        """The broker stored our snapshot: it becomes the active one."""
+        flight = self._snapshot_in_flight
+        if flight is None or flight.message.snapshot_id != snapshot_id:
+            return []
+        self._snapshot_in_flight = None
+        self._activate(flight.message, flight.key, carried=[])
+        self._log.info("snapshot_stored", snapshot=_short(snapshot_id))
+        events: list[Event] = [SnapshotStored(snapshot_id)]
+        self._drain_deferred(snapshot_id, time.monotonic() if now is None else now, events)
+        return events
+
+    def snapshot_rejected(self, snapshot_id: bytes) -> list[Event]:
+        """The broker refused our snapshot (someone wrote first): its changes wait again.
+
+        The caller then fetches what it missed and feeds it to :meth:`receive`.
+        """
+        flight = self._snapshot_in_flight
+        if flight is None or flight.message.snapshot_id != snapshot_id:
+            return []
+        self._snapshot_in_flight = None
+        self._pending[:0] = flight.changes
+        self._log.info("snapshot_conflict", snapshot=_short(snapshot_id))
+        return []
+
+    def update_stored(self, snapshot_id: bytes, clock: int) -> list[Event]:
+        """The broker stored our update."""
+        active = self._active
+        if active is None or active.info.snapshot_id != snapshot_id:
+            return []
+        changes = self._in_flight.pop(clock, None)
+        if changes is None:
+            return []
+        self._confirmed[clock] = changes
+        if clock > active.clocks.get(self.public_key, -1):
+            active.clocks[self.public_key] = clock
+        active.updates += 1
+        return [UpdateStored(snapshot_id, clock)]
+
+    def update_rejected(self, snapshot_id: bytes, clock: int) -> list[Event]:
+        """The broker definitively refused our update (its snapshot is no longer the latest).
+
+        That update and every later one in flight go back to pending, in order, and the clock
+        rolls back; they are re-sent on the newer snapshot once it is received.
+        """
+        active = self._active
+        if active is None or active.info.snapshot_id != snapshot_id or clock not in self._in_flight:
+            return []
+        back: list[bytes] = []
+        for c in [c for c in self._in_flight if c >= clock]:
+            back.extend(self._in_flight.pop(c))
+        self._pending[:0] = back
+        self._local_clock = clock - 1
+        self._log.info("update_conflict", snapshot=_short(snapshot_id), clock=clock)
+        return []
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def load(
+        self,
+        snapshot: Snapshot | None,
+        updates: Iterable[Update] = (),
+        *,
+        proof_chain: Sequence[ProofChainEntry] = (),
+        now: float | None = None,
+    ) -> list[Event]:
+        """Initial load (or reload): the latest snapshot (``None`` for an empty document)
+        and the updates stored after it."""
+        events: list[Event] = []
+        if snapshot is not None:
+            events += self.receive(snapshot, proof_chain=proof_chain, now=now)
+        self.loaded = True
+        events += self.receive_many(updates, now=now)
+        return events
+
+    def receive(
+        self,
+        message: Message | bytes,
+        *,
+        proof_chain: Sequence[ProofChainEntry] = (),
+        now: float | None = None,
+    ) -> list[Event]:
+        """Process one received message (decoded, or native wire bytes)."""
+        return self.receive_many([message], proof_chain=proof_chain, now=now)
+
+    def receive_many(
+        self,
+        messages: Iterable[Message | bytes],
+        *,
+        proof_chain: Sequence[ProofChainEntry] = (),
+        now: float | None = None,
+    ) -> list[Event]:
+        now = time.monotonic() if now is None else now
+        events: list[Event] = []
+        self._collect_local()
+        for item in messages:
+            try:
+                message = (
+                    wire.decode(item, doc_id=self.doc_id, max_bytes=self.config.max_message_bytes)
+                    if isinstance(item, bytes | bytearray | memoryview)
+                    else item
+                )
+            except SecsyncError as exc:
+                events.append(self._rejected(exc, None, None))
+                continue
+            if isinstance(message, Update):
+                self._receive_update(message, now, events)
+            elif isinstance(message, Snapshot):
+                self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
+            else:
+                self._receive_ephemeral(message, events)
+        events += self.handle_timer(now)
+        return events
+
+    def recover(
+        self, snapshot: Snapshot, updates: Iterable[Update] = (), *, reason: str = "requested",
+        now: float | None = None,
+    ) -> list[Event]:
+        """Adopt ``snapshot`` without proof that it descends from the known one.
+
+        For gaps the broker cannot fill and snapshot chains that cannot be verified. The
+        snapshot must still pass the policy, signature, document and decryption checks. Its
+        content is merged into the document; every local change not known to be in it is
+        queued again, so nothing local is lost.
+        """
+        now = time.monotonic() if now is None else now
+        self._collect_local()
+        events: list[Event] = []
+        self._receive_snapshot(snapshot, (), events, recovery=reason, now=now)
+        self.loaded = True
+        events += self.receive_many(updates, now=now)
+        self._skip_gaps(events)
+        return events
+
+    def _skip_gaps(self, events: list[Event]) -> None:
+        """Give up on updates that even the latest state cannot supply, and go on after them.
+
+        The CRDT holds back content whose causal predecessors are missing, so applying what
+        follows a lost update cannot corrupt the document; the loss is reported.
+        """
+        active = self._active
+        if active is None:
+            return
+        for author in list(self._waiting):
+            waiting = self._waiting[author]
+            while waiting.updates:
+                expected = active.clocks.get(author, -1) + 1
+                following = min(waiting.updates)
+                error = UpdateClockGapError(
+                    f"clocks {expected}..{following - 1} never arrived and were skipped"
+                )
+                events.append(self._rejected(error, MessageKind.UPDATE, author))
+                active.clocks[author] = following - 1
+                self._drain(author, active, events)
+                if author not in self._waiting:
+                    break
+
+    def _rejected(
+        self, error: SecsyncError, kind: MessageKind | None, author: bytes | None
+    ) -> MessageRejected:
+        self._log.warning(
+            "message_rejected",
+            code=error.code,
+            error=type(error).__name__,
+            reason=error.message,
+            kind=kind.name.lower() if kind else None,
+            author=_short(author) if author else None,
+        )
+        return MessageRejected(error, kind, author)
+
+    def _check_policy(
+        self, message: Message, refused: type[SecsyncError], failed: type[SecsyncError]
+    ) -> None:
+        try:
+            allowed = self.policy.may_author(message.kind, message.author, message.public_data)
+        except Exception as exc:
+            raise failed(f"authorization policy failed: {type(exc).__name__}") from None
+        if not allowed:
+            raise refused()
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def _receive_snapshot(
+        self,
+        snapshot: Snapshot,
+        chain: Sequence[ProofChainEntry],
+        events: list[Event],
+        *,
+        recovery: str | None,
+        now: float,
+    ) -> None:
+        try:
+            applied = self._process_snapshot(snapshot, chain, recovery, now, events)
+        except SecsyncError as exc:
+            events.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
+            return
+        if applied is None:
+            return
+        events.append(applied)
+        self._drain_deferred(snapshot.snapshot_id, now, events)
+
+    def _drain_deferred(self, snapshot_id: bytes, now: float, events: list[Event]) -> None:
+        deferred = self._deferred.pop(snapshot_id, [])
+        self._deferred_count -= len(deferred)
+        for update in deferred:
+            self._receive_update(update, now, events)
+
+    def _process_snapshot(
+        self,
+        snapshot: Snapshot,
+        chain: Sequence[ProofChainEntry],
+        recovery: str | None,
+        now: float,
+        events: list[Event],
+    ) -> SnapshotApplied | None:
+        public = snapshot.public_data
+        self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
+        flight = self._snapshot_in_flight
+        if flight is not None and public.snapshot_id == flight.message.snapshot_id:
+            if snapshot != flight.message:
+                raise SnapshotParentError("another snapshot with our in-flight snapshot's id")
+            events += self.snapshot_stored(public.snapshot_id, now=now)  # ours, delivered back
+            return None
+        if flight is not None and public.parent_snapshot_id == flight.message.snapshot_id:
+            # A child of our snapshot proves the broker stored it; its ack is still on the way.
+            events += self.snapshot_stored(flight.message.snapshot_id, now=now)
+        active = self._active
+        if active is not None and public.snapshot_id == active.info.snapshot_id:
+            if snapshot.info() == active.info:
+                return None  # the active snapshot again: nothing to do
+            raise SnapshotParentError("another snapshot with the active snapshot's id")
+        if public.snapshot_id in self._superseded:
+            raise SnapshotReplayError("snapshot was already superseded")
+        info = snapshot.info()
+        direct_child = False
+        if recovery is None and active is not None:
+            if chain:
+                self._check_chain(active.info, chain, info)
+            else:
+                direct_child = True
+        try:
+            key = self.keys.snapshot_key(info)
+        except Exception as exc:
+            raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
+        aad = sealing.check_signature(snapshot)
+        if public.doc_id != self.doc_id:
+            raise SnapshotDocumentIdError()
+        if direct_child:
+            assert active is not None
+            if (
+                public.parent_snapshot_id != active.info.snapshot_id
+                or public.parent_snapshot_proof != active.info.child_proof()
+            ):
+                raise SnapshotParentError()
+            mine = active.clocks.get(self.public_key, -1)
+            if public.parent_snapshot_update_clocks.get(self.public_key, -1) < mine:
+                raise SnapshotMissesUpdatesError(
+                    f"snapshot includes our updates up to "
+                    f"{public.parent_snapshot_update_clocks.get(self.public_key, -1)}, "
+                    f"the broker confirmed {mine}"
+                )
+        plaintext = sealing.decrypt(snapshot, key, aad)
+        carried = self._carry_over(snapshot, direct_child)
+        try:
+            self.crdt.apply_snapshot(plaintext)
+        except Exception as exc:
+            raise SnapshotApplyError(f"the CRDT refused the snapshot: {type(exc).__name__}") from None
+        self._activate(snapshot, key, carried)
+        self._log.info(
+            "snapshot_applied",
+            snapshot=_short(public.snapshot_id),
+            author=_short(public.pub_key),
+            recovered=recovery is not None,
+            reason=recovery,
+            rebased=len(carried),
+        )
+        return SnapshotApplied(
+            public.snapshot_id, public.pub_key, recovered=recovery is not None,
+            rebased_changes=len(carried),
+        )
+
+    @staticmethod
+    def _check_chain(
+        known: SnapshotInfo, chain: Sequence[ProofChainEntry], current: SnapshotInfo
+    ) -> None:
+        """secsync's ``isValidAncestorSnapshot``: links from ``known`` to ``current``."""
+        if chain[0].parent_snapshot_proof != known.child_proof():
+            raise SnapshotAncestryError("proof chain does not start at the known snapshot")
+        for previous, entry in zip(chain, chain[1:], strict=False):
+            if entry.parent_snapshot_proof != previous.child_proof():
+                raise SnapshotAncestryError("proof chain is broken")
+        last = chain[-1]
+        if (
+            last.snapshot_id != current.snapshot_id
+            or last.parent_snapshot_proof != current.parent_snapshot_proof
+            or last.snapshot_ciphertext_hash != current.ciphertext_hash
+        ):
+            raise SnapshotAncestryError("proof chain does not end at this snapshot")
+
+    def _carry_over(self, snapshot: Snapshot, direct_child: bool) -> list[bytes]:
+        """Local changes the incoming snapshot may lack, to send again on top of it."""
+        included = (
+            snapshot.public_data.parent_snapshot_update_clocks.get(self.public_key, -1)
+            if direct_child
+            else -1
+        )
+        carried: list[bytes] = []
+        for clock in sorted(self._confirmed):
+            if clock > included:
+                carried.extend(self._confirmed[clock])
+        for clock, changes in self._in_flight.items():
+            if clock > included:
+                carried.extend(changes)
+        if self._snapshot_in_flight is not None:
+            carried.extend(self._snapshot_in_flight.changes)
+        return carried
+
+    def _activate(self, snapshot: Snapshot, key: bytes, carried: list[bytes]) -> None:
+        old = self._active
+        if old is not None:
+            self._superseded[old.info.snapshot_id] = snapshot.public_data.parent_snapshot_update_clocks
+            while len(self._superseded) > self.config.superseded_snapshots_kept:
+                self._superseded.popitem(last=False)
+        self._active = _Active(info=snapshot.info(), author=snapshot.author, key=key)
+        self._waiting.clear()
+        self._confirmed = {}
+        self._in_flight = OrderedDict()
+        self._local_clock = -1
+        if self._snapshot_in_flight is not None and self._snapshot_in_flight.message is not snapshot:
+            self._snapshot_in_flight = None
+        self._pending[:0] = carried
+
+    # --- updates ----------------------------------------------------------------------------
+
+    def _receive_update(self, update: Update, now: float, events: list[Event]) -> None:
+        try:
+            self._process_update(update, now, events)
+        except SecsyncError as exc:
+            events.append(self._rejected(exc, MessageKind.UPDATE, update.author))
+
+    def _process_update(self, update: Update, now: float, events: list[Event]) -> None:
+        public = update.public_data
+        self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
+        sealing.check_signature(update)
+        if public.doc_id != self.doc_id:
+            raise UpdateDocumentIdError()
+        active = self._active
+        ref = public.ref_snapshot_id
+        if active is None or ref != active.info.snapshot_id:
+            included = self._superseded.get(ref)
+            if included is not None:
+                if public.clock <= included.get(public.pub_key, -1):
+                    raise UpdateReplayError("update is already part of a newer snapshot")
+                raise UpdateSnapshotMismatchError("update builds on a superseded snapshot")
+            self._defer(update)
+            return
+        current = active.clocks.get(public.pub_key, -1)
+        if public.pub_key == self.public_key:
+            if public.clock in self._in_flight:
+                events += self.update_stored(ref, public.clock)  # our own, delivered back
+                return
+            if public.clock <= current:
+                return  # our own, already confirmed by the broker's acknowledgement
+        if public.clock <= current:
+            raise UpdateReplayError(f"clock {public.clock} is not above {current}")
+        if public.clock > current + 1:
+            self._enqueue(update, now)
+            return
+        self._apply_update(update, active, events)
+        self._drain(public.pub_key, active, events)
+
+    def _apply_update(self, update: Update, active: _Active, events: list[Event]) -> None:
+        plaintext = sealing.decrypt(update, active.key)
+        changes = deserialize_changes(plaintext)
+        try:
+            self.crdt.apply_changes(changes)
+        except Exception as exc:
+            raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
+        public = update.public_data
+        active.clocks[public.pub_key] = public.clock
+        active.updates += 1
+        active.update_bytes += len(update.ciphertext)
+        if public.pub_key == self.public_key:
+            # Our own update, stored in an earlier run of this client: continue after it.
+            self._local_clock = max(self._local_clock, public.clock)
+        events.append(UpdateApplied(public.ref_snapshot_id, public.pub_key, public.clock))
+
+    def _enqueue(self, update: Update, now: float) -> None:
+        waiting = self._waiting.setdefault(update.author, _Waiting(since=now))
+        if update.clock in waiting.updates:
+            if waiting.updates[update.clock] == update:
+                return  # the same message twice while waiting
+            raise UpdateReplayError("another update with the same clock is already waiting")
+        if len(waiting.updates) >= self.config.max_queued_updates_per_author:
+            raise UpdateQueueFullError(
+                f"{len(waiting.updates)} updates of this author already wait for a gap"
+            )
+        if not waiting.updates:
+            waiting.since = now
+            waiting.refetch_asked = waiting.recovery_asked = False
+        waiting.updates[update.clock] = update
+
+    def _drain(self, author: bytes, active: _Active, events: list[Event]) -> None:
+        waiting = self._waiting.get(author)
+        while waiting and waiting.updates:
+            following = waiting.updates.pop(active.clocks[author] + 1, None)
+            if following is None:
+                return
+            try:
+                self._apply_update(following, active, events)
+            except SecsyncError as exc:
+                events.append(self._rejected(exc, MessageKind.UPDATE, author))
+                return
+        self._waiting.pop(author, None)
+
+    def _defer(self, update: Update) -> None:
+        if self._deferred_count >= self.config.max_deferred_updates:
+            raise UpdateQueueFullError("too many updates wait for an unknown snapshot")
+        self._deferred.setdefault(update.public_data.ref_snapshot_id, []).append(update)
+        self._deferred_count += 1
+
+    def handle_timer(self, now: float | None = None) -> list[Event]:
+        """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
+        now = time.monotonic() if now is None else now
+        active = self._active
+        events: list[Event] = []
+        if active is None:
+            return events
+        for author, waiting in self._waiting.items():
+            if not waiting.updates:
+                continue
+            age = now - waiting.since
+            if age >= self.config.gap_recover_after and not waiting.recovery_asked:
+                waiting.recovery_asked = True
+                self._log.warning("gap_unfilled", author=_short(author), queued=len(waiting.updates))
+                events.append(RecoveryNeeded(f"updates of {b64encode(author)} never arrived"))
+            elif age >= self.config.gap_refetch_after and not waiting.refetch_asked:
+                waiting.refetch_asked = True
+                expected = active.clocks.get(author, -1) + 1
+                self._log.info("gap_detected", author=_short(author), expected=expected)
+                events.append(
+                    GapDetected(active.info.snapshot_id, author, expected, len(waiting.updates))
+                )
+        return events
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` has something to report, in ``time.monotonic`` terms."""
+        deadlines = []
+        for waiting in self._waiting.values():
+            if not waiting.updates or waiting.recovery_asked:
+                continue
+            delay = (
+                self.config.gap_recover_after
+                if waiting.refetch_asked
+                else self.config.gap_refetch_after
+            )
+            deadlines.append(waiting.since + delay)
+        return min(deadlines, default=None)
+
+    # --- ephemeral --------------------------------------------------------------------------
+
+    def _receive_ephemeral(self, message: EphemeralMessage, events: list[Event]) -> None:
+        try:
+            try:
+                allowed = self.policy.may_author(
+                    message.kind, message.author, message.public_data
+                )
+            except Exception as exc:
+                raise EphemeralAuthorRejectedError(
+                    f"authorization policy failed: {type(exc).__name__}"
+                ) from None
+            if not allowed:
+                raise EphemeralAuthorRejectedError()
+            result = self.ephemeral.receive(message, self._ephemeral_key())
+        except (EphemeralError, NoActiveSnapshotError) as exc:
+            events.append(self._rejected(exc, MessageKind.EPHEMERAL, message.author))
+            return
+        self._outbox.extend(result.replies)
+        if result.error is not None:
+            events.append(self._rejected(result.error, MessageKind.EPHEMERAL, message.author))
+        if result.payload is not None:
+            events.append(EphemeralReceived(message.author, result.payload))

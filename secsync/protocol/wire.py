@@ -1,0 +1,368 @@
+"""Wire formats: the native msgpack encoding and secsync's JSON message form.
+
+Native layout (a msgpack array, binary values as msgpack ``bin``)::
+
+    snapshot  [version, 1, docId|nil, pubKey, snapshotId, parentSnapshotId,
+               parentSnapshotProof, {pubKey: clock}, extra|nil, nonce, ciphertext, signature]
+    update    [version, 2, docId|nil, pubKey, refSnapshotId, clock, extra|nil,
+               nonce, ciphertext, signature]
+    ephemeral [version, 3, docId|nil, pubKey, extra|nil, nonce, ciphertext, signature]
+
+``docId`` may be left out (nil) when the receiver knows the document from the context (for
+example the broker subject): the signature covers it all the same, so a message moved to
+another document fails verification.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgpack
+
+from secsync.errors import (
+    EncodingError,
+    EphemeralParseError,
+    MalformedMessageError,
+    MessageTooLargeError,
+    SecsyncError,
+    SnapshotParseError,
+    UnsupportedVersionError,
+    UpdateParseError,
+)
+from secsync.protocol.crypto import (
+    HASH_BYTES,
+    ID_BYTES,
+    NONCE_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    CIPHERTEXT_OVERHEAD,
+)
+from secsync.protocol.encoding import (
+    MAX_SAFE_INTEGER,
+    JsonValue,
+    b64decode,
+    b64encode,
+    check_json_value,
+)
+from secsync.protocol.messages import (
+    EPHEMERAL_FIELDS,
+    SNAPSHOT_FIELDS,
+    SUPPORTED_VERSIONS,
+    UPDATE_FIELDS,
+    EphemeralMessage,
+    EphemeralPublicData,
+    Message,
+    MessageKind,
+    Snapshot,
+    SnapshotPublicData,
+    Update,
+    UpdatePublicData,
+)
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+MAX_DOC_ID_LENGTH: Final = 1024
+MAX_CLOCK_ENTRIES: Final = 100_000
+MAX_EXTRA_BYTES: Final = 16 * 1024
+
+_PARSE_ERRORS: dict[int, type[MalformedMessageError]] = {
+    MessageKind.SNAPSHOT: SnapshotParseError,
+    MessageKind.UPDATE: UpdateParseError,
+    MessageKind.EPHEMERAL: EphemeralParseError,
+}
+
+
+# --- native msgpack -------------------------------------------------------------------------------
+
+
+def encode(message: Message, *, include_doc_id: bool = True) -> bytes:
+    """Encode ``message`` in the native msgpack wire form."""
+    pd = message.public_data
+    doc_id = pd.doc_id if include_doc_id else None
+    extra = dict(pd.extra) or None
+    body: list[Any]
+    if isinstance(message, Update):
+        assert isinstance(pd, UpdatePublicData)
+        body = [message.version, 2, doc_id, pd.pub_key, pd.ref_snapshot_id, pd.clock, extra]
+    elif isinstance(message, Snapshot):
+        assert isinstance(pd, SnapshotPublicData)
+        body = [
+            message.version, 1, doc_id, pd.pub_key, pd.snapshot_id, pd.parent_snapshot_id,
+            pd.parent_snapshot_proof, dict(pd.parent_snapshot_update_clocks), extra,
+        ]
+    else:
+        body = [message.version, 3, doc_id, pd.pub_key, extra]
+    body += [message.nonce, message.ciphertext, message.signature]
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
+
+
+def _bytes(value: object, size: int | None, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(f"{what} must be binary")
+    if size is not None and len(value) != size:
+        raise ValueError(f"{what} must be {size} bytes")
+    return value
+
+
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise ValueError(f"{what} must be a non-negative integer")
+    return value
+
+
+def _doc_id(value: object, expected: str | None) -> str:
+    if value is None:
+        if expected is None:
+            raise ValueError("docId is implicit but no document context was given")
+        return expected
+    if not isinstance(value, str) or len(value) > MAX_DOC_ID_LENGTH:
+        raise ValueError("docId must be a string of bounded length")
+    return value
+
+
+def _extra(value: object, fields: frozenset[str]) -> dict[str, JsonValue]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("extra public data must be a map")
+    checked = check_json_value(value)
+    assert isinstance(checked, dict)
+    if fields & checked.keys():
+        raise ValueError("extra public data repeats a protocol field")
+    if len(json.dumps(checked)) > MAX_EXTRA_BYTES:
+        raise ValueError("extra public data too large")
+    return checked
+
+
+def _clocks(value: object) -> dict[bytes, int]:
+    if not isinstance(value, dict) or len(value) > MAX_CLOCK_ENTRIES:
+        raise ValueError("clocks must be a bounded map")
+    return {
+        _bytes(k, PUBLIC_KEY_BYTES, "clock key"): _uint(v, "clock") for k, v in value.items()
+    }
+
+
+def _sealed(items: list[Any]) -> tuple[bytes, bytes, bytes]:
+    nonce = _bytes(items[0], NONCE_BYTES, "nonce")
+    ciphertext = _bytes(items[1], None, "ciphertext")
+    if len(ciphertext) < CIPHERTEXT_OVERHEAD:
+        raise ValueError("ciphertext too short")
+    return nonce, ciphertext, _bytes(items[2], SIGNATURE_BYTES, "signature")
+
+
+def decode(
+    data: bytes,
+    *,
+    doc_id: str | None = None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Message:
+    """Decode untrusted native wire bytes; only :class:`SecsyncError` subclasses escape.
+
+    ``doc_id`` supplies the document id for messages that leave it implicit; a message that
+    names another document than ``doc_id`` is still decoded (the session rejects it).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessageError("message must be bytes")
+    if len(data) > max_bytes:
+        raise MessageTooLargeError(f"message of {len(data)} bytes exceeds {max_bytes}")
+    try:
+        items = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            max_bin_len=max_bytes,
+            max_str_len=max_bytes,
+            max_array_len=MAX_CLOCK_ENTRIES,
+            max_map_len=MAX_CLOCK_ENTRIES,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types on hostile input
+        raise MalformedMessageError("not a msgpack message") from exc
+    if not isinstance(items, list) or len(items) < 2:
+        raise MalformedMessageError("message must be a msgpack array")
+    version, kind = items[0], items[1]
+    if type(kind) is not int or kind not in _PARSE_ERRORS:
+        raise MalformedMessageError("unknown message kind")
+    if type(version) is not int:
+        raise _PARSE_ERRORS[kind]("protocol version must be an integer")
+    if version not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersionError(f"protocol version {version} is not supported")
+    try:
+        return _decode_body(version, kind, items, doc_id)
+    except (ValueError, TypeError, IndexError, EncodingError) as exc:
+        raise _PARSE_ERRORS[kind](str(exc) if not isinstance(exc, SecsyncError) else exc.message) from None
+
+
+def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) -> Message:
+    if kind == MessageKind.UPDATE:
+        if len(items) != 10:
+            raise ValueError("an update has 10 fields")
+        nonce, ciphertext, signature = _sealed(items[7:])
+        return Update(
+            nonce, ciphertext, signature, version,
+            public_data=UpdatePublicData(
+                doc_id=_doc_id(items[2], doc_id),
+                pub_key=_bytes(items[3], PUBLIC_KEY_BYTES, "pubKey"),
+                ref_snapshot_id=_bytes(items[4], ID_BYTES, "refSnapshotId"),
+                clock=_uint(items[5], "clock"),
+                extra=_extra(items[6], UPDATE_FIELDS),
+            ),
+        )
+    if kind == MessageKind.SNAPSHOT:
+        if len(items) != 12:
+            raise ValueError("a snapshot has 12 fields")
+        nonce, ciphertext, signature = _sealed(items[9:])
+        parent_id = _bytes(items[5], None, "parentSnapshotId")
+        if len(parent_id) not in (0, ID_BYTES):
+            raise ValueError("parentSnapshotId must be empty or 24 bytes")
+        return Snapshot(
+            nonce, ciphertext, signature, version,
+            public_data=SnapshotPublicData(
+                doc_id=_doc_id(items[2], doc_id),
+                pub_key=_bytes(items[3], PUBLIC_KEY_BYTES, "pubKey"),
+                snapshot_id=_bytes(items[4], ID_BYTES, "snapshotId"),
+                parent_snapshot_id=parent_id,
+                parent_snapshot_proof=_bytes(items[6], HASH_BYTES, "parentSnapshotProof"),
+                parent_snapshot_update_clocks=_clocks(items[7]),
+                extra=_extra(items[8], SNAPSHOT_FIELDS),
+            ),
+        )
+    if len(items) != 8:
+        raise ValueError("an ephemeral message has 8 fields")
+    nonce, ciphertext, signature = _sealed(items[5:])
+    return EphemeralMessage(
+        nonce, ciphertext, signature, version,
+        public_data=EphemeralPublicData(
+            doc_id=_doc_id(items[2], doc_id),
+            pub_key=_bytes(items[3], PUBLIC_KEY_BYTES, "pubKey"),
+            extra=_extra(items[4], EPHEMERAL_FIELDS),
+        ),
+    )
+
+
+# --- secsync JSON form ------------------------------------------------------------------------
+
+
+def to_json_dict(message: Message) -> dict[str, JsonValue]:
+    """secsync's JSON message object: ``{nonce, ciphertext, signature, publicData}``."""
+    return {
+        "nonce": b64encode(message.nonce),
+        "ciphertext": b64encode(message.ciphertext),
+        "signature": b64encode(message.signature),
+        "publicData": message.public_data.to_json(),
+    }
+
+
+def to_json(message: Message) -> str:
+    return json.dumps(to_json_dict(message), separators=(",", ":"), ensure_ascii=False)
+
+
+def _b64(value: object, size: int | None, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a base64url string")
+    raw = b64decode(value)
+    if size is not None and len(raw) != size:
+        raise ValueError(f"{what} must encode {size} bytes")
+    return raw
+
+
+def kind_of_json(obj: Mapping[str, Any]) -> MessageKind:
+    """Route a secsync JSON message by its public fields, as the reference server does."""
+    public = obj.get("publicData")
+    if isinstance(public, Mapping):
+        if "snapshotId" in public:
+            return MessageKind.SNAPSHOT
+        if "refSnapshotId" in public:
+            return MessageKind.UPDATE
+    return MessageKind.EPHEMERAL
+
+
+def from_json_dict(obj: object, *, kind: MessageKind | None = None) -> Message:
+    """Parse secsync's JSON message object (extra public fields are kept, and signed over)."""
+    if not isinstance(obj, Mapping):
+        raise MalformedMessageError("message must be a JSON object")
+    kind = kind_of_json(obj) if kind is None else kind
+    error = _PARSE_ERRORS[kind]
+    try:
+        return _from_json(obj, kind)
+    except (ValueError, TypeError, KeyError, EncodingError) as exc:
+        text = exc.message if isinstance(exc, SecsyncError) else str(exc)
+        raise error(text or "malformed JSON message") from None
+
+
+def _from_json(obj: Mapping[str, Any], kind: MessageKind) -> Message:
+    unknown = set(obj) - {"nonce", "ciphertext", "signature", "publicData", "type"}
+    if unknown:
+        raise ValueError(f"unknown message fields: {sorted(unknown)}")
+    nonce = _b64(obj["nonce"], NONCE_BYTES, "nonce")
+    ciphertext = _b64(obj["ciphertext"], None, "ciphertext")
+    if len(ciphertext) < CIPHERTEXT_OVERHEAD:
+        raise ValueError("ciphertext too short")
+    signature = _b64(obj["signature"], SIGNATURE_BYTES, "signature")
+    public = obj["publicData"]
+    if not isinstance(public, Mapping):
+        raise ValueError("publicData must be an object")
+    doc_id = public["docId"]
+    if not isinstance(doc_id, str) or len(doc_id) > MAX_DOC_ID_LENGTH:
+        raise ValueError("docId must be a string of bounded length")
+    pub_key = _b64(public["pubKey"], PUBLIC_KEY_BYTES, "pubKey")
+    if kind == MessageKind.SNAPSHOT:
+        extra = _extra({k: v for k, v in public.items() if k not in SNAPSHOT_FIELDS}, frozenset())
+        clocks_obj = public["parentSnapshotUpdateClocks"]
+        if not isinstance(clocks_obj, Mapping) or len(clocks_obj) > MAX_CLOCK_ENTRIES:
+            raise ValueError("parentSnapshotUpdateClocks must be an object")
+        parent_id = _b64(public["parentSnapshotId"], None, "parentSnapshotId")
+        if len(parent_id) not in (0, ID_BYTES):
+            raise ValueError("parentSnapshotId must be empty or encode 24 bytes")
+        return Snapshot(
+            nonce, ciphertext, signature,
+            public_data=SnapshotPublicData(
+                doc_id=doc_id,
+                pub_key=pub_key,
+                snapshot_id=_b64(public["snapshotId"], ID_BYTES, "snapshotId"),
+                parent_snapshot_id=parent_id,
+                parent_snapshot_proof=_b64(
+                    public["parentSnapshotProof"], HASH_BYTES, "parentSnapshotProof"
+                ),
+                parent_snapshot_update_clocks={
+                    _b64(k, PUBLIC_KEY_BYTES, "clock key"): _uint(v, "clock")
+                    for k, v in clocks_obj.items()
+                },
+                extra=extra,
+            ),
+        )
+    if kind == MessageKind.UPDATE:
+        extra = _extra({k: v for k, v in public.items() if k not in UPDATE_FIELDS}, frozenset())
+        return Update(
+            nonce, ciphertext, signature,
+            public_data=UpdatePublicData(
+                doc_id=doc_id,
+                pub_key=pub_key,
+                ref_snapshot_id=_b64(public["refSnapshotId"], ID_BYTES, "refSnapshotId"),
+                clock=_uint(public["clock"], "clock"),
+                extra=extra,
+            ),
+        )
+    extra = _extra({k: v for k, v in public.items() if k not in EPHEMERAL_FIELDS}, frozenset())
+    return EphemeralMessage(
+        nonce, ciphertext, signature,
+        public_data=EphemeralPublicData(doc_id=doc_id, pub_key=pub_key, extra=extra),
+    )
+
+
+def from_json(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Parse a secsync JSON message from text."""
+    if len(text) > max_bytes:
+        raise MessageTooLargeError(f"message of {len(text)} bytes exceeds {max_bytes}")
+    try:
+        obj = json.loads(text, parse_float=_reject_float, parse_constant=_reject_float)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessageError("not a JSON message") from exc
+    return from_json_dict(obj)
+
+
+def _reject_float(value: str) -> Any:
+    raise ValueError("floats are not allowed")
