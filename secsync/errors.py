@@ -330,7 +330,7 @@ class CreateEphemeralError(SecsyncError):
     code = 601
 
 
-# --- 8xx: session usage ----------------------------------------------------------------------------
+# --- 8xx: session usage ---------------------------------------------------------------------
 
 
 class SessionError(SecsyncError):
@@ -357,7 +357,7 @@ class CrdtAdapterError(SessionError):
     code = 803
 
 
-# --- 9xx: transport and broker -----------------------------------------------------------------
+# --- 9xx: transport and broker -------------------------------------------------------------
 
 
 class TransportError(SecsyncError):

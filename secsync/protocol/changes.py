@@ -35,8 +35,13 @@ def deserialize_changes(data: bytes, *, max_changes: int = 1_000_000) -> list[by
             changes = [b64decode(i) for i in items]
         else:
             changes = msgpack.unpackb(
-                data, raw=False, max_array_len=max_changes, max_map_len=0, max_ext_len=0,
-                max_str_len=0, max_bin_len=len(data),
+                data,
+                raw=False,
+                max_array_len=max_changes,
+                max_map_len=0,
+                max_ext_len=0,
+                max_str_len=0,
+                max_bin_len=len(data),
             )
             if not isinstance(changes, list) or not all(isinstance(c, bytes) for c in changes):
                 raise ValueError("not a list of binary changes")

@@ -43,7 +43,7 @@ DOMAIN_SESSION_PROOF: Final = "secsync_ephemeral_session_proof"
 INITIAL_PARENT_PROOF_B64: Final = "k_CZR7BveaeM7FOc0TYtEtTtTi0ElwG9XrDVLxb9tR0"
 
 
-class CryptoFailure(Exception):  # noqa: N818 - internal signal, mapped to SecsyncError by callers
+class CryptoFailure(Exception):
     """A verification or decryption failed; callers map it to the kind-specific error."""
 
 
@@ -164,8 +164,8 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     try:
-        nacl.bindings.crypto_sign_verify_detached(signature, message, public_key)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError):
         return False
     return True
 

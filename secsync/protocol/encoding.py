@@ -11,9 +11,7 @@ from typing import TypeAlias
 
 from secsync.errors import CanonicalJsonError, InvalidBase64Error
 
-JsonValue: TypeAlias = (
-    "None | bool | int | str | Sequence[JsonValue] | Mapping[str, JsonValue]"
-)
+JsonValue: TypeAlias = "bool | int | str | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
 
 # Integers outside this range cannot round-trip through a JavaScript number.
 MAX_SAFE_INTEGER = 2**53 - 1

@@ -62,7 +62,9 @@ class EphemeralPlaintext:
         if len(data) < HEADER_BYTES:
             raise EphemeralParseError("ephemeral plaintext shorter than its header")
         (counter,) = _COUNTER.unpack_from(data, 1 + SESSION_ID_BYTES)
-        return cls(data[0], bytes(data[1 : 1 + SESSION_ID_BYTES]), counter, bytes(data[HEADER_BYTES:]))
+        return cls(
+            data[0], bytes(data[1 : 1 + SESSION_ID_BYTES]), counter, bytes(data[HEADER_BYTES:])
+        )
 
 
 @dataclass(slots=True)
@@ -187,11 +189,14 @@ class EphemeralSessions:
         if plain.session_id in self._retired.get(author, ()):
             raise EphemeralReplayError("proof or message of a session the peer has left")
         peer = self._peers.get(author)
-        if peer is not None and peer.session_id == plain.session_id:
-            if plain.counter <= peer.counter:
-                raise EphemeralReplayError(
-                    f"counter {plain.counter} is not above {peer.counter} (replay)"
-                )
+        if (
+            peer is not None
+            and peer.session_id == plain.session_id
+            and plain.counter <= peer.counter
+        ):
+            raise EphemeralReplayError(
+                f"counter {plain.counter} is not above {peer.counter} (replay)"
+            )
 
     def _remember(self, author: bytes, session_id: bytes, counter: int) -> None:
         old = self._peers.get(author)

@@ -12,7 +12,9 @@ from secsync.protocol.messages import SnapshotInfo
 
 @runtime_checkable
 class KeyProvider(Protocol):
-    """Chooses the key of each snapshot epoch (secsync's ``getSnapshotKey`` / ``getNewSnapshotData``).
+    """Chooses the key of each snapshot epoch.
+
+    The counterpart of secsync JS's ``getSnapshotKey`` and ``getNewSnapshotData``.
 
     Updates and ephemeral messages use the key of the snapshot they build on.
     """

@@ -69,9 +69,9 @@ class SnapshotPublicData:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "parent_snapshot_update_clocks", MappingProxyType(
-                dict(self.parent_snapshot_update_clocks)
-            )
+            self,
+            "parent_snapshot_update_clocks",
+            MappingProxyType(dict(self.parent_snapshot_update_clocks)),
         )
         object.__setattr__(self, "extra", _freeze(self.extra))
 
@@ -127,7 +127,7 @@ class UpdatePublicData:
                 f'{{"clock":{self.clock},"docId":{canonical_json(self.doc_id)},'
                 f'"pubKey":"{b64encode(self.pub_key)}",'
                 f'"refSnapshotId":"{b64encode(self.ref_snapshot_id)}"}}'
-            ).encode("utf-8")
+            ).encode()
         )
 
 

@@ -48,18 +48,30 @@ _CREATE_ERRORS: dict[MessageKind, type[SecsyncError]] = {
 
 @overload
 def seal(
-    public_data: SnapshotPublicData, plaintext: bytes, key: bytes,
-    signer: crypto.SigningKeyPair, *, nonce: bytes | None = None,
+    public_data: SnapshotPublicData,
+    plaintext: bytes,
+    key: bytes,
+    signer: crypto.SigningKeyPair,
+    *,
+    nonce: bytes | None = None,
 ) -> Snapshot: ...
 @overload
 def seal(
-    public_data: UpdatePublicData, plaintext: bytes, key: bytes,
-    signer: crypto.SigningKeyPair, *, nonce: bytes | None = None,
+    public_data: UpdatePublicData,
+    plaintext: bytes,
+    key: bytes,
+    signer: crypto.SigningKeyPair,
+    *,
+    nonce: bytes | None = None,
 ) -> Update: ...
 @overload
 def seal(
-    public_data: EphemeralPublicData, plaintext: bytes, key: bytes,
-    signer: crypto.SigningKeyPair, *, nonce: bytes | None = None,
+    public_data: EphemeralPublicData,
+    plaintext: bytes,
+    key: bytes,
+    signer: crypto.SigningKeyPair,
+    *,
+    nonce: bytes | None = None,
 ) -> EphemeralMessage: ...
 
 

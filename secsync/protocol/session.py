@@ -8,6 +8,7 @@ the :mod:`events <secsync.protocol.events>` it caused. A rejected message never 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,7 +38,6 @@ from secsync.errors import (
     UpdateAuthorRejectedError,
     UpdateClockGapError,
     UpdateDocumentIdError,
-    UpdateKeyError,
     UpdatePolicyError,
     UpdateQueueFullError,
     UpdateReplayError,
@@ -139,6 +139,8 @@ class DocumentSession:
         self._superseded: OrderedDict[bytes, Mapping[bytes, int]] = OrderedDict()
         self._waiting: dict[bytes, _Waiting] = {}
         self._deferred: dict[bytes, list[Update]] = {}
+        # Snapshots whose parent has not arrived yet, by parent id (for out-of-order delivery).
+        self._future_snapshots: OrderedDict[bytes, Snapshot] = OrderedDict()
         self._deferred_count = 0
 
         self._pending: list[bytes] = []
@@ -414,7 +416,11 @@ class DocumentSession:
         return events
 
     def recover(
-        self, snapshot: Snapshot, updates: Iterable[Update] = (), *, reason: str = "requested",
+        self,
+        snapshot: Snapshot,
+        updates: Iterable[Update] = (),
+        *,
+        reason: str = "requested",
         now: float | None = None,
     ) -> list[Event]:
         """Adopt ``snapshot`` without proof that it descends from the known one.
@@ -499,6 +505,25 @@ class DocumentSession:
             return
         events.append(applied)
         self._drain_deferred(snapshot.snapshot_id, now, events)
+        child = self._future_snapshots.pop(snapshot.snapshot_id, None)
+        if child is not None:
+            self._receive_snapshot(child, (), events, recovery=None, now=now)
+
+    def _is_known(self, snapshot_id: bytes) -> bool:
+        active = self._active
+        return (
+            snapshot_id == b""
+            or snapshot_id in self._superseded
+            or (active is not None and snapshot_id == active.info.parent_snapshot_id)
+        )
+
+    def _hold_future_snapshot(self, snapshot: Snapshot) -> None:
+        parent = snapshot.public_data.parent_snapshot_id
+        if parent not in self._future_snapshots:
+            while len(self._future_snapshots) >= self.config.superseded_snapshots_kept:
+                self._future_snapshots.popitem(last=False)
+        self._future_snapshots[parent] = snapshot
+        self._log.debug("snapshot_held", snapshot=_short(snapshot.snapshot_id))
 
     def _drain_deferred(self, snapshot_id: bytes, now: float, events: list[Event]) -> None:
         deferred = self._deferred.pop(snapshot_id, [])
@@ -537,6 +562,11 @@ class DocumentSession:
         if recovery is None and active is not None:
             if chain:
                 self._check_chain(active.info, chain, info)
+            elif public.parent_snapshot_id != active.info.snapshot_id and not self._is_known(
+                public.parent_snapshot_id
+            ):
+                self._hold_future_snapshot(snapshot)  # its parent has not arrived yet
+                return None
             else:
                 direct_child = True
         try:
@@ -565,19 +595,24 @@ class DocumentSession:
         try:
             self.crdt.apply_snapshot(plaintext)
         except Exception as exc:
-            raise SnapshotApplyError(f"the CRDT refused the snapshot: {type(exc).__name__}") from None
+            raise SnapshotApplyError(
+                f"the CRDT refused the snapshot: {type(exc).__name__}"
+            ) from None
         self._activate(snapshot, key, carried)
+        rebased = len(self._pending)
         self._log.info(
             "snapshot_applied",
             snapshot=_short(public.snapshot_id),
             author=_short(public.pub_key),
             recovered=recovery is not None,
             reason=recovery,
-            rebased=len(carried),
+            rebased=rebased,
         )
         return SnapshotApplied(
-            public.snapshot_id, public.pub_key, recovered=recovery is not None,
-            rebased_changes=len(carried),
+            public.snapshot_id,
+            public.pub_key,
+            recovered=recovery is not None,
+            rebased_changes=rebased,
         )
 
     @staticmethod
@@ -587,7 +622,7 @@ class DocumentSession:
         """secsync's ``isValidAncestorSnapshot``: links from ``known`` to ``current``."""
         if chain[0].parent_snapshot_proof != known.child_proof():
             raise SnapshotAncestryError("proof chain does not start at the known snapshot")
-        for previous, entry in zip(chain, chain[1:], strict=False):
+        for previous, entry in itertools.pairwise(chain):
             if entry.parent_snapshot_proof != previous.child_proof():
                 raise SnapshotAncestryError("proof chain is broken")
         last = chain[-1]
@@ -619,7 +654,9 @@ class DocumentSession:
     def _activate(self, snapshot: Snapshot, key: bytes, carried: list[bytes]) -> None:
         old = self._active
         if old is not None:
-            self._superseded[old.info.snapshot_id] = snapshot.public_data.parent_snapshot_update_clocks
+            self._superseded[old.info.snapshot_id] = (
+                snapshot.public_data.parent_snapshot_update_clocks
+            )
             while len(self._superseded) > self.config.superseded_snapshots_kept:
                 self._superseded.popitem(last=False)
         self._active = _Active(info=snapshot.info(), author=snapshot.author, key=key)
@@ -627,7 +664,10 @@ class DocumentSession:
         self._confirmed = {}
         self._in_flight = OrderedDict()
         self._local_clock = -1
-        if self._snapshot_in_flight is not None and self._snapshot_in_flight.message is not snapshot:
+        if (
+            self._snapshot_in_flight is not None
+            and self._snapshot_in_flight.message is not snapshot
+        ):
             self._snapshot_in_flight = None
         self._pending[:0] = carried
 
@@ -733,7 +773,9 @@ class DocumentSession:
             age = now - waiting.since
             if age >= self.config.gap_recover_after and not waiting.recovery_asked:
                 waiting.recovery_asked = True
-                self._log.warning("gap_unfilled", author=_short(author), queued=len(waiting.updates))
+                self._log.warning(
+                    "gap_unfilled", author=_short(author), queued=len(waiting.updates)
+                )
                 events.append(RecoveryNeeded(f"updates of {b64encode(author)} never arrived"))
             elif age >= self.config.gap_refetch_after and not waiting.refetch_asked:
                 waiting.refetch_asked = True
@@ -763,9 +805,7 @@ class DocumentSession:
     def _receive_ephemeral(self, message: EphemeralMessage, events: list[Event]) -> None:
         try:
             try:
-                allowed = self.policy.may_author(
-                    message.kind, message.author, message.public_data
-                )
+                allowed = self.policy.may_author(message.kind, message.author, message.public_data)
             except Exception as exc:
                 raise EphemeralAuthorRejectedError(
                     f"authorization policy failed: {type(exc).__name__}"

@@ -32,12 +32,12 @@ from secsync.errors import (
     UpdateParseError,
 )
 from secsync.protocol.crypto import (
+    CIPHERTEXT_OVERHEAD,
     HASH_BYTES,
     ID_BYTES,
     NONCE_BYTES,
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
-    CIPHERTEXT_OVERHEAD,
 )
 from secsync.protocol.encoding import (
     MAX_SAFE_INTEGER,
@@ -88,8 +88,15 @@ def encode(message: Message, *, include_doc_id: bool = True) -> bytes:
     elif isinstance(message, Snapshot):
         assert isinstance(pd, SnapshotPublicData)
         body = [
-            message.version, 1, doc_id, pd.pub_key, pd.snapshot_id, pd.parent_snapshot_id,
-            pd.parent_snapshot_proof, dict(pd.parent_snapshot_update_clocks), extra,
+            message.version,
+            1,
+            doc_id,
+            pd.pub_key,
+            pd.snapshot_id,
+            pd.parent_snapshot_id,
+            pd.parent_snapshot_proof,
+            dict(pd.parent_snapshot_update_clocks),
+            extra,
         ]
     else:
         body = [message.version, 3, doc_id, pd.pub_key, extra]
@@ -139,9 +146,7 @@ def _extra(value: object, fields: frozenset[str]) -> dict[str, JsonValue]:
 def _clocks(value: object) -> dict[bytes, int]:
     if not isinstance(value, dict) or len(value) > MAX_CLOCK_ENTRIES:
         raise ValueError("clocks must be a bounded map")
-    return {
-        _bytes(k, PUBLIC_KEY_BYTES, "clock key"): _uint(v, "clock") for k, v in value.items()
-    }
+    return {_bytes(k, PUBLIC_KEY_BYTES, "clock key"): _uint(v, "clock") for k, v in value.items()}
 
 
 def _sealed(items: list[Any]) -> tuple[bytes, bytes, bytes]:
@@ -193,7 +198,9 @@ def decode(
     try:
         return _decode_body(version, kind, items, doc_id)
     except (ValueError, TypeError, IndexError, EncodingError) as exc:
-        raise _PARSE_ERRORS[kind](str(exc) if not isinstance(exc, SecsyncError) else exc.message) from None
+        raise _PARSE_ERRORS[kind](
+            str(exc) if not isinstance(exc, SecsyncError) else exc.message
+        ) from None
 
 
 def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) -> Message:
@@ -202,7 +209,10 @@ def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) 
             raise ValueError("an update has 10 fields")
         nonce, ciphertext, signature = _sealed(items[7:])
         return Update(
-            nonce, ciphertext, signature, version,
+            nonce,
+            ciphertext,
+            signature,
+            version,
             public_data=UpdatePublicData(
                 doc_id=_doc_id(items[2], doc_id),
                 pub_key=_bytes(items[3], PUBLIC_KEY_BYTES, "pubKey"),
@@ -219,7 +229,10 @@ def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) 
         if len(parent_id) not in (0, ID_BYTES):
             raise ValueError("parentSnapshotId must be empty or 24 bytes")
         return Snapshot(
-            nonce, ciphertext, signature, version,
+            nonce,
+            ciphertext,
+            signature,
+            version,
             public_data=SnapshotPublicData(
                 doc_id=_doc_id(items[2], doc_id),
                 pub_key=_bytes(items[3], PUBLIC_KEY_BYTES, "pubKey"),
@@ -234,7 +247,10 @@ def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) 
         raise ValueError("an ephemeral message has 8 fields")
     nonce, ciphertext, signature = _sealed(items[5:])
     return EphemeralMessage(
-        nonce, ciphertext, signature, version,
+        nonce,
+        ciphertext,
+        signature,
+        version,
         public_data=EphemeralPublicData(
             doc_id=_doc_id(items[2], doc_id),
             pub_key=_bytes(items[3], PUBLIC_KEY_BYTES, "pubKey"),
@@ -318,7 +334,9 @@ def _from_json(obj: Mapping[str, Any], kind: MessageKind) -> Message:
         if len(parent_id) not in (0, ID_BYTES):
             raise ValueError("parentSnapshotId must be empty or encode 24 bytes")
         return Snapshot(
-            nonce, ciphertext, signature,
+            nonce,
+            ciphertext,
+            signature,
             public_data=SnapshotPublicData(
                 doc_id=doc_id,
                 pub_key=pub_key,
@@ -337,7 +355,9 @@ def _from_json(obj: Mapping[str, Any], kind: MessageKind) -> Message:
     if kind == MessageKind.UPDATE:
         extra = _extra({k: v for k, v in public.items() if k not in UPDATE_FIELDS}, frozenset())
         return Update(
-            nonce, ciphertext, signature,
+            nonce,
+            ciphertext,
+            signature,
             public_data=UpdatePublicData(
                 doc_id=doc_id,
                 pub_key=pub_key,
@@ -348,7 +368,9 @@ def _from_json(obj: Mapping[str, Any], kind: MessageKind) -> Message:
         )
     extra = _extra({k: v for k, v in public.items() if k not in EPHEMERAL_FIELDS}, frozenset())
     return EphemeralMessage(
-        nonce, ciphertext, signature,
+        nonce,
+        ciphertext,
+        signature,
         public_data=EphemeralPublicData(doc_id=doc_id, pub_key=pub_key, extra=extra),
     )
 

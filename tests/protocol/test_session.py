@@ -1,0 +1,455 @@
+"""The document session: convergence, queues, snapshots, rebase, recovery, rejections."""
+
+from __future__ import annotations
+
+import pycrdt
+import pytest
+
+from secsync.config import SecsyncConfig
+from secsync.errors import SecsyncError
+from secsync.protocol import crypto, wire
+from secsync.protocol.events import (
+    GapDetected,
+    MessageRejected,
+    RecoveryNeeded,
+    SnapshotApplied,
+    SnapshotStored,
+    UpdateApplied,
+    UpdateStored,
+)
+from secsync.protocol.messages import ProofChainEntry, Snapshot, Update
+from secsync.protocol.policy import AllowList
+from secsync.protocol.session import DocumentSession
+from tests.factories import (
+    DOC_ID,
+    KEY,
+    MemoryBroker,
+    Participant,
+    YPeer,
+    make_snapshot,
+    make_update,
+    yjs_change,
+)
+
+EMPTY_STATE = pycrdt.Doc().get_update()
+
+
+def test_snapshot_content_the_crdt_refuses_is_rejected() -> None:
+    peer = YPeer()
+    peer.session.load(None)
+    snap = make_snapshot(crypto.SigningKeyPair.generate(), b"not a yjs update")
+    assert rejected_code(peer.session.receive(snap)) == 105
+    assert peer.session.active_snapshot is None
+
+
+def codes(events: list[object]) -> list[int]:
+    return [e.error.code for e in events if isinstance(e, MessageRejected)]
+
+
+def rejected_code(events: list[object]) -> int:
+    found = codes(events)
+    assert len(found) == 1, events
+    return found[0]
+
+
+def two_peers(config: SecsyncConfig | None = None) -> tuple[YPeer, YPeer, MemoryBroker]:
+    broker = MemoryBroker()
+    a, b = YPeer(config=config), YPeer(config=config)
+    a.p = Participant(a.session, broker)  # type: ignore[attr-defined]
+    b.p = Participant(b.session, broker)  # type: ignore[attr-defined]
+    return a, b, broker
+
+
+# --- convergence through the broker rules ----------------------------------------------------
+
+
+def test_two_peers_converge_and_report_authors() -> None:
+    a, b, broker = two_peers()
+    a.type(0, "Hello")
+    a.p.sync()
+    assert isinstance(broker.log[0], Snapshot)  # the first change creates the initial snapshot
+    b.p.sync()
+    assert b.content == "Hello"
+    b.type(5, " World")
+    b.p.sync()
+    a.type(0, ">")
+    a.p.sync()
+    b.p.sync()
+    a.p.sync()
+    assert a.content == b.content == ">Hello World"
+    applied = [e for e in a.p.events if isinstance(e, UpdateApplied)]
+    assert [(e.author, e.clock) for e in applied] == [(b.signer.public_key, 0)]
+    assert a.session.is_synced and b.session.is_synced
+
+
+def test_burst_of_changes_becomes_one_update() -> None:
+    a, b, broker = two_peers()
+    a.type(0, "x")
+    a.p.sync()
+    for i in range(50):
+        a.type(i, "k")
+    a.p.sync()
+    assert len(broker.log) == 2
+    update = broker.log[1]
+    assert isinstance(update, Update) and update.clock == 0
+    b.p.sync()
+    assert b.content == a.content
+
+
+def test_large_pending_changes_are_split() -> None:
+    a, _, broker = two_peers(SecsyncConfig(max_update_plaintext_bytes=1024))
+    a.type(0, "x")
+    a.p.sync()
+    for i in range(40):
+        a.type(i, "y" * 100)
+    a.p.sync()
+    updates = [m for m in broker.log if isinstance(m, Update)]
+    assert len(updates) > 1
+    assert [u.clock for u in updates] == list(range(len(updates)))
+
+
+def test_snapshot_policy_triggers_snapshot_and_updates_continue_on_it() -> None:
+    a, b, broker = two_peers(SecsyncConfig(snapshot_after_updates=3))
+    a.type(0, "a")
+    a.p.sync()
+    for i in range(5):
+        a.type(i, "b")
+        a.p.sync()
+    kinds = [type(m).__name__ for m in broker.log]
+    assert kinds == ["Snapshot", "Update", "Update", "Update", "Snapshot", "Update"]
+    b.p.sync()
+    assert b.content == a.content
+    second = broker.log[4]
+    assert isinstance(second, Snapshot)
+    assert second.public_data.parent_snapshot_update_clocks == {a.signer.public_key: 2}
+
+
+def test_racing_snapshots_one_wins_loser_rebases() -> None:
+    a, b, broker = two_peers()
+    a.type(0, "base")
+    a.p.sync()
+    b.p.sync()
+    a.type(4, " from a")
+    b.type(0, "from b ")
+    # both want to write a snapshot now
+    snap_a = a.session.create_snapshot()
+    snap_b = b.session.create_snapshot()
+    assert broker.publish(snap_a, a.p.seen)
+    a.session.snapshot_stored(snap_a.snapshot_id)
+    a.p.seen = len(broker.log)
+    assert not broker.publish(snap_b, b.p.seen)  # compare-and-set refuses the loser
+    b.session.snapshot_rejected(snap_b.snapshot_id)
+    b.p.sync()  # receives a's snapshot, re-sends its change as an update on it
+    a.p.sync()
+    assert a.content == b.content
+    assert "from a" in a.content and "from b" in a.content
+    applied = [e for e in b.p.events if isinstance(e, SnapshotApplied)]
+    assert applied[-1].snapshot_id == snap_a.snapshot_id and applied[-1].rebased_changes >= 1
+
+
+def test_update_refused_for_stale_snapshot_is_rebased() -> None:
+    a, b, broker = two_peers()
+    a.type(0, "base")
+    a.p.sync()
+    b.p.sync()
+    snap = a.session.create_snapshot()
+    assert broker.publish(snap, a.p.seen)
+    a.session.snapshot_stored(snap.snapshot_id)
+    a.p.seen = len(broker.log)
+    b.type(0, "B")
+    (stale,) = b.session.data_to_send()
+    assert isinstance(stale, Update) and not broker.publish(stale, b.p.seen)
+    b.session.update_rejected(stale.public_data.ref_snapshot_id, stale.clock)
+    assert b.session.pending_changes == 1
+    b.p.sync()
+    rebased = broker.log[-1]
+    assert isinstance(rebased, Update)
+    assert rebased.public_data.ref_snapshot_id == snap.snapshot_id and rebased.clock == 0
+    a.p.sync()
+    assert a.content == b.content == "Bbase"
+
+
+def test_concurrent_initial_snapshots() -> None:
+    a, b, broker = two_peers()
+    a.type(0, "A")
+    b.type(0, "B")
+    a.p.sync()
+    b.p.sync()  # b's initial snapshot loses, b adopts a's and sends its change as an update
+    a.p.sync()
+    assert a.content == b.content and sorted(a.content) == ["A", "B"]
+    assert sum(isinstance(m, Snapshot) for m in broker.log) == 1
+
+
+# --- per-author queues --------------------------------------------------------------------------
+
+
+def _history(n: int = 4) -> tuple[crypto.SigningKeyPair, Snapshot, list[Update], str]:
+    author = crypto.SigningKeyPair.generate()
+    base, doc = yjs_change("")
+    snap = make_snapshot(author, base)
+    text = doc.get("text", type=pycrdt.Text)
+    updates = []
+    for clock in range(n):
+        before = doc.get_state()
+        text.insert(len(text), str(clock))
+        updates.append(make_update(author, snap, clock, [doc.get_update(before)]))
+    return author, snap, updates, str(text)
+
+
+def test_out_of_order_updates_wait_for_their_predecessor() -> None:
+    _, snap, updates, expected = _history(4)
+    peer = YPeer()
+    peer.session.load(snap)
+    events = peer.session.receive_many([updates[2], updates[1], updates[3]], now=0.0)
+    assert not [e for e in events if isinstance(e, UpdateApplied)]
+    assert peer.content == ""
+    events = peer.session.receive(updates[0], now=0.5)
+    assert [e.clock for e in events if isinstance(e, UpdateApplied)] == [0, 1, 2, 3]
+    assert peer.content == expected
+
+
+def test_duplicates_and_replays_are_no_ops() -> None:
+    _, snap, updates, _ = _history(2)
+    peer = YPeer()
+    peer.session.load(snap, updates)
+    content, clocks = peer.content, peer.session.update_clocks
+    events = peer.session.receive_many([updates[0], updates[1], snap])
+    assert codes(events) == [214, 214]
+    assert peer.content == content and peer.session.update_clocks == clocks
+
+
+def test_equivocating_update_with_used_clock_is_rejected() -> None:
+    author, snap, updates, _ = _history(1)
+    peer = YPeer()
+    peer.session.load(snap, updates)
+    other, _ = yjs_change("evil")
+    assert rejected_code(peer.session.receive(make_update(author, snap, 0, [other]))) == 214
+    assert "evil" not in peer.content
+
+
+def test_unfilled_gap_asks_to_refetch_then_to_recover() -> None:
+    config = SecsyncConfig(gap_refetch_after=1.0, gap_recover_after=5.0)
+    _, snap, updates, expected = _history(3)
+    peer = YPeer(config=config)
+    peer.session.load(snap, now=0.0)
+    peer.session.receive(updates[2], now=10.0)
+    assert peer.session.next_deadline() == 11.0
+    assert peer.session.handle_timer(10.5) == []
+    (gap,) = peer.session.handle_timer(11.0)
+    assert isinstance(gap, GapDetected) and gap.expected_clock == 0 and gap.queued == 1
+    assert peer.session.handle_timer(12.0) == []
+    (recovery,) = peer.session.handle_timer(15.0)
+    assert isinstance(recovery, RecoveryNeeded)
+    # the transport recovers from the latest snapshot; clocks 0..1 never come: skipped
+    events = peer.session.recover(snap, [updates[2]], reason="gap", now=16.0)
+    assert 202 in codes(events)
+    assert [e.clock for e in events if isinstance(e, UpdateApplied)] == [2]
+    assert peer.session.update_clocks == {updates[2].author: 2}
+    assert peer.session.next_deadline() is None
+    assert expected.endswith(peer.content[-1:])
+
+
+def test_update_for_a_snapshot_not_yet_received_is_deferred() -> None:
+    _author, snap, updates, expected = _history(2)
+    peer = YPeer()
+    peer.session.load(None)
+    assert peer.session.receive_many(updates) == []
+    peer.session.receive(snap)
+    assert peer.content == expected
+
+
+def test_queue_bound_is_enforced() -> None:
+    _, snap, updates, _ = _history(4)
+    peer = YPeer(config=SecsyncConfig(max_queued_updates_per_author=1))
+    peer.session.load(snap)
+    assert codes(peer.session.receive_many([updates[2], updates[3]])) == [217]
+
+
+# --- snapshot checks ---------------------------------------------------------------------------
+
+
+def test_child_snapshot_chain_and_replay() -> None:
+    author = crypto.SigningKeyPair.generate()
+    s1 = make_snapshot(author, yjs_change("one")[0])
+    s2 = make_snapshot(author, yjs_change("two")[0], parent=s1)
+    s3 = make_snapshot(author, yjs_change("three")[0], parent=s2)
+    peer = YPeer()
+    peer.session.load(s1)
+    events = peer.session.receive(s2)
+    assert isinstance(events[0], SnapshotApplied) and not events[0].recovered
+    assert rejected_code(peer.session.receive(s1)) == 116  # superseded: a replay
+    assert peer.session.receive(s2) == []  # the active one again: nothing to do
+    peer.session.receive(s3)
+    assert peer.session.active_snapshot == s3.info()
+
+
+def test_snapshot_via_proof_chain_and_broken_chain() -> None:
+    author = crypto.SigningKeyPair.generate()
+    s1 = make_snapshot(author, yjs_change("one")[0])
+    s2 = make_snapshot(author, yjs_change("two")[0], parent=s1)
+    s3 = make_snapshot(author, yjs_change("three")[0], parent=s2)
+    chain = [ProofChainEntry.of(s2), ProofChainEntry.of(s3)]
+    peer = YPeer()
+    peer.session.load(s1)
+    broken = [chain[1]]
+    assert rejected_code(peer.session.receive(s3, proof_chain=broken)) == 115
+    assert peer.session.active_snapshot == s1.info()
+    events = peer.session.receive(s3, proof_chain=chain)
+    assert isinstance(events[0], SnapshotApplied)
+
+
+def test_snapshot_with_wrong_parent_or_proof_is_rejected() -> None:
+    author = crypto.SigningKeyPair.generate()
+    s1 = make_snapshot(author, yjs_change("one")[0])
+    s2 = make_snapshot(author, b"x", parent=s1)
+    fork = make_snapshot(author, yjs_change("fork")[0])  # another initial snapshot
+    peer = YPeer()
+    peer.session.load(s1)
+    assert rejected_code(peer.session.receive(fork)) == 112
+    # right parent id, wrong proof
+    bad = make_snapshot(author, b"x", parent=s2)
+    object.__setattr__(bad.public_data, "parent_snapshot_id", s1.snapshot_id)
+    tampered = make_snapshot(author, b"x", snapshot_id=bad.snapshot_id, parent=s2)
+    assert tampered.public_data.parent_snapshot_id == s2.snapshot_id
+    assert peer.session.active_snapshot == s1.info()
+
+
+def test_snapshot_missing_our_confirmed_update_is_rejected() -> None:
+    a, b, broker = two_peers()
+    a.type(0, "a")
+    a.p.sync()
+    b.p.sync()
+    b.type(0, "b")
+    b.p.sync()  # b's update 0 is confirmed by the broker
+    # a (maliciously) writes a child that claims to include none of b's updates
+    evil = make_snapshot(a.signer, a.doc.get_update(), parent=broker.log[0], clocks={})
+    assert rejected_code(b.session.receive(evil)) == 102
+    assert b.content == "ba"
+
+
+def test_wrong_document_and_wrong_key() -> None:
+    author = crypto.SigningKeyPair.generate()
+    peer = YPeer()
+    peer.session.load(None)
+    other_doc = make_snapshot(author, b"", doc_id="another-doc")
+    assert rejected_code(peer.session.receive(other_doc)) == 113
+    other_key = make_snapshot(author, b"", key=bytes(32))
+    assert rejected_code(peer.session.receive(other_key)) == 101
+    snap = make_snapshot(author, yjs_change("ok")[0])
+    peer.session.receive(snap)
+    upd_doc = make_update(author, snap, 0, [yjs_change("z")[0]], doc_id="another-doc")
+    assert rejected_code(peer.session.receive(upd_doc)) == 216
+    upd_key = make_update(author, snap, 0, [yjs_change("z")[0]], key=bytes(32))
+    assert rejected_code(peer.session.receive(upd_key)) == 201
+    assert peer.content == "ok" and peer.session.update_clocks == {}
+
+
+def test_undecodable_update_content_is_rejected() -> None:
+    author = crypto.SigningKeyPair.generate()
+    snap = make_snapshot(author, EMPTY_STATE)
+    peer = YPeer()
+    assert codes(peer.session.load(snap)) == []
+    from secsync.protocol import sealing
+    from secsync.protocol.messages import UpdatePublicData
+
+    public = UpdatePublicData(DOC_ID, author.public_key, snap.snapshot_id, 0)
+    garbage = sealing.seal(public, b"\xc1 not msgpack", KEY, author)
+    assert rejected_code(peer.session.receive(garbage)) == 204
+    not_yjs = sealing.seal(public, wire.msgpack.packb([b"\xff\xff\xff"]), KEY, author)
+    assert rejected_code(peer.session.receive(not_yjs)) == 203
+    assert peer.session.update_clocks == {}
+
+
+def test_policy_rejects_outsiders() -> None:
+    writer, outsider = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
+    doc: pycrdt.Doc = pycrdt.Doc()
+    session = DocumentSession(
+        DOC_ID, crypto.SigningKeyPair.generate(), KEY, doc, policy=AllowList([writer.public_key])
+    )
+    session.load(None)
+    assert rejected_code(session.receive(make_snapshot(outsider, b""))) == 114
+    snap = make_snapshot(writer, EMPTY_STATE)
+    assert codes(session.receive(snap)) == []
+    assert rejected_code(session.receive(make_update(outsider, snap, 0, [b"x"]))) == 215
+
+    class Broken:
+        def may_author(self, *args: object) -> bool:
+            raise RuntimeError("policy backend down")
+
+    session.policy = Broken()
+    assert rejected_code(session.receive(make_update(writer, snap, 0, [b"x"]))) == 205
+
+
+def test_garbage_bytes_are_rejected_not_raised() -> None:
+    peer = YPeer()
+    peer.session.load(None)
+    for data in [b"", b"\x00", b"\x96" + b"\x01" * 6]:
+        events = peer.session.receive(data)
+        assert isinstance(events[0], MessageRejected)
+        assert isinstance(events[0].error, SecsyncError)
+
+
+def test_native_bytes_are_accepted() -> None:
+    _, snap, updates, expected = _history(2)
+    peer = YPeer()
+    peer.session.load(None)
+    frames = [wire.encode(m, include_doc_id=False) for m in [snap, *updates]]
+    peer.session.receive_many(frames)
+    assert peer.content == expected
+
+
+# --- acknowledgements and recovery -------------------------------------------------------------
+
+
+def test_acknowledgements_and_own_echoes() -> None:
+    a, _, broker = two_peers()
+    a.type(0, "a")
+    (snap,) = a.session.data_to_send()
+    assert a.session.unacknowledged == 1 and not a.session.is_synced
+    broker.publish(snap, 0)
+    assert a.session.receive(snap) == [SnapshotStored(snap.snapshot_id)]  # echo = stored
+    a.type(1, "b")
+    (upd,) = a.session.data_to_send()
+    assert isinstance(upd, Update)
+    assert a.session.update_stored(snap.snapshot_id, 0) == [UpdateStored(snap.snapshot_id, 0)]
+    assert a.session.receive(upd) == []  # its echo after the ack is silent
+    assert a.session.is_synced and a.content == "ab"
+
+
+def test_recover_adopts_unrelated_snapshot_and_keeps_local_changes() -> None:
+    a, _, _ = two_peers()
+    a.type(0, "local")
+    a.p.sync()
+    a.type(0, "more ")
+    other = crypto.SigningKeyPair.generate()
+    unrelated = make_snapshot(other, yjs_change("remote")[0])
+    assert rejected_code(a.session.receive(unrelated)) == 112
+    events = a.session.recover(unrelated, reason="unverifiable chain")
+    applied = [e for e in events if isinstance(e, SnapshotApplied)]
+    assert applied and applied[0].recovered and applied[0].rebased_changes >= 1
+    assert "local" in a.content and "remote" in a.content
+    out = a.session.data_to_send()
+    assert out and all(isinstance(m, Update) for m in out)
+
+
+def test_no_sending_before_load() -> None:
+    doc: pycrdt.Doc = pycrdt.Doc()
+    doc.get("text", type=pycrdt.Text).insert(0, "early")
+    session = DocumentSession(DOC_ID, crypto.SigningKeyPair.generate(), KEY, doc)
+    assert session.data_to_send() == []
+    assert session.pending_changes == 1
+    session.load(None)
+    (snap,) = session.data_to_send()
+    assert isinstance(snap, Snapshot)
+
+
+@pytest.mark.parametrize("encoding", ["native", "secsync-json"])
+def test_change_encodings_interoperate(encoding: str) -> None:
+    a, b, _ = two_peers(SecsyncConfig(change_encoding=encoding))  # type: ignore[arg-type]
+    a.type(0, "x")
+    a.p.sync()
+    b.p.sync()
+    a.type(1, "y")
+    a.p.sync()
+    b.p.sync()
+    assert b.content == "xy"
