@@ -171,3 +171,41 @@ class Participant:
     def sync(self) -> None:
         self.pull()
         self.push()
+
+
+class AMPeer:
+    """A participant editing a real Automerge text."""
+
+    def __init__(
+        self,
+        signer: crypto.SigningKeyPair | None = None,
+        *,
+        key: bytes = KEY,
+        config: SecsyncConfig | None = None,
+        doc_id: str = DOC_ID,
+    ) -> None:
+        from automerge import core
+
+        self._core = core
+        self.signer = signer or crypto.SigningKeyPair.generate()
+        self.doc = core.Document()
+        self.session = DocumentSession(doc_id, self.signer, key, self.doc, config=config)
+
+    def _text(self) -> bytes | None:
+        found = self.doc.get(self._core.ROOT, "text")
+        return found[1] if found else None
+
+    def type(self, at: int, text: str) -> None:
+        core = self._core
+        with self.doc.transaction() as tx:
+            obj = self._text()
+            if obj is None:
+                obj = tx.put_object(core.ROOT, "text", core.ObjType.Text)
+            at = min(at, tx.length(obj))
+            for offset, char in enumerate(text):
+                tx.insert(obj, at + offset, core.ScalarType.Str, char)
+
+    @property
+    def content(self) -> str:
+        obj = self._text()
+        return self.doc.text(obj) if obj is not None else ""

@@ -557,6 +557,9 @@ class DocumentSession:
             raise SnapshotParentError("another snapshot with the active snapshot's id")
         if public.snapshot_id in self._superseded:
             raise SnapshotReplayError("snapshot was already superseded")
+        aad = sealing.check_signature(snapshot)
+        if public.doc_id != self.doc_id:
+            raise SnapshotDocumentIdError()
         info = snapshot.info()
         direct_child = False
         if recovery is None and active is not None:
@@ -573,9 +576,6 @@ class DocumentSession:
             key = self.keys.snapshot_key(info)
         except Exception as exc:
             raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
-        aad = sealing.check_signature(snapshot)
-        if public.doc_id != self.doc_id:
-            raise SnapshotDocumentIdError()
         if direct_child:
             assert active is not None
             if (
