@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit clean interop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,10 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Optional, needs Node.js: seal with secsync JS and Python, verify each with the other.
+interop: $(STAMP)
+	cd interop/js && npm ci --silent && node generate.mjs
+	$(BIN)/python interop/make_python_sealed.py
+	cd interop/js && node verify.mjs
+	$(BIN)/pytest -q tests/interop

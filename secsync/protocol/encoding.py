@@ -17,6 +17,7 @@ JsonValue: TypeAlias = "bool | int | str | Sequence[JsonValue] | Mapping[str, Js
 MAX_SAFE_INTEGER = 2**53 - 1
 
 _B64URL_CHARS = re.compile(rb"[A-Za-z0-9_-]*")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def b64encode(data: bytes) -> str:
@@ -59,11 +60,9 @@ def _dump(value: object, out: list[str]) -> None:
             raise CanonicalJsonError("integer outside the JSON-safe range")
         out.append(str(int(value)))
     elif isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise CanonicalJsonError("string is not valid Unicode") from exc
-        out.append(json.dumps(value, ensure_ascii=False))
+        text = json.dumps(value, ensure_ascii=False)
+        # JSON.stringify escapes lone surrogates (which UTF-8 cannot carry) as lowercase \uXXXX.
+        out.append(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
     elif isinstance(value, Mapping):
         items = []
         for key, item in value.items():

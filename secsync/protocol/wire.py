@@ -310,7 +310,15 @@ def from_json_dict(obj: object, *, kind: MessageKind | None = None) -> Message:
 
 
 def _from_json(obj: Mapping[str, Any], kind: MessageKind) -> Message:
-    unknown = set(obj) - {"nonce", "ciphertext", "signature", "publicData", "type"}
+    # "type" comes with server broadcasts, "additionalServerData" (unsigned) with client sends.
+    unknown = set(obj) - {
+        "nonce",
+        "ciphertext",
+        "signature",
+        "publicData",
+        "type",
+        "additionalServerData",
+    }
     if unknown:
         raise ValueError(f"unknown message fields: {sorted(unknown)}")
     nonce = _b64(obj["nonce"], NONCE_BYTES, "nonce")

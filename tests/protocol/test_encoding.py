@@ -29,13 +29,18 @@ def test_canonical_json_matches_canonicalize() -> None:
     assert canonical_json('\n\t\x01"\\é😀\u2028') == '"\\n\\t\\u0001\\"\\\\é😀\u2028"'
 
 
+def test_canonical_json_escapes_lone_surrogates_like_json_stringify() -> None:
+    assert canonical_json({"docId": "a\ud800b"}) == '{"docId":"a\\ud800b"}'
+    assert canonical_json("\udfff").encode("utf-8") == b'"\\udfff"'
+
+
 def test_canonical_json_sorts_by_utf16_code_units() -> None:
     # U+FF61 sorts after U+1F600 by code point but before it by UTF-16 code unit (0xD83D)
     keys = {"\U0001f600": 1, "\uff61": 2}
     assert canonical_json(keys) == '{"\U0001f600":1,"\uff61":2}'
 
 
-@pytest.mark.parametrize("bad", [1.5, float("nan"), 2**53, {1: 2}, b"x", {"a": {1.0}}])
+@pytest.mark.parametrize("bad", [1.5, float("nan"), 2**53, {1: 2}, b"x", {"a": {1.0}}, [1.0]])
 def test_canonical_json_rejects(bad: object) -> None:
     with pytest.raises(CanonicalJsonError):
         canonical_json(bad)

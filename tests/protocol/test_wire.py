@@ -154,3 +154,15 @@ def test_json_rejects_floats_and_non_json(signer: crypto.SigningKeyPair) -> None
         wire.from_json("{not json")
     with pytest.raises(MalformedMessageError):
         wire.from_json("[1]")
+
+
+def test_json_tolerates_additional_server_data_and_lone_surrogates(
+    signer: crypto.SigningKeyPair,
+) -> None:
+    snap = make_snapshot(signer, b"x", doc_id="a\ud800b")
+    obj = wire.to_json_dict(snap)
+    obj["additionalServerData"] = {"anything": 1}  # unsigned, sent by secsync JS clients
+    text = json.dumps(obj)  # escapes the lone surrogate as \ud800
+    back = wire.from_json(text)
+    assert back == snap
+    assert sealing.open_message(back, KEY) == b"x"
