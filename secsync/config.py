@@ -46,6 +46,37 @@ class SecsyncConfig:
     gap_recover_after: float = 10.0
     """Seconds after which an unfilled gap asks for recovery from the latest snapshot."""
 
+    # --- broker and transport ------------------------------------------------------------
+    stream_name: str = "SECSYNC"
+    """The JetStream stream that stores every document's snapshots and updates."""
+    subject_root: str = "secsync"
+    """First subject token of every document subject (see ``secsync.transport.subjects``)."""
+    provision_stream: bool = True
+    """Create or update the stream on connect. Turn off where clients lack the rights."""
+    stream_replicas: int = 1
+    max_consumers: int = 10_000
+    """Explicit consumer limit of the stream; nats-server 2.15 defaults to 1000 per stream."""
+    duplicate_window: float = 120.0
+    """Seconds in which a retried publish with the same message id is stored once."""
+    batch_interval: float = 0.02
+    """Seconds local changes are collected after the first one, so a burst becomes one update."""
+    poll_interval: float = 0.05
+    """How often documents without change notifications (Automerge) are checked for edits."""
+    publish_timeout: float = 5.0
+    """Bound on every publish acknowledgement (nats-py's own futures have none)."""
+    request_timeout: float = 5.0
+    open_timeout: float = 30.0
+    """Bound on loading a document (latest snapshot and the updates after it)."""
+    retry_initial: float = 0.1
+    retry_max: float = 5.0
+    """Exponential backoff, with jitter, between publish retries while the broker is away."""
+    idle_heartbeat: float = 1.0
+    """Heartbeat of the live consumer; two missed ones re-create it from the last sequence."""
+    max_part_bytes: int = 0
+    """Largest stored message part; 0 means the broker's payload limit less header room."""
+    event_queue_size: int = 10_000
+    """Events kept for the application; the oldest are dropped beyond this."""
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

@@ -366,6 +366,73 @@ class TransportError(SecsyncError):
     code = 900
 
 
+class BrokerUnavailableError(TransportError):
+    """The broker did not answer in time (disconnected, restarting, or no stream leader)."""
+
+    code = 901
+
+
+class PermissionDeniedError(TransportError):
+    """The broker refused an operation on a subject this client may not use."""
+
+    code = 902
+
+    def __init__(self, message: str | None = None, *, subject: str | None = None) -> None:
+        self.subject = subject
+        super().__init__(message or f"permission denied on subject {subject!r}")
+
+
+class PayloadTooLargeError(TransportError):
+    """A message exceeds what the broker accepts even in chunks."""
+
+    code = 903
+
+
+class StreamNotFoundError(TransportError):
+    """No JetStream stream stores the document subjects (not provisioned)."""
+
+    code = 904
+
+
+class WrongLastSequenceError(TransportError):
+    """Compare-and-set refused: the subject moved on since the expected sequence."""
+
+    code = 905
+
+    def __init__(self, message: str | None = None, *, last_sequence: int | None = None) -> None:
+        self.last_sequence = last_sequence
+        super().__init__(message)
+
+
+class BrokerRequestError(TransportError):
+    """The broker answered a request with an error not covered by a more specific class."""
+
+    code = 906
+
+    def __init__(self, message: str | None = None, *, err_code: int | None = None) -> None:
+        self.err_code = err_code
+        super().__init__(message)
+
+
+class DuplicateBatchError(BrokerRequestError):
+    """An atomic batch carries a message id the stream stored already (err_code 10201).
+
+    Nothing of the batch was stored: an earlier attempt landed, or another writer used the same
+    ``Nats-Msg-Id`` within the duplicate window. The broker does not say at which sequence.
+    """
+
+    code = 908
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, err_code=10201)
+
+
+class DocumentClosedError(TransportError):
+    """The document was closed."""
+
+    code = 907
+
+
 def error_for_code(code: int) -> type[SecsyncError]:
     """Return the error class registered for ``code`` (the first defined one on a tie)."""
     found: dict[int, type[SecsyncError]] = {}

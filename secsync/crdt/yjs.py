@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pycrdt
@@ -17,6 +17,7 @@ class YjsAdapter:
         self.doc = doc
         self._local: list[bytes] = []
         self._applying = False
+        self._listener: Callable[[], None] | None = None
         existing = doc.get_update()
         if existing != _EMPTY_UPDATE:
             # Content the application put in before opening is a local change like any other.
@@ -29,6 +30,12 @@ class YjsAdapter:
         update = event.update
         if update != _EMPTY_UPDATE:
             self._local.append(update)
+            if self._listener is not None:
+                self._listener()
+
+    def set_change_listener(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener`` after every local transaction (to wake a sender)."""
+        self._listener = listener
 
     def take_local_changes(self) -> list[bytes]:
         changes, self._local = self._local, []

@@ -79,6 +79,31 @@ class RecoveryNeeded:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentLoaded:
+    """A document finished loading: the latest snapshot and the updates stored after it."""
+
+    snapshot_id: bytes | None
+    updates: int
+    last_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailed:
+    """The broker refused or did not acknowledge a publish; ``retrying`` says what happens."""
+
+    error: SecsyncError
+    subject: str
+    retrying: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """The connection to the broker was lost (``connected=False``) or restored."""
+
+    connected: bool
+
+
 Event: TypeAlias = (
     SnapshotApplied
     | UpdateApplied
@@ -88,4 +113,7 @@ Event: TypeAlias = (
     | UpdateStored
     | GapDetected
     | RecoveryNeeded
+    | DocumentLoaded
+    | PublishFailed
+    | ConnectionChanged
 )

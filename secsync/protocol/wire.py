@@ -196,7 +196,12 @@ def decode(
     if version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersionError(f"protocol version {version} is not supported")
     try:
-        return _decode_body(version, kind, items, doc_id)
+        message = _decode_body(version, kind, items, doc_id)
+        # One message, one encoding: anything else (an empty map for "no extras", a wider
+        # integer, str for bin) could be altered in transit without touching the signature.
+        if encode(message, include_doc_id=items[2] is not None) != data:
+            raise ValueError("non-canonical encoding")
+        return message
     except (ValueError, TypeError, IndexError, EncodingError) as exc:
         raise _PARSE_ERRORS[kind](
             str(exc) if not isinstance(exc, SecsyncError) else exc.message

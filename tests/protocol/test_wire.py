@@ -166,3 +166,17 @@ def test_json_tolerates_additional_server_data_and_lone_surrogates(
     back = wire.from_json(text)
     assert back == snap
     assert sealing.open_message(back, KEY) == b"x"
+
+
+def test_only_the_canonical_encoding_is_accepted(signer: crypto.SigningKeyPair) -> None:
+    message = _messages(signer)[2]
+    data = wire.encode(message)
+    assert wire.decode(data) == message
+    items = msgpack.unpackb(data, raw=False)
+    items[6] = {}  # "no extras" spelled as an empty map instead of nil
+    with pytest.raises(UpdateParseError, match="non-canonical"):
+        wire.decode(msgpack.packb(items, use_bin_type=True))
+    wide = data.replace(b"\x07\xc0", b"\xcd\x00\x07\xc0", 1)  # clock 7 as a uint16
+    assert wide != data
+    with pytest.raises(UpdateParseError, match="non-canonical"):
+        wire.decode(wide)

@@ -1,0 +1,226 @@
+"""``make demo``: three people edit one encrypted Yjs text through an embedded broker.
+
+The coordinator starts a throwaway nats-server, runs each participant as its own process,
+shows their edits arriving with their authors, checks that all three end with the same
+text, and finally reads the broker's stream to show that it holds only ciphertext.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import pycrdt
+import structlog
+
+PEOPLE = {
+    "alice": ["Alice: encryption happens on my machine.", "Alice: the broker only relays."],
+    "bob": ["Bob: I sign every change I make.", "Bob: nobody can forge me."],
+    "carol": ["Carol: we all converge.", "Carol: no server reads this."],
+}
+COLORS = {"alice": "\033[35m", "bob": "\033[36m", "carol": "\033[33m"}
+RESET = "\033[0m"
+DOC_ID = "demo-document"
+
+
+def _paint(name: str, text: str) -> str:
+    if not sys.stdout.isatty() and os.environ.get("FORCE_COLOR") is None:
+        return text
+    return f"{COLORS.get(name, '')}{text}{RESET}"
+
+
+async def participant(args: argparse.Namespace) -> None:
+    import secsync
+    from secsync.config import SecsyncConfig
+    from secsync.protocol.crypto import SigningKeyPair
+    from secsync.protocol.encoding import b64decode, b64encode
+    from secsync.protocol.events import UpdateApplied
+
+    names: dict[str, str] = json.loads(args.people)
+    signer = SigningKeyPair.from_b64(args.signing_key)
+    key = b64decode(args.key)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    text = doc.get("text", type=pycrdt.Text)
+    lines = PEOPLE[args.name]
+    expected = sum(len(v) for v in PEOPLE.values())
+    config = SecsyncConfig(batch_interval=0.03)
+
+    async with secsync.connect(args.url, config=config) as client:
+        document = await client.open(DOC_ID, key=key, signing_key=signer, crdt=doc)
+
+        async def watch() -> None:
+            async for event in document:
+                if isinstance(event, UpdateApplied):
+                    author = names.get(b64encode(event.author), "?")
+                    print(
+                        _paint(args.name, f"  [{args.name:>5}] ")
+                        + f"received a change by {_paint(author, author)} (clock {event.clock})",
+                        flush=True,
+                    )
+
+        watcher = asyncio.create_task(watch())
+        if args.name == "alice":
+            text.insert(0, "".join(f"== {name} ==\n" for name in PEOPLE))
+        header = f"== {args.name} ==\n"
+        deadline = time.monotonic() + 60
+        while header not in str(text) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # wait for alice's outline to arrive
+        # Each person writes under their own heading; the cursor sticks to the character
+        # before it, so it stays put while the others type elsewhere.
+        cursor = text.sticky_index(str(text).index(header) + len(header), pycrdt.Assoc.BEFORE)
+        for line in lines:
+            for char in line + "\n":
+                at = cursor.get_index()
+                text.insert(at, char)
+                cursor = text.sticky_index(at + 1, pycrdt.Assoc.BEFORE)
+                await asyncio.sleep(0.004)  # a fast typist
+            await document.flush(30)
+            print(_paint(args.name, f"  [{args.name:>5}] typed: {line}"), flush=True)
+        deadline = time.monotonic() + 60
+        while str(text).count("\n") < expected + len(PEOPLE) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await document.flush(30)
+        watcher.cancel()
+        print("RESULT " + json.dumps({"name": args.name, "text": str(text)}), flush=True)
+        await document.close()
+
+
+def coordinator() -> int:
+    from secsync.broker import Broker
+    from secsync.protocol.crypto import SigningKeyPair, generate_key
+    from secsync.protocol.encoding import b64encode
+
+    print("secsync demo: three participants, one end-to-end encrypted Yjs document\n")
+    with (
+        tempfile.TemporaryDirectory(prefix="secsync-demo-") as data,
+        Broker(store_dir=data) as broker,
+    ):
+        print(f"embedded broker: {broker.url} (JetStream data in {data})\n")
+        key = generate_key()
+        signers = {name: SigningKeyPair.generate() for name in PEOPLE}
+        people = {b64encode(s.public_key): name for name, s in signers.items()}
+        procs: dict[str, subprocess.Popen[str]] = {}
+        for name, signer in signers.items():
+            procs[name] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "secsync.demo",
+                    "participant",
+                    "--name",
+                    name,
+                    "--url",
+                    broker.url,
+                    "--key",
+                    b64encode(key),
+                    "--signing-key",
+                    b64encode(signer.secret_key),
+                    "--people",
+                    json.dumps(people),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, "FORCE_COLOR": "1"} if sys.stdout.isatty() else None,
+            )
+        results: dict[str, str] = {}
+
+        def relay(name: str, proc: subprocess.Popen[str]) -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # live, as the participants print
+                if line.startswith("RESULT "):
+                    results[name] = json.loads(line[7:])["text"]
+                else:
+                    print(line, end="", flush=True)
+
+        readers = [
+            threading.Thread(target=relay, args=(name, proc), daemon=True)
+            for name, proc in procs.items()
+        ]
+        for reader in readers:
+            reader.start()
+        failed = False
+        for name, proc in procs.items():
+            try:
+                code = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = -1
+            if code != 0:
+                print(f"participant {name} failed (exit code {code})")
+                failed = True
+        for reader in readers:
+            reader.join(timeout=5)
+        if failed:
+            return 1
+
+        print("\nfinal text at each participant:")
+        texts = set(results.values())
+        for name, text in results.items():
+            print(_paint(name, f"--- {name} ---"))
+            print(text.rstrip("\n"))
+        converged = len(texts) == 1 and len(results) == len(PEOPLE)
+        print(f"\nconverged: {'yes' if converged else 'NO'}")
+
+        found = asyncio.run(_scan(broker.url))
+        print(
+            f"\nthe broker stores {found['messages']} messages, {found['bytes']} bytes, "
+            "for this document"
+        )
+        words = [
+            w for lines in PEOPLE.values() for line in lines for w in line.split() if len(w) > 4
+        ]
+        leaked = [w for w in words if w.encode() in found["blob"]]
+        print(
+            f"searched the stored bytes for {len(words)} words the participants typed: "
+            f"{'found ' + ', '.join(leaked) if leaked else 'none found, only ciphertext'}"
+        )
+        return 0 if converged and not leaked else 1
+
+
+async def _scan(url: str) -> dict[str, Any]:
+    import nats
+
+    from secsync.config import SecsyncConfig
+    from secsync.transport import jetstream
+    from secsync.transport.subjects import DocumentSubjects
+
+    nc = await nats.connect(url)
+    try:
+        subjects = DocumentSubjects.of(DOC_ID)
+        stored = await jetstream.messages_after(nc, SecsyncConfig().stream_name, subjects.stored, 1)
+        blob = b"".join(m.data + repr(m.headers).encode() for m in stored)
+        return {"messages": len(stored), "bytes": len(blob), "blob": blob}
+    finally:
+        await nc.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m secsync.demo")
+    sub = parser.add_subparsers(dest="role")
+    p = sub.add_parser("participant")
+    p.add_argument("--name", required=True)
+    p.add_argument("--url", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--signing-key", required=True)
+    p.add_argument("--people", required=True)
+    args = parser.parse_args(argv)
+    # The demo speaks for itself; library logs stay quiet unless something goes wrong.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    if args.role == "participant":
+        asyncio.run(participant(args))
+        return 0
+    return coordinator()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""One open document: a :class:`DocumentSession` driven over NATS JetStream.
+
+This adapter holds no protocol rules. It moves bytes between the session and the broker:
+loading (latest snapshot by direct get, then the stored messages after it), live delivery (an
+ordered consumer from the last applied sequence), publishing with the broker's
+compare-and-set headers, and reporting the session's events to the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from secsync.config import SecsyncConfig
+from secsync.errors import (
+    BrokerUnavailableError,
+    DocumentClosedError,
+    DuplicateBatchError,
+    PayloadTooLargeError,
+    SecsyncError,
+    TransportError,
+    WrongLastSequenceError,
+)
+from secsync.protocol import wire
+from secsync.protocol.events import (
+    DocumentLoaded,
+    Event,
+    GapDetected,
+    MessageRejected,
+    PublishFailed,
+    RecoveryNeeded,
+    SnapshotApplied,
+)
+from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
+from secsync.protocol.session import DocumentSession
+from secsync.transport import chunks, jetstream
+from secsync.transport.subjects import DocumentSubjects, snapshot_msg_id, update_msg_id
+
+if TYPE_CHECKING:
+    from secsync.transport.client import SecsyncClient
+
+log = structlog.get_logger("secsync.document")
+
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+MSG_ID = "Nats-Msg-Id"
+# Headers and framing of a stored message, kept free below the broker's payload limit.
+HEADER_ROOM = 4096
+# Codes of snapshot rejections that mean "the stored history is not what we hold".
+_UNVERIFIABLE_SNAPSHOT = frozenset({102, 112, 115})
+
+
+class Document:
+    """A document kept in sync: edit the CRDT object you passed in; this does the rest.
+
+    Use :meth:`flush` to wait until every local change is stored, iterate :meth:`events` to
+    learn about remote changes, snapshots, recoveries and errors, and :meth:`close` (or
+    ``async with``) when done.
+    """
+
+    def __init__(
+        self,
+        client: SecsyncClient,
+        session: DocumentSession,
+        config: SecsyncConfig,
+    ) -> None:
+        self._client = client
+        self.session = session
+        self.config = config
+        self.doc_id = session.doc_id
+        self.subjects = DocumentSubjects.of(session.doc_id, config.subject_root)
+        self._log = log.bind(doc=self.subjects.token[:8])
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._closed = False
+        self._last_seq = 0
+        self._snapshot_seq: dict[bytes, int] = {}
+        self._reassembler = chunks.Reassembler()
+        self._sub: Any = None
+        self._sender: asyncio.Task[None] | None = None
+        self._ephemeral_sub: Any = None
+        self._notify = getattr(session.crdt, "set_change_listener", None)
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def last_sequence(self) -> int:
+        """The last stream sequence of this document that was applied."""
+        return self._last_seq
+
+    @property
+    def pending_changes(self) -> int:
+        """Local changes not yet sent."""
+        return self.session.pending_changes
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages sent that the broker has not acknowledged yet."""
+        return self.session.unacknowledged
+
+    @property
+    def is_synced(self) -> bool:
+        """True when every local change is stored by the broker."""
+        return self.session.is_synced
+
+    def notify_changed(self) -> None:
+        """Tell the sender the document changed (Yjs documents do this by themselves)."""
+        self._wake.set()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return once every local change is stored by the broker."""
+        async with asyncio.timeout(timeout):
+            while not self.session.is_synced:
+                if self._closed:
+                    raise DocumentClosedError()
+                self._progress.clear()
+                self._wake.set()
+                await self._progress.wait()
+
+    async def send_presence(self, payload: bytes) -> None:
+        """Send an ephemeral (presence) payload to the peers that are online now."""
+        await self._publish_ephemeral(self.session.send_ephemeral(payload))
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events as they happen; ends when the document is closed."""
+        while True:
+            if self._closed and self._events.empty():
+                return
+            get = asyncio.ensure_future(self._events.get())
+            try:
+                yield await get
+            finally:
+                get.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self.events()
+
+    async def next_event(self, timeout: float | None = None) -> Event:
+        async with asyncio.timeout(timeout):
+            return await self._events.get()
+
+    async def close(self) -> None:
+        """Stop syncing; unsent changes stay in the session (and the CRDT object)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._progress.set()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sender
+        await self._stop_live()
+        if self._ephemeral_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._ephemeral_sub.unsubscribe()
+        if self._notify is not None:
+            self._notify(None)
+        self.session.crdt.close()
+        self._client._forget(self)
+        self._log.info("document_closed")
+
+    async def __aenter__(self) -> Document:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- loading ----------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._notify is not None:
+            self._notify(lambda: loop.call_soon_threadsafe(self._wake.set))
+        async with asyncio.timeout(self.config.open_timeout):
+            snapshot, seq, updates = await self._fetch_latest()
+            self._emit(self.session.load(snapshot))
+            if snapshot is not None:
+                self._snapshot_seq[snapshot.snapshot_id] = seq
+            self._last_seq = seq
+            for stored in updates:
+                self._handle_stored(stored)
+            await self._start_live()
+            self._ephemeral_sub = await self._client.nc.subscribe(
+                self.subjects.ephemeral, cb=self._on_ephemeral
+            )
+        self._emit([DocumentLoaded(snapshot.snapshot_id if snapshot else None, len(updates), seq)])
+        self._sender = asyncio.create_task(self._send_loop(), name=f"secsync-send-{self.doc_id}")
+        self._log.info("document_opened", last_sequence=self._last_seq)
+
+    async def _fetch_latest(self) -> tuple[Snapshot | None, int, list[jetstream.StoredMessage]]:
+        """The latest snapshot, the sequence its message ends at, and what was stored after."""
+        js, stream = self._client.js, self.config.stream_name
+        timeout = self.config.request_timeout
+        last = await jetstream.last_message(js, stream, self.subjects.snapshot, timeout=timeout)
+        if last is None:
+            after = await jetstream.messages_after(
+                self._client.nc, stream, self.subjects.stored, 1, timeout=timeout
+            )
+            return None, 0, after
+        parts = int(last.headers.get(chunks.PARTS_HEADER, "1"))
+        first = last.sequence - parts + 1
+        stored = await jetstream.messages_after(
+            self._client.nc, stream, self.subjects.stored, first, timeout=timeout
+        )
+        assembler = chunks.Reassembler()
+        snapshot: Snapshot | None = None
+        rest: list[jetstream.StoredMessage] = []
+        for message in stored:
+            if message.sequence <= last.sequence:
+                data = assembler.feed(message.sequence, message.data, message.headers)
+                if data is not None and message.sequence == last.sequence:
+                    decoded = wire.decode(
+                        data, doc_id=self.doc_id, max_bytes=self.config.max_message_bytes
+                    )
+                    if isinstance(decoded, Snapshot):
+                        snapshot = decoded
+            else:
+                rest.append(message)
+        return snapshot, last.sequence, rest
+
+    # --- live delivery ----------------------------------------------------------------------
+
+    async def _start_live(self) -> None:
+        from nats.js import api
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self._last_seq + 1,
+        )
+        self._sub = await self._client.js.subscribe(
+            self.subjects.stored,
+            stream=self.config.stream_name,
+            cb=self._on_stored,
+            ordered_consumer=True,
+            idle_heartbeat=self.config.idle_heartbeat,
+            config=config,
+        )
+
+    async def _stop_live(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is None:
+            return
+        with contextlib.suppress(Exception):
+            info = await asyncio.wait_for(sub.consumer_info(), self.config.request_timeout)
+            await asyncio.wait_for(
+                self._client.js.delete_consumer(self.config.stream_name, info.name),
+                self.config.request_timeout,
+            )
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+    async def _on_stored(self, msg: Any) -> None:
+        if self._closed:
+            return
+        stored = jetstream.StoredMessage(
+            subject=msg.subject,
+            sequence=msg.metadata.sequence.stream,
+            data=msg.data,
+            headers=dict(msg.headers or {}),
+        )
+        self._handle_stored(stored)
+        self._wake.set()
+
+    def _handle_stored(self, stored: jetstream.StoredMessage) -> None:
+        if stored.sequence <= self._last_seq:
+            return  # applied already (our own acknowledged publish, or a redelivery)
+        self._last_seq = stored.sequence
+        try:
+            data = self._reassembler.feed(stored.sequence, stored.data, stored.headers)
+        except SecsyncError as exc:
+            self._emit([MessageRejected(exc)])
+            return
+        if data is None:
+            return
+        events = self.session.receive(data)
+        decoded_snapshot = next(
+            (e for e in events if isinstance(e, SnapshotApplied) and not e.recovered), None
+        )
+        if decoded_snapshot is not None:
+            self._snapshot_seq[decoded_snapshot.snapshot_id] = stored.sequence
+        self._emit(events)
+        self._react(events, stored)
+
+    def _react(self, events: list[Event], stored: jetstream.StoredMessage | None) -> None:
+        for event in events:
+            if isinstance(event, GapDetected | RecoveryNeeded):
+                self._spawn(self._heal(event))
+            elif (
+                isinstance(event, MessageRejected)
+                and stored is not None
+                and stored.subject == self.subjects.snapshot
+                and event.error.code in _UNVERIFIABLE_SNAPSHOT
+            ):
+                self._spawn(self._heal(RecoveryNeeded(f"stored snapshot: {event.error}")))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heal(self, event: GapDetected | RecoveryNeeded) -> None:
+        """Fetch what a gap lacks; recover from the latest snapshot when that is not enough."""
+        try:
+            if isinstance(event, GapDetected):
+                start = self._snapshot_seq.get(event.snapshot_id, 0) + 1
+                stored = await jetstream.messages_after(
+                    self._client.nc,
+                    self.config.stream_name,
+                    self.subjects.update,
+                    start,
+                    timeout=self.config.request_timeout,
+                )
+                decoded = (self._decode(m.data) for m in stored)
+                wanted = [m for m in decoded if m is not None and m.author == event.author]
+                self._emit(self.session.receive_many(wanted))
+                return
+            snapshot, seq, updates = await self._fetch_latest()
+            if snapshot is None:
+                return
+            frames = [u.data for u in updates if u.subject == self.subjects.update]
+            self._log.warning("recovering", reason=event.reason)
+            events = self.session.recover(
+                snapshot,
+                [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
+                reason=event.reason,
+            )
+            self._snapshot_seq[snapshot.snapshot_id] = seq
+            self._emit(events)
+            self._wake.set()
+        except SecsyncError as exc:
+            self._emit([MessageRejected(exc)])
+
+    def _decode(self, data: bytes) -> Message | None:
+        try:
+            return wire.decode(data, doc_id=self.doc_id, max_bytes=self.config.max_message_bytes)
+        except SecsyncError:
+            return None
+
+    async def _on_ephemeral(self, msg: Any) -> None:
+        if self._closed:
+            return
+        self._emit(self.session.receive(msg.data))
+        self._wake.set()  # handshake replies go out with the next send
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while not self._closed:
+            timeout = self._next_wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self.closed:
+                return
+            timer_events = self.session.handle_timer()
+            self._emit(timer_events)
+            self._react(timer_events, None)
+            if self.session.pending_changes and self.config.batch_interval:
+                await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
+            try:
+                for message in self.session.data_to_send():
+                    if isinstance(message, EphemeralMessage):
+                        await self._publish_ephemeral(message)
+                    else:
+                        await self._publish_stored(message)
+            except DocumentClosedError:
+                return
+            finally:
+                self._progress.set()
+
+    def _next_wait(self) -> float | None:
+        waits = []
+        deadline = self.session.next_deadline()
+        if deadline is not None:
+            waits.append(max(0.0, deadline - time.monotonic()))
+        if self._notify is None:
+            waits.append(self.config.poll_interval)
+        return min(waits) if waits else None
+
+    def _headers(self, message: Snapshot | Update) -> dict[str, str]:
+        if isinstance(message, Snapshot):
+            # Stored only if nothing was stored for this document since what we have applied.
+            return {
+                MSG_ID: snapshot_msg_id(message.snapshot_id),
+                EXPECTED_LAST_SUBJECT_SEQ: str(self._last_seq),
+                EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subjects.stored,
+            }
+        ref = message.public_data.ref_snapshot_id
+        # Stored only if the snapshot it builds on is still the document's latest.
+        return {
+            MSG_ID: update_msg_id(ref, message.author, message.clock),
+            EXPECTED_LAST_SUBJECT_SEQ: str(self._snapshot_seq.get(ref, 0)),
+            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subjects.snapshot,
+        }
+
+    def _part_limit(self) -> int:
+        if self.config.max_part_bytes:
+            return self.config.max_part_bytes
+        return max(1024, int(self._client.nc.max_payload) - HEADER_ROOM)
+
+    async def _publish_stored(self, message: Snapshot | Update) -> None:
+        subject = self.subjects.snapshot if isinstance(message, Snapshot) else self.subjects.update
+        payload = wire.encode(message, include_doc_id=False)
+        headers = self._headers(message)
+        delay = self.config.retry_initial
+        while True:
+            if self._closed:
+                raise DocumentClosedError()
+            try:
+                first, last = await self._put(subject, payload, headers)
+                break
+            except WrongLastSequenceError as exc:
+                landed = await self._landed(message, subject, headers[MSG_ID])
+                if landed is None:
+                    self._conflict(message, exc)
+                    return
+                first = last = landed
+                break
+            except DuplicateBatchError:
+                # An earlier attempt of this batch was stored; where, only a snapshot needs.
+                landed = await self._landed(message, subject, headers[MSG_ID])
+                first = last = landed if landed is not None else -1
+                break
+            except BrokerUnavailableError as exc:
+                denied = self._client.denied(subject)
+                error: SecsyncError = denied or exc
+                self._emit([PublishFailed(error, subject, retrying=True)])
+            except TransportError as exc:
+                self._emit([PublishFailed(exc, subject, retrying=True)])
+                delay = self.config.retry_max
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(self.config.retry_max, delay * 2)
+        self._stored(message, first, last)
+
+    async def _put(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[int, int]:
+        """Store ``payload``, in parts by one atomic batch when it exceeds the payload limit."""
+        limit = self._part_limit()
+        if len(payload) <= limit:
+            try:
+                seq, _duplicate = await jetstream.publish(
+                    self._client.js,
+                    subject,
+                    payload,
+                    headers=headers,
+                    timeout=self.config.publish_timeout,
+                )
+                return seq, seq
+            except PayloadTooLargeError:
+                limit = max(1024, limit // 2)
+        parts = chunks.split(payload, limit)
+        n = len(parts)
+        items: list[tuple[str, bytes, dict[str, str]]] = []
+        for index, part in enumerate(parts, start=1):
+            part_headers = {chunks.PARTS_HEADER: str(n), chunks.PART_HEADER: str(index)}
+            if index == 1:
+                part_headers[EXPECTED_LAST_SUBJECT_SEQ] = headers[EXPECTED_LAST_SUBJECT_SEQ]
+                part_headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = headers[
+                    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT
+                ]
+            if index == n:
+                part_headers[MSG_ID] = headers[MSG_ID]
+            items.append((subject, part, part_headers))
+        last, count = await jetstream.publish_batch(
+            self._client.nc, items, timeout=self.config.publish_timeout * 2
+        )
+        return last - count + 1, last
+
+    async def _landed(self, message: Snapshot | Update, subject: str, msg_id: str) -> int | None:
+        """After a compare-and-set refusal: did an earlier attempt of ours land after all?
+
+        A single server checks the expectation before the duplicate window, so a retry of a
+        publish that was stored is refused as a conflict; a cluster answers "duplicate".
+        """
+        if isinstance(message, Update):
+            return None  # the newer snapshot tells whether it includes the update
+        last = await jetstream.last_message(
+            self._client.js, self.config.stream_name, subject, timeout=self.config.request_timeout
+        )
+        if last is not None and last.headers.get(MSG_ID) == msg_id:
+            return last.sequence
+        return None
+
+    def _conflict(self, message: Snapshot | Update, exc: WrongLastSequenceError) -> None:
+        self._log.info(
+            "publish_conflict",
+            kind="snapshot" if isinstance(message, Snapshot) else "update",
+            last_sequence=exc.last_sequence,
+        )
+        if isinstance(message, Snapshot):
+            self._emit(self.session.snapshot_rejected(message.snapshot_id))
+        else:
+            self._emit(
+                self.session.update_rejected(message.public_data.ref_snapshot_id, message.clock)
+            )
+
+    def _stored(self, message: Snapshot | Update, first: int, last: int) -> None:
+        if first > 0 and first == self._last_seq + 1:
+            # Nothing else was stored in between: skip our own echo when it is delivered.
+            self._last_seq = last
+        if isinstance(message, Snapshot):
+            if last > 0:
+                self._snapshot_seq[message.snapshot_id] = last
+            self._emit(self.session.snapshot_stored(message.snapshot_id))
+        else:
+            self._emit(
+                self.session.update_stored(message.public_data.ref_snapshot_id, message.clock)
+            )
+
+    async def _publish_ephemeral(self, message: EphemeralMessage) -> None:
+        try:
+            await self._client.nc.publish(
+                self.subjects.ephemeral, wire.encode(message, include_doc_id=False)
+            )
+        except Exception as exc:  # presence is best effort; never let it stop a document
+            self._emit([PublishFailed(TransportError(str(exc)), self.subjects.ephemeral, False)])
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            if self._events.qsize() >= self.config.event_queue_size:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    self._events.get_nowait()
+            self._events.put_nowait(event)

@@ -1,0 +1,547 @@
+"""Async helpers over nats-py's JetStream API, with secsync errors instead of nats-py's.
+
+* :func:`ensure_stream` provisions (creates or updates) the one stream that stores documents.
+* :func:`publish` stores one message (with optional compare-and-set and dedup headers).
+* :func:`publish_batch` stores several messages all-or-nothing by an atomic batch (ADR-50),
+  which nats-py 2.16 does not wrap, so the batch headers are set here.
+* :func:`last_message`, :func:`get_message` read by direct get; :func:`messages_after` pages
+  through a subject filter by *batch* direct get, with no consumer.
+
+Every function raises only :class:`~secsync.errors.TransportError` subclasses for broker and
+connection failures (``ValueError`` for invalid arguments); nats-py exceptions never escape, they
+are chained as ``__cause__``. Mapping:
+
+========================================================  =====================================
+nats-py / broker                                          secsync
+========================================================  =====================================
+err_code 10071 ``wrong last sequence: N``, 10164          :class:`WrongLastSequenceError`
+err_code 10054 (stream ``max_msg_size``), MaxPayloadError :class:`PayloadTooLargeError`
+NoStreamResponseError, no responders, err_code 10059      :class:`StreamNotFoundError`
+err_code 10201 (batch with a duplicate message id)        :class:`DuplicateBatchError`
+timeouts, code 503, closed/reconnecting/draining conn.    :class:`BrokerUnavailableError`
+any other API error                                       :class:`BrokerRequestError`
+any other nats-py error                                   :class:`TransportError`
+========================================================  =====================================
+
+Permission violations cannot be told apart from timeouts: the server answers nothing, and its
+reason goes only to the connection's ``error_cb``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from secsync.errors import (
+    BrokerRequestError,
+    BrokerUnavailableError,
+    DuplicateBatchError,
+    PayloadTooLargeError,
+    SecsyncError,
+    StreamNotFoundError,
+    TransportError,
+    WrongLastSequenceError,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
+
+__all__ = [
+    "API_PREFIX",
+    "ERR_BATCH_DUPLICATE_MSG_ID",
+    "ERR_WRONG_LAST_SEQUENCE",
+    "ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT",
+    "MAX_BATCH_MESSAGES",
+    "DuplicateBatchError",
+    "StoredMessage",
+    "StreamSettings",
+    "ensure_stream",
+    "get_message",
+    "last_message",
+    "messages_after",
+    "publish",
+    "publish_batch",
+]
+
+API_PREFIX = "$JS.API"
+
+#: The broker's limit of messages in one atomic batch.
+MAX_BATCH_MESSAGES = 1000
+#: Reply bytes asked for per page of a batch direct get (the server sends at least one message).
+PAGE_MAX_BYTES = 16 * 1024 * 1024
+
+ERR_MESSAGE_TOO_LARGE = 10054
+ERR_STREAM_NAME_IN_USE = 10058
+ERR_STREAM_NOT_FOUND = 10059
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
+ERR_BATCH_DUPLICATE_MSG_ID = 10201
+
+HEADER_BATCH_ID = "Nats-Batch-Id"
+HEADER_BATCH_SEQUENCE = "Nats-Batch-Sequence"
+HEADER_BATCH_COMMIT = "Nats-Batch-Commit"
+HEADER_SEQUENCE = "Nats-Sequence"
+HEADER_SUBJECT = "Nats-Subject"
+HEADER_NUM_PENDING = "Nats-Num-Pending"
+HEADER_STATUS = "Status"
+HEADER_DESCRIPTION = "Description"
+
+_WRONG_LAST_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
+_ENSURE_ATTEMPTS = 3
+_NO_STREAM = "no stream stores the subject"
+_NO_DIRECT = "no stream answers direct gets (it does not exist or lacks allow_direct)"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored in the stream, with its stream sequence and headers.
+
+    Read by direct get, ``headers`` holds the broker's (``Nats-Stream``, ``Nats-Subject``,
+    ``Nats-Sequence``, ``Nats-Time-Stamp``, in batches ``Nats-Num-Pending`` and
+    ``Nats-Last-Sequence``) next to the stored ones (``Nats-Msg-Id``, user headers).
+    """
+
+    subject: str
+    sequence: int
+    data: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """The settings :func:`ensure_stream` manages (other settings of the stream are kept)."""
+
+    name: str = "SECSYNC"
+    subjects: tuple[str, ...] = ("secsync.s.>",)
+    replicas: int = 1
+    max_consumers: int = 10_000  # explicit: the 2.15 default of 1000 per stream is a trap
+    duplicate_window: float = 120.0  # seconds
+    max_msg_size: int = -1
+    placement_cluster: str | None = None
+    placement_tags: tuple[str, ...] = ()
+
+
+# --- error mapping ------------------------------------------------------------------------------
+
+
+def _api_error(
+    code: int | None, err_code: int | None, description: str | None, *, subject: str | None
+) -> TransportError:
+    text = description or "broker error"
+    where = f" ({subject})" if subject else ""
+    if err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT):
+        match = _WRONG_LAST_SEQUENCE.search(text)
+        last = int(match.group(1)) if match else None
+        return WrongLastSequenceError(f"{text}{where}", last_sequence=last)
+    if err_code == ERR_BATCH_DUPLICATE_MSG_ID:
+        return DuplicateBatchError(f"{text}{where}")
+    if err_code == ERR_MESSAGE_TOO_LARGE:
+        return PayloadTooLargeError(f"{text}{where}")
+    if err_code == ERR_STREAM_NOT_FOUND:
+        return StreamNotFoundError(f"{text}{where}")
+    if code == 503:
+        return BrokerUnavailableError(f"{text}{where}")
+    return BrokerRequestError(
+        f"{text}{where} (code {code}, err_code {err_code})",
+        err_code=err_code if err_code is not None else code,
+    )
+
+
+def _map_error(exc: BaseException, *, subject: str | None, no_stream: str | None) -> TransportError:
+    where = f" ({subject})" if subject else ""
+    if isinstance(exc, nats.js.errors.APIError):
+        return _api_error(exc.code, exc.err_code, exc.description, subject=subject)
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return StreamNotFoundError(f"{_NO_STREAM}{where}")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        if no_stream is not None:
+            return StreamNotFoundError(f"{no_stream}{where}")
+        return BrokerUnavailableError(f"no responders{where}")
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLargeError(f"message exceeds the broker's max_payload{where}")
+    if isinstance(exc, TimeoutError):  # nats.errors.TimeoutError is an asyncio.TimeoutError
+        return BrokerUnavailableError(f"no answer from the broker in time{where}")
+    if isinstance(
+        exc,
+        nats.errors.ConnectionClosedError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.ConnectionDrainingError
+        | nats.errors.OutboundBufferLimitError
+        | nats.errors.StaleConnectionError
+        | nats.errors.NoServersError,
+    ):
+        return BrokerUnavailableError(f"connection unavailable: {exc}{where}")
+    return TransportError(f"{type(exc).__name__}: {exc}{where}")
+
+
+@contextlib.contextmanager
+def _translated(subject: str | None, *, no_stream: str | None = None) -> Iterator[None]:
+    """Re-raise nats-py errors and timeouts as secsync transport errors.
+
+    ``no_stream``: a "no responders" answer means that no stream serves the request, and this
+    is the message of the :class:`StreamNotFoundError` it becomes.
+    """
+    try:
+        yield
+    except SecsyncError:
+        raise
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise _map_error(exc, subject=subject, no_stream=no_stream) from exc
+
+
+def _validate_stream(stream: str) -> None:
+    if not stream or any(ch in stream for ch in ".*> \t\r\n"):
+        raise ValueError(f"invalid stream name: {stream!r}")
+
+
+def _header_dict(headers: Mapping[Any, Any] | None) -> dict[str, str]:
+    """Headers as plain ``str`` keys (nats-py parses ``Description`` as an enum member)."""
+    if not headers:
+        return {}
+    result: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.value if isinstance(key, Enum) else key
+        result[str(name)] = str(value)
+    return result
+
+
+def _json_reply(data: bytes, *, subject: str) -> dict[str, Any]:
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise TransportError(f"malformed reply from the broker ({subject})") from None
+    if not isinstance(reply, dict):
+        raise TransportError(f"malformed reply from the broker ({subject})")
+    error = reply.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise TransportError(f"malformed error reply from the broker ({subject})")
+        code, err_code = error.get("code"), error.get("err_code")
+        raise _api_error(
+            code if isinstance(code, int) else None,
+            err_code if isinstance(err_code, int) else None,
+            str(error.get("description") or ""),
+            subject=subject,
+        )
+    return reply
+
+
+# --- provisioning -------------------------------------------------------------------------------
+
+
+def _nanoseconds(seconds: float | None) -> int:
+    return round((seconds or 0.0) * 1_000_000_000)
+
+
+def _placement(settings: StreamSettings) -> api.Placement | None:
+    if settings.placement_cluster is None and not settings.placement_tags:
+        return None
+    return api.Placement(
+        cluster=settings.placement_cluster,
+        tags=list(settings.placement_tags) if settings.placement_tags else None,
+    )
+
+
+def _managed(settings: StreamSettings) -> dict[str, Any]:
+    """The managed stream config fields, as nats-py ``StreamConfig`` keyword arguments."""
+    return {
+        "subjects": list(settings.subjects),
+        "retention": api.RetentionPolicy.LIMITS,
+        "discard": api.DiscardPolicy.OLD,
+        "storage": api.StorageType.FILE,
+        "num_replicas": settings.replicas,
+        "max_consumers": settings.max_consumers,
+        "duplicate_window": settings.duplicate_window,
+        "max_msg_size": settings.max_msg_size,
+        "placement": _placement(settings),
+        "allow_direct": True,
+        "allow_atomic": True,
+        "allow_rollup_hdrs": False,
+        "deny_delete": True,
+        "deny_purge": False,
+    }
+
+
+def _placement_key(placement: api.Placement | None) -> tuple[str | None, tuple[str, ...]]:
+    if placement is None:
+        return None, ()
+    return placement.cluster or None, tuple(placement.tags or ())
+
+
+def _matches(config: api.StreamConfig, settings: StreamSettings) -> bool:
+    """Whether the managed settings of ``config`` equal ``settings``."""
+
+    def same(value: Any, wanted: Enum) -> bool:
+        return str(value.value if isinstance(value, Enum) else value) == str(wanted.value)
+
+    return (
+        list(config.subjects or ()) == list(settings.subjects)
+        and same(config.retention, api.RetentionPolicy.LIMITS)
+        and same(config.discard, api.DiscardPolicy.OLD)
+        and same(config.storage, api.StorageType.FILE)
+        and (config.num_replicas or 1) == settings.replicas
+        and config.max_consumers == settings.max_consumers
+        and _nanoseconds(config.duplicate_window) == _nanoseconds(settings.duplicate_window)
+        and config.max_msg_size == settings.max_msg_size
+        and _placement_key(config.placement) == _placement_key(_placement(settings))
+        and bool(config.allow_direct)
+        and bool(config.allow_atomic)
+        and not config.allow_rollup_hdrs
+        and config.deny_delete
+        and not config.deny_purge
+    )
+
+
+async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
+    """Create the stream, or update it when a managed setting differs; idempotent.
+
+    Settings outside :class:`StreamSettings` (limits, TTLs, metadata...) of an existing stream
+    are kept. Concurrent calls are safe: an identical create succeeds on the server, and a create
+    that loses a race to a different configuration falls back to an update. Some changes are
+    refused by the broker (storage type, switching ``deny_delete`` off) and raise
+    :class:`BrokerRequestError`.
+    """
+    _validate_stream(settings.name)
+    with _translated(f"stream {settings.name}"):
+        for _attempt in range(_ENSURE_ATTEMPTS):
+            try:
+                info = await js.stream_info(settings.name)
+            except nats.js.errors.NotFoundError:
+                try:
+                    await js.add_stream(api.StreamConfig(name=settings.name, **_managed(settings)))
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code == ERR_STREAM_NAME_IN_USE:
+                        continue  # created meanwhile with other settings: compare and update
+                    raise
+                return
+            if info.config is not None and _matches(info.config, settings):
+                return
+            current = info.config or api.StreamConfig(name=settings.name)
+            await js.update_stream(current.evolve(name=settings.name, **_managed(settings)))
+            return
+    raise BrokerRequestError(
+        f"stream {settings.name} kept changing while it was provisioned",
+        err_code=ERR_STREAM_NAME_IN_USE,
+    )
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bool]:
+    """Store one message; its stream sequence and whether it was a duplicate (``Nats-Msg-Id``).
+
+    Compare-and-set headers (``Nats-Expected-Last-Subject-Sequence`` and friends) raise
+    :class:`WrongLastSequenceError` on a mismatch. A resent publish with both a msg id and an
+    expectation is refused that way on a single server (the expectation is checked before the
+    duplicate window), while a cluster answers "duplicate".
+    """
+    sent = dict(headers) if headers else None
+    with _translated(subject, no_stream=_NO_STREAM):
+        try:
+            async with asyncio.timeout(timeout):
+                ack = await js.publish(subject, payload, timeout=timeout, headers=sent)
+        except ValueError:
+            # nats-py parses the reply with json.loads and does not guard it.
+            raise TransportError(f"malformed reply from the broker ({subject})") from None
+    return int(ack.seq), bool(ack.duplicate)
+
+
+async def publish_batch(
+    nc: NATS,
+    items: Sequence[tuple[str, bytes, Mapping[str, str]]],
+    *,
+    timeout: float = 10.0,
+) -> tuple[int, int]:
+    """Store ``items`` (subject, payload, headers) all-or-nothing by one atomic batch.
+
+    Returns the stream sequence of the last message and the number stored; the messages have the
+    consecutive sequences ``last - count + 1 .. last``. Compare-and-set headers belong on the first
+    item (a per-subject expectation fails if an earlier item of the batch writes that subject); a
+    ``Nats-Msg-Id`` on the last item makes a resend of a committed batch fail with
+    :class:`DuplicateBatchError`, storing nothing. A :class:`BrokerUnavailableError` leaves it
+    open whether the batch was committed. The whole call is bounded by ``timeout``.
+    """
+    count = len(items)
+    if count == 0:
+        raise ValueError("an atomic batch needs at least one message")
+    if count > MAX_BATCH_MESSAGES:
+        raise PayloadTooLargeError(
+            f"{count} messages exceed the atomic batch limit of {MAX_BATCH_MESSAGES}"
+        )
+    max_payload = nc.max_payload
+    for subject, data, _ in items:
+        if max_payload > 0 and len(data) > max_payload:
+            raise PayloadTooLargeError(
+                f"a message of {len(data)} bytes exceeds the broker's max_payload of "
+                f"{max_payload} ({subject})"
+            )
+    batch_id = secrets.token_hex(16)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    reply: dict[str, Any] = {}
+    subject = items[0][0]
+    with _translated(subject, no_stream=_NO_STREAM):
+        async with asyncio.timeout_at(deadline):
+            for index, (subject, data, extra) in enumerate(items, start=1):
+                headers = dict(extra)
+                headers[HEADER_BATCH_ID] = batch_id
+                headers[HEADER_BATCH_SEQUENCE] = str(index)
+                last = index == count
+                if last:
+                    headers[HEADER_BATCH_COMMIT] = "1"
+                if index == 1 or last:
+                    remaining = max(deadline - loop.time(), 0.001)
+                    msg = await nc.request(subject, data, timeout=remaining, headers=headers)
+                    if last:
+                        reply = _json_reply(msg.data, subject=subject)
+                    elif msg.data:  # the first message is answered empty unless it failed
+                        _json_reply(msg.data, subject=subject)
+                else:
+                    await nc.publish(subject, data, headers=headers)
+    sequence = reply.get("seq")
+    stored = reply.get("count", 1 if count == 1 else None)
+    if not isinstance(sequence, int) or stored != count:
+        raise TransportError(f"unexpected batch acknowledgement {reply!r} ({subject})")
+    if count > 1 and reply.get("batch") != batch_id:
+        raise TransportError(f"acknowledgement of another batch {reply!r} ({subject})")
+    return sequence, count
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _stored(raw: api.RawStreamMsg) -> StoredMessage:
+    headers = _header_dict(raw.headers)
+    subject = raw.subject or headers.get(HEADER_SUBJECT, "")
+    sequence = raw.seq if raw.seq is not None else int(headers.get(HEADER_SEQUENCE, "0"))
+    return StoredMessage(subject=subject, sequence=sequence, data=raw.data or b"", headers=headers)
+
+
+async def _direct_get(
+    js: JetStreamContext, stream: str, *, timeout: float, **request: Any
+) -> StoredMessage | None:
+    _validate_stream(stream)
+    with _translated(f"stream {stream}", no_stream=_NO_DIRECT):
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await js.get_msg(stream, direct=True, **request)
+        except nats.js.errors.NotFoundError:
+            return None
+    return _stored(raw)
+
+
+async def last_message(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The last message stored on ``subject`` (wildcards allowed), or ``None``; by direct get.
+
+    A stream that does not exist or lacks ``allow_direct`` raises :class:`StreamNotFoundError`.
+    nats-py applies the JetStream context's own timeout to the request as well.
+    """
+    return await _direct_get(js, stream, timeout=timeout, subject=subject)
+
+
+async def get_message(
+    js: JetStreamContext, stream: str, sequence: int, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The message at stream ``sequence``, or ``None`` (never stored, deleted or purged)."""
+    if sequence < 1:
+        raise ValueError(f"stream sequences start at 1, not {sequence}")
+    return await _direct_get(js, stream, timeout=timeout, seq=sequence)
+
+
+def _from_reply(msg: Msg, headers: dict[str, str]) -> StoredMessage:
+    try:
+        sequence = int(headers[HEADER_SEQUENCE])
+        subject = headers[HEADER_SUBJECT]
+    except (KeyError, ValueError):
+        raise TransportError("direct get reply without sequence or subject") from None
+    return StoredMessage(subject=subject, sequence=sequence, data=msg.data, headers=headers)
+
+
+async def messages_after(
+    nc: NATS,
+    stream: str,
+    subject_filter: str,
+    start_sequence: int,
+    *,
+    batch: int = 256,
+    timeout: float = 5.0,
+) -> list[StoredMessage]:
+    """Every stored message with a sequence >= ``start_sequence`` on ``subject_filter``, in order.
+
+    Pages through the stream by batch direct get (``{"seq", "next_by_subj", "batch"}`` on
+    ``$JS.API.DIRECT.GET.<stream>``, up to ``batch`` messages or :data:`PAGE_MAX_BYTES` per page),
+    without a consumer. It ends when a page's end-of-batch marker reports nothing pending, so
+    messages stored meanwhile may be included. ``timeout`` bounds the wait for each reply message.
+    """
+    _validate_stream(stream)
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    request_subject = f"{API_PREFIX}.DIRECT.GET.{stream}"
+    where = f"stream {stream}, {subject_filter}"
+    result: list[StoredMessage] = []
+    sequence = max(1, start_sequence)
+    with _translated(where, no_stream=_NO_DIRECT):
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        try:
+            while True:
+                request = {
+                    "seq": sequence,
+                    "next_by_subj": subject_filter,
+                    "batch": batch,
+                    "max_bytes": PAGE_MAX_BYTES,
+                }
+                await nc.publish(request_subject, json.dumps(request).encode(), reply=inbox)
+                received = 0
+                pending = ""
+                while True:
+                    msg = await sub.next_msg(timeout=timeout)
+                    headers = _header_dict(msg.headers)
+                    status = headers.get(HEADER_STATUS)
+                    if status is None:
+                        stored = _from_reply(msg, headers)
+                        if stored.sequence >= sequence:
+                            result.append(stored)
+                            sequence = stored.sequence + 1
+                            received += 1
+                        continue
+                    if status == "204":  # end of this batch
+                        pending = headers.get(HEADER_NUM_PENDING, "0")
+                        break
+                    if status == "404":  # nothing (more) matches
+                        return result
+                    if status == "503":
+                        raise StreamNotFoundError(f"{_NO_DIRECT} ({where})")
+                    description = headers.get(HEADER_DESCRIPTION)
+                    raise BrokerRequestError(
+                        f"direct get failed: {status} {description or ''} ({where})".strip(),
+                        err_code=int(status) if status.isdigit() else None,
+                    )
+                if received == 0 or pending in ("", "0"):
+                    return result
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
