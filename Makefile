@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python -m secsync.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check secsync tests benchmarks
-	$(BIN)/ruff format --check secsync tests benchmarks
+	$(BIN)/ruff check secsync tests interop
+	$(BIN)/ruff format --check secsync tests interop
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -28,6 +28,10 @@ class CrdtAdapter(Protocol):
         """The whole state, as a snapshot carries it."""
         ...
 
+    def missing_from(self, state: bytes) -> list[bytes]:
+        """Changes of this document that the full ``state`` lacks (for recovery)."""
+        ...
+
     def close(self) -> None:
         """Stop observing the document."""
         ...

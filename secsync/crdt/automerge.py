@@ -76,5 +76,9 @@ class AutomergeAdapter:
     def encode_state(self) -> bytes:
         return self.doc.save()
 
+    def missing_from(self, state: bytes) -> list[bytes]:
+        other = core.Document.load(state)
+        return [change.bytes for change in self.doc.get_changes(other.get_heads())]
+
     def close(self) -> None:
         """Nothing to unsubscribe: changes are read from the document on demand."""

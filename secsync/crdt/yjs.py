@@ -57,5 +57,11 @@ class YjsAdapter:
     def encode_state(self) -> bytes:
         return self.doc.get_update()
 
+    def missing_from(self, state: bytes) -> list[bytes]:
+        other: pycrdt.Doc[Any] = pycrdt.Doc()
+        other.apply_update(state)
+        missing = self.doc.get_update(other.get_state())
+        return [] if missing == _EMPTY_UPDATE else [missing]
+
     def close(self) -> None:
         self.doc.unobserve(self._subscription)

@@ -594,6 +594,11 @@ class DocumentSession:
         carried = self._carry_over(snapshot, direct_child)
         try:
             self.crdt.apply_snapshot(plaintext)
+            if not direct_child and active is not None:
+                # Not a descendant of what we hold: whatever we have that it lacks (our own
+                # snapshot's content and our pending changes included) is sent again on it.
+                carried = self.crdt.missing_from(plaintext)
+                self._pending = []
         except Exception as exc:
             raise SnapshotApplyError(
                 f"the CRDT refused the snapshot: {type(exc).__name__}"

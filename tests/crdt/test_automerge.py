@@ -57,3 +57,16 @@ def test_wrapper_document_is_unwrapped_and_sync_message_layout() -> None:
     assert isinstance(adapter, AutomergeAdapter) and adapter.doc is wrapped._doc
     assert changes_sync_message([b"xy"]) == b"\x42\x00\x00\x00\x01\x02xy"
     assert changes_sync_message([b"a" * 200])[5:7] == b"\xc8\x01"  # LEB128 length
+
+
+def test_missing_from_is_what_the_state_lacks() -> None:
+    mine, theirs = core.Document(), core.Document()
+    adapter = adapter_for(mine)
+    _type(theirs, 0, "theirs")
+    adapter.apply_snapshot(theirs.save())
+    _type(mine, 0, ">")
+    missing = adapter.missing_from(theirs.save())
+    assert len(missing) == 1
+    adapter_for(theirs).apply_changes(missing)
+    assert _text(theirs) == _text(mine) == ">theirs"
+    assert adapter.missing_from(mine.save()) == []

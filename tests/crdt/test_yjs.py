@@ -52,3 +52,16 @@ def test_bad_update_raises_and_unknown_documents_are_refused() -> None:
         adapter.apply_changes([b"\xff\xff"])
     with pytest.raises(CrdtAdapterError):
         adapter_for(object())
+
+
+def test_missing_from_is_what_the_state_lacks() -> None:
+    mine: pycrdt.Doc = pycrdt.Doc()
+    adapter = adapter_for(mine)
+    mine.get("t", type=pycrdt.Text).insert(0, "mine")
+    theirs: pycrdt.Doc = pycrdt.Doc()
+    theirs.get("t", type=pycrdt.Text).insert(0, "theirs")
+    adapter.apply_snapshot(theirs.get_update())
+    (missing,) = adapter.missing_from(theirs.get_update())
+    theirs.apply_update(missing)
+    assert str(theirs.get("t", type=pycrdt.Text)) == str(mine.get("t", type=pycrdt.Text))
+    assert adapter.missing_from(mine.get_update()) == []
