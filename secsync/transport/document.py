@@ -88,6 +88,9 @@ class Document:
         self._ephemeral_sub: Any = None
         self._notify = getattr(session.crdt, "set_change_listener", None)
         self._tasks: set[asyncio.Future[None]] = set()
+        self._own_sequences: set[int] = set()
+        self.redelivered = 0
+        """Stored messages delivered again after they were applied (e.g. after a reconnect)."""
 
     # --- public API -------------------------------------------------------------------------
 
@@ -278,7 +281,12 @@ class Document:
 
     def _handle_stored(self, stored: jetstream.StoredMessage) -> None:
         if stored.sequence <= self._last_seq:
-            return  # applied already (our own acknowledged publish, or a redelivery)
+            # applied already: our own acknowledged publish, or a redelivery
+            if stored.sequence in self._own_sequences:
+                self._own_sequences.discard(stored.sequence)
+            else:
+                self.redelivered += 1
+            return
         self._last_seq = stored.sequence
         try:
             data = self._reassembler.feed(stored.sequence, stored.data, stored.headers)
@@ -512,6 +520,7 @@ class Document:
         if first > 0 and first == self._last_seq + 1:
             # Nothing else was stored in between: skip our own echo when it is delivered.
             self._last_seq = last
+            self._own_sequences.update(range(first, last + 1))
         if isinstance(message, Snapshot):
             if last > 0:
                 self._snapshot_seq[message.snapshot_id] = last
