@@ -90,6 +90,13 @@ class SigningKeyPair:
         return f"SigningKeyPair(public_key={b64encode(self.public_key)!r})"
 
 
+def document_token(doc_id: str, size: int = 20) -> str:
+    """An opaque hex token for ``doc_id`` (broker subjects, logs): personalised BLAKE2b."""
+    return hashlib.blake2b(
+        doc_id.encode("utf-8"), digest_size=size, person=b"secsync-subject"
+    ).hexdigest()
+
+
 def check_key(key: bytes) -> bytes:
     if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
         raise InvalidKeyError("a document key is 32 bytes")

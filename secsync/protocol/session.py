@@ -131,7 +131,7 @@ class DocumentSession:
         self.config = config or SecsyncConfig()
         self.policy: AuthorPolicy = policy or AllowAll()
         self.ephemeral = EphemeralSessions(doc_id, signer)
-        self._log = log.bind(doc=_short(doc_id.encode()), me=_short(signer.public_key))
+        self._log = log.bind(doc=crypto.document_token(doc_id)[:8], me=_short(signer.public_key))
 
         self.loaded = False
         self._active: _Active | None = None

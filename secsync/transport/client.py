@@ -42,6 +42,7 @@ class SecsyncClient:
         self.config = config
         self._documents: dict[str, Document] = {}
         self._denied: dict[str, float] = {}
+        self.closing = False
 
     async def open(
         self,
@@ -95,6 +96,7 @@ class SecsyncClient:
             document._emit([ConnectionChanged(connected)])
 
     async def close(self) -> None:
+        self.closing = True
         for document in list(self._documents.values()):
             await document.close()
         with contextlib.suppress(Exception):
@@ -129,9 +131,12 @@ class _Connector:
                 holder["client"]._note_error(error)
 
         async def disconnected_cb() -> None:
+            client = holder.get("client")
+            if client is not None and client.closing:
+                return
             log.warning("disconnected")
-            if "client" in holder:
-                holder["client"]._connection_changed(False)
+            if client is not None:
+                client._connection_changed(False)
 
         async def reconnected_cb() -> None:
             log.info("reconnected")

@@ -10,9 +10,9 @@ first hex digit: one stream captures ``{root}.s.>`` today; sixteen streams can c
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from secsync.protocol import crypto
 from secsync.protocol.encoding import b64encode
 
 TOKEN_BYTES = 20
@@ -22,10 +22,7 @@ UPDATE = "upd"
 
 def document_token(doc_id: str) -> str:
     """A 40-hex-digit token standing for ``doc_id`` in subjects."""
-    digest = hashlib.blake2b(
-        doc_id.encode("utf-8"), digest_size=TOKEN_BYTES, person=b"secsync-subject"
-    )
-    return digest.hexdigest()
+    return crypto.document_token(doc_id, TOKEN_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

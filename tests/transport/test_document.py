@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import pycrdt
+import pytest
 from automerge import core
 
 import secsync
@@ -274,3 +275,25 @@ async def test_five_megabyte_snapshot_round_trips_in_parts(broker) -> None:
             b = YClient()
             await open_y(other, "big", b)
             assert b.content == blob
+
+
+async def test_missing_stream_is_a_clear_error(broker) -> None:
+    from secsync.errors import StreamNotFoundError
+
+    config = SecsyncConfig(provision_stream=False, request_timeout=2.0)
+    async with secsync.connect(broker.url, config=config) as client:
+        with pytest.raises(StreamNotFoundError):
+            await open_y(client, "nowhere", YClient())
+        assert client.documents == {}
+        assert (await client.js.account_info()).consumers == 0
+
+
+async def test_events_iterate_and_end_on_close(broker) -> None:
+    async with secsync.connect(broker.url, config=FAST) as client:
+        a = YClient()
+        doc = await open_y(client, "iterate", a)
+        a.text.insert(0, "x")
+        await doc.flush(5)
+        await doc.close()
+        kinds = [type(e).__name__ async for e in doc]
+        assert kinds[0] == "DocumentLoaded" and "SnapshotStored" in kinds

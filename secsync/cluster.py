@@ -1,0 +1,531 @@
+"""A throwaway nats-server cluster with JetStream (3 nodes) on loopback, from
+``broker-config/cluster.conf``, for tests of replicated streams.
+
+:class:`Cluster` starts every node on free loopback ports with a store directory of its own,
+waits until the cluster is healthy (each node's ``/healthz`` answers ok and every node names the
+same JetStream meta leader in ``/jsz``), and stops them all again. Each node is a
+:class:`ClusterNode`, a :class:`secsync.broker.Broker` that also passes the cluster settings to the
+server, so it has the same ``stop``/``kill``/``restart`` (on the same ports and data) for
+failover tests. :meth:`Cluster.stream_leader` tells which node leads a stream.
+
+Blocking methods have ``a``-prefixed coroutine twins that run them in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import structlog
+
+from secsync.broker import (
+    ENV_HTTP_PORT,
+    ENV_PORT,
+    ENV_STORE_DIR,
+    LOOPBACK,
+    Broker,
+    _conf_string,
+    _free_ports,
+    _reap,
+    find_nats_server,
+)
+from secsync.errors import TransportError
+
+log = structlog.get_logger("secsync.cluster")
+
+ENV_SERVER_NAME = "SECSYNC_NATS_SERVER_NAME"
+ENV_CLUSTER_NAME = "SECSYNC_NATS_CLUSTER_NAME"
+ENV_CLUSTER_PORT = "SECSYNC_NATS_CLUSTER_PORT"
+ENV_ROUTES = "SECSYNC_NATS_ROUTES"
+
+DEFAULT_CLUSTER_NAME = "secsync"
+DEFAULT_SIZE = 3
+#: JetStream needs a majority of routed nodes for its meta leader: at least three.
+MIN_SIZE = 3
+#: The account that clients without authentication use.
+DEFAULT_ACCOUNT = "$G"
+
+_START_ATTEMPTS = 3  # new ports after a lost race for automatically chosen ports
+_POLL_INTERVAL = 0.02
+_REQUEST_TIMEOUT = 1.0
+_T = TypeVar("_T")
+
+
+def cluster_config_path() -> Path:
+    """``broker-config/cluster.conf`` of the repository that holds this package."""
+    return Path(__file__).resolve().parent.parent / "broker-config" / "cluster.conf"
+
+
+def _route_url(port: int) -> str:
+    return f"nats-route://{LOOPBACK}:{port}"
+
+
+def _conf_array(values: Sequence[str]) -> str:
+    """``values`` as a nats-server config array of quoted strings (for an environment variable)."""
+    return "[" + ", ".join(_conf_string(value) for value in values) + "]"
+
+
+# No proxies: an http_proxy variable in the environment must not capture loopback.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get_json(url: str, timeout: float = _REQUEST_TIMEOUT) -> dict[str, Any] | None:
+    """The JSON object a monitoring endpoint answers, or ``None`` (refused, error status,
+    timeout, not an object)."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):  # refused, 503 (HTTPError), timeout, bad JSON
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class ClusterNode(Broker):
+    """One node of a :class:`Cluster`: a :class:`Broker` started from ``cluster.conf`` with its
+    server name, cluster name, route port and the routes to the other nodes.
+
+    All ports are fixed when the node is made; :meth:`restart` reuses them and the data.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store_dir: str | os.PathLike[str],
+        *,
+        cluster_name: str,
+        port: int,
+        http_port: int,
+        cluster_port: int,
+        route_ports: Sequence[int],
+        config: str | os.PathLike[str] | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            store_dir,
+            config=config if config is not None else cluster_config_path(),
+            port=port,
+            http_port=http_port,
+            binary=binary,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
+        self._name = name
+        self._cluster_name = cluster_name
+        self._cluster_port = cluster_port
+        self._routes = [_route_url(p) for p in route_ports]
+
+    @property
+    def name(self) -> str:
+        """The node's ``server_name``, as the cluster reports leaders."""
+        return self._name
+
+    @property
+    def cluster_name(self) -> str:
+        return self._cluster_name
+
+    @property
+    def cluster_port(self) -> int:
+        """The route port on 127.0.0.1."""
+        return self._cluster_port
+
+    @property
+    def routes(self) -> list[str]:
+        """Route URLs of the other nodes."""
+        return list(self._routes)
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<ClusterNode {self._name} {self._port}/{self._http_port} {state}>"
+
+    def monitor(self, path: str, **query: str) -> dict[str, Any] | None:
+        """GET a monitoring endpoint (``"jsz"``, ``"healthz"``...) as JSON; ``None`` when the
+        node does not answer or answers an error status."""
+        url = f"{self.monitor_url}/{path.lstrip('/')}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        return _get_json(url)
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader this node knows of, or ``None``."""
+        jsz = self.monitor("jsz")
+        meta = jsz.get("meta_cluster") if jsz is not None else None
+        leader = meta.get("leader") if isinstance(meta, dict) else None
+        return leader if isinstance(leader, str) and leader else None
+
+    # Duplicated from Broker._launch, which builds the server's environment inline and has no
+    # hook for further variables. Only the cluster variables are new.
+    def _launch(self, binary: Path) -> None:
+        env = dict(os.environ)
+        env[ENV_PORT] = str(self.port)
+        env[ENV_HTTP_PORT] = str(self.http_port)
+        env[ENV_STORE_DIR] = _conf_string(str(self._store_dir))
+        env[ENV_SERVER_NAME] = _conf_string(self._name)
+        env[ENV_CLUSTER_NAME] = _conf_string(self._cluster_name)
+        env[ENV_CLUSTER_PORT] = str(self._cluster_port)
+        env[ENV_ROUTES] = _conf_array(self._routes)
+        assert self._lock is not None
+        with self.log_path.open("ab") as log_file:
+            self._log_offset = log_file.tell()
+            log_file.write(f"--- secsync: starting {binary} -c {self._config}\n".encode())
+            log_file.flush()
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [str(binary), "-c", str(self._config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._store_dir,
+                start_new_session=True,
+                pass_fds=(self._lock.fileno(),),
+            )
+        self._process = process
+        self._finalizer = weakref.finalize(self, _reap, process)
+        self._lock.truncate(0)
+        self._lock.write(str(process.pid).encode())
+        self._lock.flush()
+        try:
+            self._wait_healthy(process, started + self.start_timeout)
+        except BaseException:
+            self._kill_process()
+            self._forget_process()
+            raise
+        log.info(
+            "cluster.node_started",
+            node=self._name,
+            url=self.url,
+            pid=process.pid,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+
+class Cluster:
+    """``size`` (default 3) nats-server nodes with JetStream, routed into one cluster on loopback.
+
+    ``root_dir`` holds one directory per node (its JetStream data, server log and lock file);
+    without it a temporary directory is created, and :meth:`close` removes it. Ports are chosen
+    at the first :meth:`start` and kept: a stopped cluster starts again on the same ports and data.
+
+    Use it as a context manager (``with Cluster() as cluster:``, or ``async with``), or call
+    :meth:`start` and :meth:`close`. :attr:`urls` lists the nodes' client URLs for
+    ``nats.connect``/``secsync.connect``.
+    """
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str] | None = None,
+        *,
+        size: int = DEFAULT_SIZE,
+        name: str = DEFAULT_CLUSTER_NAME,
+        config: str | os.PathLike[str] | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        start_timeout: float = 20.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        if size < MIN_SIZE:
+            raise ValueError(f"a JetStream cluster needs at least {MIN_SIZE} nodes, not {size}")
+        self._size = size
+        self._name = name
+        self._config = Path(config).resolve() if config is not None else cluster_config_path()
+        self._binary = Path(binary) if binary is not None else None
+        self._owns_root = root_dir is None
+        if root_dir is None:
+            root_dir = tempfile.mkdtemp(prefix="secsync-cluster-")
+        self._root = Path(root_dir).resolve()
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._nodes: list[ClusterNode] = []
+
+    # --- properties ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The cluster name (``cluster.name`` of every node)."""
+        return self._name
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def root_dir(self) -> Path:
+        return self._root
+
+    @property
+    def nodes(self) -> list[ClusterNode]:
+        """The nodes, in order (``n1``, ``n2``...); made at the first :meth:`start`."""
+        if not self._nodes:
+            raise TransportError("the cluster has not been started yet")
+        return list(self._nodes)
+
+    @property
+    def urls(self) -> list[str]:
+        """Client URLs of every node (running or not), ``nats://127.0.0.1:PORT``."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def running(self) -> bool:
+        """Whether every node is running."""
+        return bool(self._nodes) and all(node.running for node in self._nodes)
+
+    def node(self, name: str) -> ClusterNode:
+        """The node whose server name is ``name``."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise TransportError(f"no node {name!r} in cluster {self._name}")
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self._name} {self._nodes or 'not started'}>"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start every node and wait until the cluster is healthy (see :meth:`wait_ready`).
+
+        Raises :class:`TransportError`; nodes started by a failed call are stopped again.
+        """
+        if not self._config.is_file():
+            raise TransportError(f"cluster config not found: {self._config}")
+        if self._nodes and any(node.running for node in self._nodes):
+            raise TransportError("the cluster is already running")
+        binary = self._binary if self._binary is not None else find_nats_server()
+        started = time.monotonic()
+        choose_ports = not self._nodes
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            if choose_ports:
+                self._nodes = self._make_nodes(binary)
+            try:
+                self._run_all(lambda node: node.start())
+                self.wait_ready(started + self.start_timeout - time.monotonic())
+                break
+            except TransportError as exc:
+                self._run_all(lambda node: node.stop())
+                lost_race = "address already in use" in str(exc)
+                if not (lost_race and choose_ports) or attempt == _START_ATTEMPTS:
+                    if choose_ports:
+                        self._nodes = []
+                    raise
+                log.info("cluster.ports_taken", attempt=attempt)
+        log.info(
+            "cluster.started",
+            cluster=self._name,
+            urls=self.urls,
+            meta_leader=self._nodes[0].meta_leader(),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> str:
+        """Wait until every running node is healthy and names the same meta leader; its name.
+
+        Healthy: ``/healthz?js-enabled-only=true`` and the full ``/healthz`` (which also needs
+        contact with the meta leader and current streams) answer ok. Raises
+        :class:`TransportError` after ``timeout`` seconds or when a node exits.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            running = [node for node in self.nodes if node.running]
+            if len(running) < len(self._nodes):
+                # Without every node, only the stopped ones may be missing on purpose.
+                exited = [n for n in self._nodes if n._process is not None and not n.running]
+                if exited:
+                    raise TransportError(
+                        f"node {exited[0].name} exited; log {exited[0].log_path}:\n"
+                        f"{exited[0]._last_run_log()}"
+                    )
+            leader, problem = self._check_ready(running)
+            if leader is not None:
+                return leader
+            if time.monotonic() >= deadline:
+                raise TransportError(
+                    f"cluster {self._name} did not become ready within {timeout:.1f} s: {problem}"
+                    + "".join(
+                        f"\n--- log {node.name} ({node.log_path}):\n{node._last_run_log()}"
+                        for node in self._nodes
+                    )
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    def _check_ready(self, running: Sequence[ClusterNode]) -> tuple[str | None, str]:
+        """(meta leader, "") when ``running`` nodes are ready, else (None, what is missing)."""
+        if not running:
+            return None, "no node is running"
+        leaders: set[str] = set()
+        for node in running:
+            for query in ({"js-enabled-only": "true"}, {}):
+                health = node.monitor("healthz", **query)
+                if health is None or health.get("status") != "ok":
+                    return None, f"{node.name} is not healthy ({health})"
+            jsz = node.monitor("jsz")
+            meta = jsz.get("meta_cluster") if jsz is not None else None
+            if not isinstance(meta, dict) or not meta.get("leader"):
+                return None, f"{node.name} knows no meta leader"
+            if meta.get("cluster_size") != self._size:
+                return None, f"{node.name} sees {meta.get('cluster_size')} of {self._size} nodes"
+            leaders.add(str(meta["leader"]))
+        if len(leaders) != 1:
+            return None, f"the nodes name different meta leaders: {sorted(leaders)}"
+        return leaders.pop(), ""
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every node (SIGTERM, all at once; SIGKILL after ``timeout``); the data stays."""
+        if self._nodes:
+            self._run_all(lambda node: node.stop(timeout))
+            log.info("cluster.stopped", cluster=self._name)
+
+    def kill(self) -> None:
+        """SIGKILL every node and reap it; the data stays."""
+        if self._nodes:
+            self._run_all(lambda node: node.kill())
+
+    def close(self) -> None:
+        """Stop, and remove the root directory if it is a temporary one this cluster made."""
+        self.stop()
+        if self._owns_root:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- leaders --------------------------------------------------------------------------------
+
+    def meta_leader(self, timeout: float = 10.0) -> ClusterNode:
+        """The node that leads the JetStream meta layer (after :meth:`wait_ready` succeeds)."""
+        return self.node(self.wait_ready(timeout))
+
+    def stream_leader(
+        self, stream: str, *, account: str = DEFAULT_ACCOUNT, timeout: float = 10.0
+    ) -> ClusterNode:
+        """The node that leads ``stream`` (in ``account``), by the running nodes' ``/jsz``.
+
+        Waits up to ``timeout`` seconds for a leader that every running replica agrees on (a
+        new stream, or one whose leader was lost, has none for a moment). Raises
+        :class:`TransportError`.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            leaders: set[str] = set()
+            for node in self.nodes:
+                if node.running:
+                    found = self._stream_leader_seen_by(node, stream, account)
+                    if found is not None:
+                        leaders.add(found)
+            if len(leaders) == 1:
+                leader = leaders.pop()
+                for node in self._nodes:
+                    if node.name == leader and node.running:
+                        return node
+            if time.monotonic() >= deadline:
+                raise TransportError(
+                    f"no single leader for stream {stream!r} within {timeout:.1f} s "
+                    f"(seen: {sorted(leaders) or 'none'})"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    @staticmethod
+    def _stream_leader_seen_by(node: ClusterNode, stream: str, account: str) -> str | None:
+        jsz = node.monitor("jsz", acc=account, streams="true")
+        details = jsz.get("account_details") if jsz is not None else None
+        for detail in details if isinstance(details, list) else ():
+            if not isinstance(detail, dict) or detail.get("name") != account:
+                continue
+            for info in detail.get("stream_detail") or ():
+                if isinstance(info, dict) and info.get("name") == stream:
+                    cluster = info.get("cluster")
+                    leader = cluster.get("leader") if isinstance(cluster, dict) else None
+                    return leader if isinstance(leader, str) and leader else None
+        return None
+
+    # --- asyncio ----------------------------------------------------------------------------------
+
+    async def astart(self) -> Self:
+        """:meth:`start` in a worker thread, so that the event loop keeps running."""
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self.stop, timeout)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def await_ready(self, timeout: float = 20.0) -> str:
+        return await asyncio.to_thread(self.wait_ready, timeout)
+
+    async def astream_leader(
+        self, stream: str, *, account: str = DEFAULT_ACCOUNT, timeout: float = 10.0
+    ) -> ClusterNode:
+        return await asyncio.to_thread(
+            lambda: self.stream_leader(stream, account=account, timeout=timeout)
+        )
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _make_nodes(self, binary: Path) -> list[ClusterNode]:
+        """Nodes on fresh ports: client, monitoring and route port each, chosen at once."""
+        ports = _free_ports(3 * self._size)
+        client, http, route = ports[0::3], ports[1::3], ports[2::3]
+        return [
+            ClusterNode(
+                f"n{i + 1}",
+                self._root / f"n{i + 1}",
+                cluster_name=self._name,
+                port=client[i],
+                http_port=http[i],
+                cluster_port=route[i],
+                route_ports=[p for j, p in enumerate(route) if j != i],
+                config=self._config,
+                binary=binary,
+                stop_timeout=self.stop_timeout,
+            )
+            for i in range(self._size)
+        ]
+
+    def _run_all(self, action: Callable[[ClusterNode], _T]) -> list[_T]:
+        """``action`` on every node at once (threads); raises the first node's error."""
+        with ThreadPoolExecutor(max_workers=len(self._nodes)) as pool:
+            futures = [pool.submit(action, node) for node in self._nodes]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            first = errors[0]
+            assert first is not None
+            raise first
+        return [f.result() for f in futures]
