@@ -74,6 +74,12 @@ class SecsyncConfig:
     """Heartbeat of the live consumer; two missed ones re-create it from the last sequence."""
     max_part_bytes: int = 0
     """Largest stored message part; 0 means the broker's payload limit less header room."""
+    presence_interval: float = 0.05
+    """Presence (cursor) changes are sent at most this often; a fast typist does not flood."""
+    presence_heartbeat: float = 2.0
+    """An unchanged presence state is sent again this often, so peers keep showing it."""
+    presence_timeout: float = 6.0
+    """A peer not heard from for this long is removed (no ghost cursors)."""
     event_queue_size: int = 10_000
     """Events kept for the application; the oldest are dropped beyond this."""
 

@@ -309,6 +309,18 @@ class EphemeralProofError(EphemeralError):
     code = 309
 
 
+class PresenceParseError(EphemeralError):
+    """A presence payload is malformed."""
+
+    code = 310
+
+
+class PresenceImpersonationError(EphemeralError):
+    """A participant claimed the Yjs client id (cursor) of another participant."""
+
+    code = 311
+
+
 # --- 4xx/5xx/6xx: creating messages --------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from secsync.errors import SecsyncError
 from secsync.protocol.messages import MessageKind
@@ -36,6 +36,16 @@ class EphemeralReceived:
 
     author: bytes
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A peer's presence state changed; ``state`` is ``None`` when the peer left or timed out."""
+
+    author: bytes
+    state: Any
+    yjs_client_id: int | None = None
+    timed_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,7 @@ Event: TypeAlias = (
     SnapshotApplied
     | UpdateApplied
     | EphemeralReceived
+    | PresenceChanged
     | MessageRejected
     | SnapshotStored
     | UpdateStored

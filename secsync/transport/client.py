@@ -52,12 +52,17 @@ class SecsyncClient:
         signing_key: SigningKeyPair,
         crdt: object,
         policy: AuthorPolicy | None = None,
+        awareness: Any = None,
     ) -> Document:
-        """Load ``doc_id`` into the application's CRDT object and keep it in sync."""
+        """Load ``doc_id`` into the application's CRDT object and keep it in sync.
+
+        For a Yjs document, ``awareness`` (a ``pycrdt.Awareness`` of that document) is kept in
+        step with the other participants; one is created when none is given.
+        """
         if doc_id in self._documents:
             raise ConfigurationError("this document is already open on this client")
         session = DocumentSession(doc_id, signing_key, key, crdt, config=self.config, policy=policy)
-        document = Document(self, session, self.config)
+        document = Document(self, session, self.config, awareness)
         self._documents[doc_id] = document
         try:
             await document._start()

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import pycrdt
 import structlog
 
 from secsync.config import SecsyncConfig
@@ -30,6 +31,7 @@ from secsync.errors import (
 from secsync.protocol import wire
 from secsync.protocol.events import (
     DocumentLoaded,
+    EphemeralReceived,
     Event,
     GapDetected,
     MessageRejected,
@@ -40,6 +42,7 @@ from secsync.protocol.events import (
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
 from secsync.protocol.session import DocumentSession
 from secsync.transport import chunks, jetstream
+from secsync.transport.presence import Presence
 from secsync.transport.subjects import DocumentSubjects, snapshot_msg_id, update_msg_id
 
 if TYPE_CHECKING:
@@ -69,6 +72,7 @@ class Document:
         client: SecsyncClient,
         session: DocumentSession,
         config: SecsyncConfig,
+        awareness: Any = None,
     ) -> None:
         self._client = client
         self.session = session
@@ -89,6 +93,10 @@ class Document:
         self._notify = getattr(session.crdt, "set_change_listener", None)
         self._tasks: set[asyncio.Future[None]] = set()
         self._own_sequences: set[int] = set()
+        if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
+            awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
+        self.presence = Presence(self, awareness)
+        """Cursors and user state of the participants online now."""
         self.redelivered = 0
         """Stored messages delivered again after they were applied (e.g. after a reconnect)."""
 
@@ -158,6 +166,8 @@ class Document:
         """Stop syncing; unsent changes stay in the session (and the CRDT object)."""
         if self._closed:
             return
+        with contextlib.suppress(Exception):
+            await self.presence.close()
         self._closed = True
         self._wake.set()
         self._progress.set()
@@ -201,6 +211,10 @@ class Document:
             self._ephemeral_sub = await self._client.nc.subscribe(
                 self.subjects.ephemeral, cb=self._on_ephemeral
             )
+        self.presence.start()
+        with contextlib.suppress(SecsyncError):
+            # ask the peers online to prove their sessions, so presence flows at once
+            await self._publish_ephemeral(self.session.ephemeral_initialize())
         self._emit([DocumentLoaded(snapshot.snapshot_id if snapshot else None, len(updates), seq)])
         self._sender = asyncio.create_task(self._send_loop(), name=f"secsync-send-{self.doc_id}")
         self._log.info("document_opened", last_sequence=self._last_seq)
@@ -362,7 +376,14 @@ class Document:
     async def _on_ephemeral(self, msg: Any) -> None:
         if self._closed:
             return
-        self._emit(self.session.receive(msg.data))
+        peers = len(self.session.ephemeral.peers)
+        events = self.session.receive(msg.data)
+        for event in events:
+            self._emit([event])
+            if isinstance(event, EphemeralReceived):
+                self._emit(self.presence.receive(event.author, event.payload))
+        if len(self.session.ephemeral.peers) != peers:
+            self.presence.peer_verified()
         self._wake.set()  # handshake replies go out with the next send
 
     # --- sending ----------------------------------------------------------------------------
