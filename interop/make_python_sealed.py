@@ -191,10 +191,8 @@ def cli_seal(kind: str, public_data: dict[str, Any], plaintext: bytes) -> dict[s
             "seal",
             "--kind",
             kind,
-            "--key",
-            b64encode(DOCUMENT_KEY),
-            "--signing-key",
-            SIGNING_SECRET_KEY,
+            f"--key={b64encode(DOCUMENT_KEY)}",  # "=" form: base64url may start with "-"
+            f"--signing-key={SIGNING_SECRET_KEY}",
             "--public-data",
             json.dumps(public_data, ensure_ascii=False),
         ],

@@ -2,8 +2,9 @@
 ``broker-config/cluster.conf``, for tests of replicated streams.
 
 :class:`Cluster` starts every node on free loopback ports with a store directory of its own,
-waits until the cluster is healthy (each node's ``/healthz`` answers ok and every node names the
-same JetStream meta leader in ``/jsz``), and stops them all again. Each node is a
+waits until the cluster is ready (each node's ``/healthz`` answers ok, every node names the same
+JetStream meta leader in ``/jsz``, all routes are up, and the JetStream API answers through each
+node), and stops them all again. Each node is a
 :class:`ClusterNode`, a :class:`secsync.broker.Broker` that also passes the cluster settings to the
 server, so it has the same ``stop``/``kill``/``restart`` (on the same ports and data) for
 failover tests. :meth:`Cluster.stream_leader` tells which node leads a stream.
@@ -107,7 +108,7 @@ async def _ignore_error(exc: Exception) -> None:
 
 
 async def _answered(node: ClusterNode, deadline: float) -> str:
-    """ "" once a JetStream API request through ``node`` is answered, else what went wrong."""
+    """Why no JetStream API request through ``node`` was answered; empty once one was."""
     import nats
     import nats.errors
 
@@ -131,6 +132,7 @@ async def _answered(node: ClusterNode, deadline: float) -> str:
                 if reply is not None and "error" not in reply:
                     return ""
                 problem = str(reply.get("error") if reply is not None else msg.data[:200])
+            log.info("cluster.api_unanswered", node=node.name, problem=problem)
             if time.monotonic() >= deadline:
                 return f"the JetStream API does not answer through {node.name}: {problem}"
             await asyncio.sleep(_POLL_INTERVAL)
@@ -139,12 +141,13 @@ async def _answered(node: ClusterNode, deadline: float) -> str:
 
 
 def _probe_api(nodes: Sequence[ClusterNode], deadline: float) -> str:
-    """ "" once the JetStream API has answered through every node in ``nodes``.
+    """Why the JetStream API has not answered through every node in ``nodes``; empty once it has.
 
-    The first JetStream API request through a node of a fresh cluster sometimes goes
-    unanswered (measured with nats-server 2.15.1: 1 to 4 in 360 first requests, on any node,
-    also 1.5 s after the meta leader was elected; none of 720 later ones), and nats-py does not
-    retry it. This absorbs it.
+    On a fresh cluster, one of the first JetStream API requests sometimes goes unanswered even
+    though every node is healthy (measured with nats-server 2.15.1, six concurrent clients
+    right after start-up: 1 to 4 lost of 360, on any node, also 1.5 s after the meta leader
+    was elected; none of 720 requests made after those), and nats-py does not retry it. With
+    this probe first, none of 2700 was lost.
     Runs its own event loop in a worker thread, so it may be called from within one.
     """
 
@@ -454,12 +457,12 @@ class Cluster:
 
     @staticmethod
     def _check_routes(running: Sequence[ClusterNode]) -> str:
-        """ "" when every pair of ``running`` nodes is joined by all its route connections.
+        """Which pair of ``running`` nodes lacks route connections; empty when none does.
 
         Since nats-server 2.10 two nodes are joined by a pool of ``pool_size`` routes (3 by
-        default) plus one per pinned account (the system account), and the meta leader can be
-        elected before the pool is complete. Until it is, a client request can get lost: a
-        JetStream API request right after start-up then timed out, about one in twelve times.
+        default) plus one per pinned account (the system account). The meta leader can be
+        elected before the pool is complete (3 of 30 start-ups here, where a node's first
+        attempt to dial a peer that was not listening yet is only retried after a second).
         """
         seen: dict[str, dict[str, int]] = {}
         pinned: set[str] = set()
@@ -532,9 +535,9 @@ class Cluster:
     ) -> ClusterNode:
         """The node that leads ``stream`` (in ``account``), by the running nodes' ``/jsz``.
 
-        Waits up to ``timeout`` seconds for a leader that every running replica agrees on (a
-        new stream, or one whose leader was lost, has none for a moment). Raises
-        :class:`TransportError`.
+        Waits up to ``timeout`` seconds for a running leader that no running node contradicts
+        (a new stream, or one whose leader was lost, has none for a moment, and a node may
+        still name the lost one). Raises :class:`TransportError`.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         while True:

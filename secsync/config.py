@@ -80,6 +80,11 @@ class SecsyncConfig:
     """An unchanged presence state is sent again this often, so peers keep showing it."""
     presence_timeout: float = 6.0
     """A peer not heard from for this long is removed (no ghost cursors)."""
+    store_path: str | None = None
+    """SQLite file for offline work (local-first): documents, outbox and sequences survive
+    restarts and the broker may be absent. ``None`` keeps everything in memory."""
+    checkpoint_interval: float = 1.0
+    """Seconds between full local checkpoints; single changes are logged at once regardless."""
     event_queue_size: int = 10_000
     """Events kept for the application; the oldest are dropped beyond this."""
 

@@ -120,10 +120,9 @@ def coordinator() -> int:
                     name,
                     "--url",
                     broker.url,
-                    "--key",
-                    b64encode(key),
-                    "--signing-key",
-                    b64encode(signer.secret_key),
+                    # "=" form: base64url values may start with "-"
+                    f"--key={b64encode(key)}",
+                    f"--signing-key={b64encode(signer.secret_key)}",
                     "--people",
                     json.dumps(people),
                 ],

@@ -369,6 +369,12 @@ class CrdtAdapterError(SessionError):
     code = 803
 
 
+class LocalStoreError(SessionError):
+    """The local store cannot be read or written (or does not decrypt under this key)."""
+
+    code = 804
+
+
 # --- 9xx: transport and broker -------------------------------------------------------------
 
 

@@ -46,10 +46,9 @@ def test_seal_then_open(keys: dict[str, str], kind: str, tmp_path) -> None:
             "seal",
             "--kind",
             kind,
-            "--key",
-            keys["documentKey"],
-            "--signing-key",
-            keys["signingSecretKey"],
+            # "=" form: a base64url key may start with "-"
+            f"--key={keys['documentKey']}",
+            f"--signing-key={keys['signingSecretKey']}",
             "--public-data",
             json.dumps(public),
         ],
@@ -60,7 +59,7 @@ def test_seal_then_open(keys: dict[str, str], kind: str, tmp_path) -> None:
     assert message["publicData"]["pubKey"] == keys["signingPublicKey"]
     path = tmp_path / "m.json"
     path.write_text(sealed)
-    code, opened, _ = run(["message", "open", "--key", keys["documentKey"], str(path)])
+    code, opened, _ = run(["message", "open", f"--key={keys['documentKey']}", str(path)])
     assert code == 0
     result = json.loads(opened)
     assert result["kind"] == kind and result["plaintext"] == "héllo"
@@ -73,22 +72,21 @@ def test_open_fails_with_error_code(keys: dict[str, str], tmp_path) -> None:
             "seal",
             "--kind",
             "snapshot",
-            "--key",
-            keys["documentKey"],
-            "--signing-key",
-            keys["signingSecretKey"],
+            # "=" form: a base64url key may start with "-"
+            f"--key={keys['documentKey']}",
+            f"--signing-key={keys['signingSecretKey']}",
             "--public-data",
             '{"docId":"d"}',
         ],
         b"x",
     )
     other = b64encode(bytes(32))
-    code, _, err = run(["message", "open", "--key", other], sealed.encode())
+    code, _, err = run(["message", "open", f"--key={other}"], sealed.encode())
     assert code == 1 and "error 101" in err
     tampered = sealed.replace('"docId":"d"', '"docId":"e"')
-    code, _, err = run(["message", "open", "--key", keys["documentKey"]], tampered.encode())
+    code, _, err = run(["message", "open", f"--key={keys['documentKey']}"], tampered.encode())
     assert code == 1 and "error 111" in err
-    code, _, err = run(["message", "open", "--key", keys["documentKey"]], b"{nope")
+    code, _, err = run(["message", "open", f"--key={keys['documentKey']}"], b"{nope")
     assert code == 1 and "error 700" in err
 
 
@@ -101,10 +99,9 @@ def test_native_format_round_trip(keys: dict[str, str]) -> None:
             "ephemeral",
             "--format",
             "msgpack",
-            "--key",
-            keys["documentKey"],
-            "--signing-key",
-            keys["signingSecretKey"],
+            # "=" form: a base64url key may start with "-"
+            f"--key={keys['documentKey']}",
+            f"--signing-key={keys['signingSecretKey']}",
             "--public-data",
             '{"docId":"d"}',
         ],
@@ -112,6 +109,6 @@ def test_native_format_round_trip(keys: dict[str, str]) -> None:
     )
     assert code == 0
     code, out, _ = run(
-        ["message", "open", "--raw", "--key", keys["documentKey"]], packed.encode("latin-1")
+        ["message", "open", "--raw", f"--key={keys['documentKey']}"], packed.encode("latin-1")
     )
     assert code == 0 and out == "bytes"

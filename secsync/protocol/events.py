@@ -96,6 +96,8 @@ class DocumentLoaded:
     snapshot_id: bytes | None
     updates: int
     last_sequence: int
+    from_local_store: bool = False
+    """True when loaded from the local store (the broker may be catching up after it)."""
 
 
 @dataclass(frozen=True, slots=True)

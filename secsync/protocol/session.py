@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -25,6 +26,7 @@ from secsync.errors import (
     EphemeralError,
     NoActiveSnapshotError,
     SecsyncError,
+    SessionError,
     SnapshotAncestryError,
     SnapshotApplyError,
     SnapshotAuthorRejectedError,
@@ -105,6 +107,12 @@ class _Waiting:
 
 
 @dataclass(slots=True)
+class _UpdateInFlight:
+    message: Update
+    changes: list[bytes]
+
+
+@dataclass(slots=True)
 class _SnapshotInFlight:
     message: Snapshot
     changes: list[bytes]
@@ -145,7 +153,7 @@ class DocumentSession:
 
         self._pending: list[bytes] = []
         self._local_clock = -1
-        self._in_flight: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._in_flight: OrderedDict[int, _UpdateInFlight] = OrderedDict()
         # Confirmed updates of mine on the active snapshot, kept until a snapshot includes them.
         self._confirmed: dict[int, list[bytes]] = {}
         self._snapshot_in_flight: _SnapshotInFlight | None = None
@@ -182,6 +190,104 @@ class DocumentSession:
         """True when every local change is stored by the broker."""
         self._collect_local()
         return not self._pending and not self._in_flight and self._snapshot_in_flight is None
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def unacknowledged_messages(self) -> list[Message]:
+        """Messages handed out for sending that the broker has not confirmed, in order.
+
+        After a restart they must be sent again byte for byte (same message ids), so that a
+        copy that had been stored before the crash is recognised instead of stored twice.
+        """
+        if self._snapshot_in_flight is not None:
+            return [self._snapshot_in_flight.message]
+        return [flight.message for flight in self._in_flight.values()]
+
+    def collect_local_changes(self) -> list[bytes]:
+        """Move the CRDT's new local changes into the outbox; return them (to persist)."""
+        changes = self.crdt.take_local_changes()
+        self._pending.extend(changes)
+        return changes
+
+    def add_local_changes(self, changes: Sequence[bytes]) -> None:
+        """Queue changes that are already in the document (restored from local storage)."""
+        self._pending.extend(changes)
+
+    def export_state(self) -> dict[str, Any]:
+        """What must survive a restart, as plain data (no keys, no document content)."""
+        self._collect_local()
+        active = self._active
+        return {
+            "v": 1,
+            "active": None
+            if active is None
+            else {
+                "id": active.info.snapshot_id,
+                "hash": active.info.ciphertext_hash,
+                "proof": active.info.parent_snapshot_proof,
+                "parent": active.info.parent_snapshot_id,
+                "extra": dict(active.info.extra),
+                "author": active.author,
+                "clocks": dict(active.clocks),
+                "updates": active.updates,
+                "bytes": active.update_bytes,
+            },
+            "superseded": [[k, dict(v)] for k, v in self._superseded.items()],
+            "local_clock": self._local_clock,
+            "pending": list(self._pending),
+            "in_flight": [
+                [clock, wire.encode(f.message), f.changes] for clock, f in self._in_flight.items()
+            ],
+            "confirmed": [[clock, changes] for clock, changes in self._confirmed.items()],
+            "snapshot_in_flight": None
+            if self._snapshot_in_flight is None
+            else [
+                wire.encode(self._snapshot_in_flight.message),
+                self._snapshot_in_flight.changes,
+            ],
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`export_state` (the CRDT must already hold the saved content)."""
+        if state.get("v") != 1:
+            raise SessionError("unknown saved session format")
+        try:
+            active = state["active"]
+            if active is not None:
+                info = SnapshotInfo(
+                    snapshot_id=active["id"],
+                    ciphertext_hash=active["hash"],
+                    parent_snapshot_proof=active["proof"],
+                    parent_snapshot_id=active["parent"],
+                    extra=active["extra"],
+                )
+                self._active = _Active(
+                    info=info,
+                    author=active["author"],
+                    key=self.keys.snapshot_key(info),
+                    clocks=dict(active["clocks"]),
+                    updates=active["updates"],
+                    update_bytes=active["bytes"],
+                )
+            self._superseded = OrderedDict((k, dict(v)) for k, v in state["superseded"])
+            self._local_clock = state["local_clock"]
+            self._pending = list(state["pending"]) + self._pending
+            self._in_flight = OrderedDict()
+            for clock, data, changes in state["in_flight"]:
+                message = wire.decode(data, max_bytes=self.config.max_message_bytes)
+                assert isinstance(message, Update)
+                self._in_flight[clock] = _UpdateInFlight(message, list(changes))
+            self._confirmed = {clock: list(changes) for clock, changes in state["confirmed"]}
+            flight = state["snapshot_in_flight"]
+            if flight is not None:
+                message = wire.decode(flight[0], max_bytes=self.config.max_message_bytes)
+                assert isinstance(message, Snapshot)
+                self._snapshot_in_flight = _SnapshotInFlight(
+                    message, list(flight[1]), self.keys.snapshot_key(message.info())
+                )
+        except (KeyError, TypeError, ValueError, AssertionError, SecsyncError) as exc:
+            raise SessionError(f"saved session state is unusable: {exc}") from None
+        self.loaded = True
 
     # --- local changes and sending ----------------------------------------------------------
 
@@ -282,8 +388,9 @@ class DocumentSession:
                 plaintext = serialize_changes(batch, self.config.change_encoding)
             except Exception as exc:
                 raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
-            updates.append(sealing.seal(public, plaintext, active.key, self.signer))
-            self._in_flight[self._local_clock] = batch
+            update = sealing.seal(public, plaintext, active.key, self.signer)
+            updates.append(update)
+            self._in_flight[self._local_clock] = _UpdateInFlight(update, batch)
         return updates
 
     def send_ephemeral(self, payload: bytes) -> EphemeralMessage:
@@ -331,10 +438,10 @@ class DocumentSession:
         active = self._active
         if active is None or active.info.snapshot_id != snapshot_id:
             return []
-        changes = self._in_flight.pop(clock, None)
-        if changes is None:
+        flight = self._in_flight.pop(clock, None)
+        if flight is None:
             return []
-        self._confirmed[clock] = changes
+        self._confirmed[clock] = flight.changes
         if clock > active.clocks.get(self.public_key, -1):
             active.clocks[self.public_key] = clock
         active.updates += 1
@@ -351,7 +458,7 @@ class DocumentSession:
             return []
         back: list[bytes] = []
         for c in [c for c in self._in_flight if c >= clock]:
-            back.extend(self._in_flight.pop(c))
+            back.extend(self._in_flight.pop(c).changes)
         self._pending[:0] = back
         self._local_clock = clock - 1
         self._log.info("update_conflict", snapshot=_short(snapshot_id), clock=clock)
@@ -649,9 +756,9 @@ class DocumentSession:
         for clock in sorted(self._confirmed):
             if clock > included:
                 carried.extend(self._confirmed[clock])
-        for clock, changes in self._in_flight.items():
+        for clock, flight in self._in_flight.items():
             if clock > included:
-                carried.extend(changes)
+                carried.extend(flight.changes)
         if self._snapshot_in_flight is not None:
             carried.extend(self._snapshot_in_flight.changes)
         return carried

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,10 +21,10 @@ from secsync.errors import (
     SecsyncError,
 )
 from secsync.protocol.crypto import SigningKeyPair
-from secsync.protocol.events import ConnectionChanged
 from secsync.protocol.keys import KeyProvider
 from secsync.protocol.policy import AuthorPolicy
 from secsync.protocol.session import DocumentSession
+from secsync.store import LocalStore
 from secsync.transport import jetstream
 from secsync.transport.document import Document
 from secsync.transport.subjects import stream_subjects
@@ -33,16 +35,141 @@ log = structlog.get_logger("secsync.client")
 _DENIAL_MEMORY = 60.0
 
 
-class SecsyncClient:
-    """A connection to the broker; open documents with :meth:`open`."""
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with full jitter: many clients returning at once spread out."""
+    return random.uniform(0, min(maximum, initial * 2**attempt))
 
-    def __init__(self, nc: Any, config: SecsyncConfig) -> None:
-        self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=config.request_timeout)
+
+class SecsyncClient:
+    """A connection to the broker; open documents with :meth:`open`.
+
+    With ``config.store_path`` set, the client works without the broker: documents open from
+    local state, edits are kept, and everything syncs once the broker can be reached.
+    """
+
+    def __init__(
+        self, servers: Sequence[str], config: SecsyncConfig, options: dict[str, Any]
+    ) -> None:
+        self.servers = list(servers)
         self.config = config
+        self._options = options
+        self._nc: Any = None
+        self._js: JetStreamContext | None = None
+        self.connected = asyncio.Event()
+        """Set while a connection to the broker is up."""
         self._documents: dict[str, Document] = {}
         self._denied: dict[str, float] = {}
+        self._reconnect_attempt = 0
+        self._connector: asyncio.Task[None] | None = None
         self.closing = False
+        self.store = LocalStore(config.store_path) if config.store_path else None
+
+    # --- connection ---------------------------------------------------------------------------
+
+    @property
+    def nc(self) -> Any:
+        if self._nc is None:
+            raise BrokerUnavailableError("not connected to the broker")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BrokerUnavailableError("not connected to the broker")
+        return self._js
+
+    async def _connect_once(self) -> None:
+        async def error_cb(error: Exception) -> None:
+            self._note_error(error)
+
+        async def disconnected_cb() -> None:
+            if self.closing:
+                return
+            log.warning("disconnected")
+            self._connection_changed(False)
+
+        async def reconnected_cb() -> None:
+            log.info("reconnected")
+            self._reconnect_attempt = 0
+            self._connection_changed(True)
+
+        def choose_server(servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
+            # nats-py waits a fixed time between attempts; back off exponentially, with jitter
+            delay = backoff_delay(
+                self._reconnect_attempt, self.config.retry_initial, self.config.retry_max
+            )
+            self._reconnect_attempt += 1
+            return random.choice(servers), delay
+
+        options = {
+            # nats-py retries a first connect forever when reconnects are unlimited: try each
+            # server twice here, and lift the limit once connected.
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": self.config.retry_initial,
+            "connect_timeout": self.config.request_timeout,
+            "allow_reconnect": True,
+            **self._options,
+        }
+        try:
+            nc = await nats.connect(
+                servers=self.servers,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                reconnect_to_server_handler=choose_server,
+                **options,
+            )
+        except Exception as exc:
+            raise BrokerUnavailableError(f"cannot connect to {self.servers}: {exc}") from None
+        nc.options["max_reconnect_attempts"] = self._options.get("max_reconnect_attempts", -1)
+        js = nc.jetstream(timeout=self.config.request_timeout)
+        if self.config.provision_stream:
+            try:
+                await jetstream.ensure_stream(
+                    js,
+                    jetstream.StreamSettings(
+                        name=self.config.stream_name,
+                        subjects=tuple(stream_subjects(self.config.subject_root)),
+                        replicas=self.config.stream_replicas,
+                        max_consumers=self.config.max_consumers,
+                        duplicate_window=self.config.duplicate_window,
+                    ),
+                )
+            except SecsyncError:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise
+        self._nc, self._js = nc, js
+        self.connected.set()
+        log.info("connected", servers=self.servers, stream=self.config.stream_name)
+
+    async def _keep_connecting(self) -> None:
+        """Offline start: try until the broker answers, backing off with jitter."""
+        attempt = 0
+        while not self.closing:
+            try:
+                await self._connect_once()
+                self._connection_changed(True)
+                return
+            except BrokerUnavailableError:
+                await asyncio.sleep(
+                    backoff_delay(attempt, self.config.retry_initial, self.config.retry_max)
+                )
+                attempt += 1
+            except SecsyncError as exc:
+                log.warning("connect_failed", code=exc.code, reason=exc.message)
+                return
+
+    async def _start(self) -> None:
+        try:
+            await self._connect_once()
+        except BrokerUnavailableError:
+            if self.store is None:
+                raise
+            log.warning("offline", servers=self.servers)
+            self._connector = asyncio.create_task(self._keep_connecting())
+
+    # --- documents ----------------------------------------------------------------------------
 
     async def open(
         self,
@@ -53,16 +180,22 @@ class SecsyncClient:
         crdt: object,
         policy: AuthorPolicy | None = None,
         awareness: Any = None,
+        storage_key: bytes | None = None,
     ) -> Document:
         """Load ``doc_id`` into the application's CRDT object and keep it in sync.
 
         For a Yjs document, ``awareness`` (a ``pycrdt.Awareness`` of that document) is kept in
-        step with the other participants; one is created when none is given.
+        step with the other participants; one is created when none is given. With a local
+        store, ``storage_key`` seals the local copy (default: ``key`` when it is a key).
         """
         if doc_id in self._documents:
             raise ConfigurationError("this document is already open on this client")
+        if self.store is not None and storage_key is None:
+            if not isinstance(key, bytes):
+                raise ConfigurationError("a key provider needs an explicit storage_key")
+            storage_key = key
         session = DocumentSession(doc_id, signing_key, key, crdt, config=self.config, policy=policy)
-        document = Document(self, session, self.config, awareness)
+        document = Document(self, session, self.config, awareness, storage_key=storage_key)
         self._documents[doc_id] = document
         try:
             await document._start()
@@ -93,21 +226,28 @@ class SecsyncClient:
             subject = text.split('"')[1] if text.count('"') >= 2 else ""
             self._denied[subject.lower()] = time.monotonic()
             log.warning("permission_denied", subject=subject)
-        else:
+        elif not self.closing:
             log.warning("broker_error", error=type(error).__name__, detail=text[:200])
 
     def _connection_changed(self, connected: bool) -> None:
         for document in self._documents.values():
-            document._emit([ConnectionChanged(connected)])
+            document._connection_changed(connected)
 
     async def close(self) -> None:
         self.closing = True
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connector
         for document in list(self._documents.values()):
             await document.close()
-        with contextlib.suppress(Exception):
-            await self.nc.drain()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nc.drain(), self.config.request_timeout)
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        if self.store is not None:
+            self.store.close()
 
     async def __aenter__(self) -> SecsyncClient:
         return self
@@ -120,77 +260,26 @@ class _Connector:
     """``connect(...)`` is both awaitable and an async context manager."""
 
     def __init__(self, servers: str | Sequence[str], config: SecsyncConfig, options: Any) -> None:
-        self._servers = [servers] if isinstance(servers, str) else list(servers)
-        self._config = config
-        self._options = options
-        self._client: SecsyncClient | None = None
+        self._client = SecsyncClient(
+            [servers] if isinstance(servers, str) else list(servers), config, dict(options)
+        )
 
     def __await__(self) -> Any:
         return self._connect().__await__()
 
     async def _connect(self) -> SecsyncClient:
-        holder: dict[str, SecsyncClient] = {}
-
-        async def error_cb(error: Exception) -> None:
-            if "client" in holder:
-                holder["client"]._note_error(error)
-
-        async def disconnected_cb() -> None:
-            client = holder.get("client")
-            if client is not None and client.closing:
-                return
-            log.warning("disconnected")
-            if client is not None:
-                client._connection_changed(False)
-
-        async def reconnected_cb() -> None:
-            log.info("reconnected")
-            if "client" in holder:
-                holder["client"]._connection_changed(True)
-
-        options = {
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 0.5,
-            "connect_timeout": self._config.request_timeout,
-            **self._options,
-        }
         try:
-            nc = await nats.connect(
-                servers=self._servers,
-                error_cb=error_cb,
-                disconnected_cb=disconnected_cb,
-                reconnected_cb=reconnected_cb,
-                **options,
-            )
-        except Exception as exc:
-            raise BrokerUnavailableError(f"cannot connect to {self._servers}: {exc}") from None
-        client = SecsyncClient(nc, self._config)
-        holder["client"] = client
-        if self._config.provision_stream:
-            try:
-                await jetstream.ensure_stream(
-                    client.js,
-                    jetstream.StreamSettings(
-                        name=self._config.stream_name,
-                        subjects=tuple(stream_subjects(self._config.subject_root)),
-                        replicas=self._config.stream_replicas,
-                        max_consumers=self._config.max_consumers,
-                        duplicate_window=self._config.duplicate_window,
-                    ),
-                )
-            except SecsyncError:
-                await client.close()
-                raise
-        log.info("connected", servers=self._servers, stream=self._config.stream_name)
-        return client
-
-    async def __aenter__(self) -> SecsyncClient:
-        self._client = await self._connect()
+            await self._client._start()
+        except BaseException:
+            await self._client.close()
+            raise
         return self._client
 
+    async def __aenter__(self) -> SecsyncClient:
+        return await self._connect()
+
     async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()
 
 
 def connect(
@@ -202,5 +291,7 @@ def connect(
     """Connect to the broker: ``async with secsync.connect(url) as client: ...``.
 
     Extra keyword arguments go to ``nats.connect`` (credentials, TLS, ``inbox_prefix``...).
+    Without a local store the broker must answer now; with one (``config.store_path``), the
+    client starts offline and keeps trying.
     """
     return _Connector(servers, config or SecsyncConfig(), nats_options)

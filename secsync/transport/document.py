@@ -25,11 +25,13 @@ from secsync.errors import (
     DuplicateBatchError,
     PayloadTooLargeError,
     SecsyncError,
+    StreamNotFoundError,
     TransportError,
     WrongLastSequenceError,
 )
 from secsync.protocol import wire
 from secsync.protocol.events import (
+    ConnectionChanged,
     DocumentLoaded,
     EphemeralReceived,
     Event,
@@ -73,8 +75,18 @@ class Document:
         session: DocumentSession,
         config: SecsyncConfig,
         awareness: Any = None,
+        *,
+        storage_key: bytes | None = None,
     ) -> None:
         self._client = client
+        self._store = client.store
+        self._storage_key = storage_key
+        self._online = False
+        self._online_task: asyncio.Task[None] | None = None
+        self._sending_paused = False
+        self._receiving_paused = False
+        self._last_checkpoint = 0.0
+        self._dirty = False
         self.session = session
         self.config = config
         self.doc_id = session.doc_id
@@ -128,12 +140,76 @@ class Document:
 
     def notify_changed(self) -> None:
         """Tell the sender the document changed (Yjs documents do this by themselves)."""
+        self._local_change()
+
+    @property
+    def online(self) -> bool:
+        """True once the document has caught up with the broker and follows it live."""
+        return self._online
+
+    def pause_sending(self) -> None:
+        """Keep local changes (and their durable copy) here until :meth:`resume_sending`."""
+        self._sending_paused = True
+
+    def resume_sending(self) -> None:
+        """Send what accumulated while paused, batched."""
+        self._sending_paused = False
         self._wake.set()
+
+    async def pause_receiving(self) -> None:
+        """Apply no remote change until :meth:`resume_receiving` (sending goes on)."""
+        self._receiving_paused = True
+        await self._stop_live()
+
+    async def resume_receiving(self) -> None:
+        """Catch up on what was stored meanwhile, then follow live again."""
+        self._receiving_paused = False
+        if self._online:
+            await self._catch_up()
+            await self._start_live()
+
+    def _local_change(self) -> None:
+        """Local edits: take them into the outbox, log them durably, wake the sender."""
+        if self._closed:
+            return
+        changes = self.session.collect_local_changes()
+        if changes and self._store is not None and self._storage_key is not None:
+            self._store.append_changes(self.subjects.token, self._storage_key, changes)
+        if changes:
+            self._dirty = True
+        self._wake.set()
+
+    def checkpoint(self) -> None:
+        """Write the full local state now (it is also written regularly and on close)."""
+        if self._store is None or self._storage_key is None:
+            return
+        from secsync.store import LocalState
+
+        self._local_change()
+        self._store.save(
+            self.subjects.token,
+            self._storage_key,
+            LocalState(
+                crdt_state=self.session.crdt.encode_state(),
+                session=self.session.export_state(),
+                last_sequence=self._last_seq,
+                snapshot_sequences=dict(self._snapshot_seq),
+            ),
+        )
+        self._last_checkpoint = time.monotonic()
+        self._dirty = False
+
+    def _maybe_checkpoint(self) -> None:
+        if (
+            self._dirty
+            and time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval
+        ):
+            self.checkpoint()
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once every local change is stored by the broker."""
         async with asyncio.timeout(timeout):
-            while not self.session.is_synced:
+            while not self.session.is_synced or self._sending_paused:
                 if self._closed:
                     raise DocumentClosedError()
                 self._progress.clear()
@@ -168,6 +244,12 @@ class Document:
             return
         with contextlib.suppress(Exception):
             await self.presence.close()
+        if self._online_task is not None:
+            self._online_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._online_task
+        with contextlib.suppress(SecsyncError):
+            self.checkpoint()
         self._closed = True
         self._wake.set()
         self._progress.set()
@@ -198,26 +280,119 @@ class Document:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._notify is not None:
-            self._notify(lambda: loop.call_soon_threadsafe(self._wake.set))
+            self._notify(lambda: loop.call_soon_threadsafe(self._local_change))
+        restored = self._restore()
+        if self._client.connected.is_set():
+            try:
+                await self._go_online()
+            except BrokerUnavailableError:
+                if not restored and self._store is None:
+                    raise
+                self._online_task = asyncio.create_task(self._stay_online())
+        else:
+            self._online_task = asyncio.create_task(self._stay_online())
+        self._sender = asyncio.create_task(self._send_loop(), name=f"secsync-send-{self.doc_id}")
+
+    def _restore(self) -> bool:
+        """Resume from the local store: content, outbox, sequences. True if there was state."""
+        if self._store is None or self._storage_key is None:
+            return False
+        state = self._store.load(self.subjects.token, self._storage_key)
+        if state is None:
+            return False
+        crdt = self.session.crdt
+        if state.crdt_state:
+            crdt.apply_snapshot(state.crdt_state)
+        if state.session:
+            self.session.restore_state(state.session)
+        if state.changes:
+            crdt.apply_changes(state.changes)  # edits logged after the last checkpoint
+            self.session.add_local_changes(state.changes)
+        self._last_seq = state.last_sequence
+        self._snapshot_seq = dict(state.snapshot_sequences)
+        active = self.session.active_snapshot
+        self._emit(
+            [DocumentLoaded(active.snapshot_id if active else None, 0, self._last_seq, True)]
+        )
+        self._log.info("document_restored", last_sequence=self._last_seq)
+        return True
+
+    async def _stay_online(self) -> None:
+        """Until the document is online: wait for the connection, catch up, with backoff."""
+        from secsync.transport.client import backoff_delay
+
+        attempt = 0
+        while not self._closed and not self._online:
+            await self._client.connected.wait()
+            try:
+                await self._go_online()
+            except BrokerUnavailableError:
+                await asyncio.sleep(
+                    backoff_delay(attempt, self.config.retry_initial, self.config.retry_max)
+                )
+                attempt += 1
+
+    async def _go_online(self) -> None:
         async with asyncio.timeout(self.config.open_timeout):
-            snapshot, seq, updates = await self._fetch_latest()
-            self._emit(self.session.load(snapshot))
-            if snapshot is not None:
-                self._snapshot_seq[snapshot.snapshot_id] = seq
-            self._last_seq = seq
-            for stored in updates:
-                self._handle_stored(stored)
-            await self._start_live()
-            self._ephemeral_sub = await self._client.nc.subscribe(
-                self.subjects.ephemeral, cb=self._on_ephemeral
-            )
+            if self.session.loaded:
+                updates = await self._catch_up()
+                snapshot = self.session.active_snapshot
+                self._emit(
+                    [
+                        DocumentLoaded(
+                            snapshot.snapshot_id if snapshot else None, updates, self._last_seq
+                        )
+                    ]
+                )
+            else:
+                snapshot_msg, seq, stored = await self._fetch_latest()
+                self._emit(self.session.load(snapshot_msg))
+                if snapshot_msg is not None:
+                    self._snapshot_seq[snapshot_msg.snapshot_id] = seq
+                self._last_seq = seq
+                for message in stored:
+                    self._handle_stored(message)
+                self._emit(
+                    [
+                        DocumentLoaded(
+                            snapshot_msg.snapshot_id if snapshot_msg else None,
+                            len(stored),
+                            seq,
+                        )
+                    ]
+                )
+            if not self._receiving_paused:
+                await self._start_live()
+            if self._ephemeral_sub is None:
+                self._ephemeral_sub = await self._client.nc.subscribe(
+                    self.subjects.ephemeral, cb=self._on_ephemeral
+                )
+        self._online = True
+        self._dirty = True
         self.presence.start()
         with contextlib.suppress(SecsyncError):
             # ask the peers online to prove their sessions, so presence flows at once
             await self._publish_ephemeral(self.session.ephemeral_initialize())
-        self._emit([DocumentLoaded(snapshot.snapshot_id if snapshot else None, len(updates), seq)])
-        self._sender = asyncio.create_task(self._send_loop(), name=f"secsync-send-{self.doc_id}")
-        self._log.info("document_opened", last_sequence=self._last_seq)
+        self._wake.set()
+        self._log.info("document_online", last_sequence=self._last_seq)
+
+    async def _catch_up(self) -> int:
+        """Apply what was stored after the last applied sequence; return how many messages."""
+        stored = await jetstream.messages_after(
+            self._client.nc,
+            self.config.stream_name,
+            self.subjects.stored,
+            self._last_seq + 1,
+            timeout=self.config.request_timeout,
+        )
+        for message in stored:
+            self._handle_stored(message)
+        return len(stored)
+
+    def _connection_changed(self, connected: bool) -> None:
+        self._emit([ConnectionChanged(connected)])
+        if connected and not self._online and self._online_task is None:
+            self._online_task = asyncio.create_task(self._stay_online())
 
     async def _fetch_latest(self) -> tuple[Snapshot | None, int, list[jetstream.StoredMessage]]:
         """The latest snapshot, the sequence its message ends at, and what was stored after."""
@@ -309,6 +484,7 @@ class Document:
             return
         if data is None:
             return
+        self._dirty = True
         events = self.session.receive(data)
         decoded_snapshot = next(
             (e for e in events if isinstance(e, SnapshotApplied) and not e.recovered), None
@@ -389,6 +565,7 @@ class Document:
     # --- sending ----------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
+        retransmit = True  # after a restart, what was sent but never acknowledged goes first
         while not self._closed:
             timeout = self._next_wait()
             with contextlib.suppress(TimeoutError):
@@ -396,13 +573,24 @@ class Document:
             self._wake.clear()
             if self.closed:
                 return
+            if self._notify is None:
+                self._local_change()  # documents without change notifications are polled
             timer_events = self.session.handle_timer()
             self._emit(timer_events)
             self._react(timer_events, None)
-            if self.session.pending_changes and self.config.batch_interval:
-                await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
             try:
+                if not self._online or self._sending_paused:
+                    continue
+                if retransmit:
+                    retransmit = False
+                    for message in self.session.unacknowledged_messages():
+                        if isinstance(message, Snapshot | Update):
+                            await self._publish_stored(message)
+                if self.session.pending_changes and self.config.batch_interval:
+                    await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
+                    self._local_change()
                 for message in self.session.data_to_send():
+                    self._dirty = True
                     if isinstance(message, EphemeralMessage):
                         await self._publish_ephemeral(message)
                     else:
@@ -410,10 +598,14 @@ class Document:
             except DocumentClosedError:
                 return
             finally:
+                with contextlib.suppress(SecsyncError):
+                    self._maybe_checkpoint()
                 self._progress.set()
 
     def _next_wait(self) -> float | None:
         waits = []
+        if self._dirty and self._store is not None:
+            waits.append(self.config.checkpoint_interval)
         deadline = self.session.next_deadline()
         if deadline is not None:
             waits.append(max(0.0, deadline - time.monotonic()))
@@ -465,7 +657,8 @@ class Document:
                 landed = await self._landed(message, subject, headers[MSG_ID])
                 first = last = landed if landed is not None else -1
                 break
-            except BrokerUnavailableError as exc:
+            except (BrokerUnavailableError, StreamNotFoundError) as exc:
+                # no answer, or no responder (a cluster between stream leaders says so too)
                 denied = self._client.denied(subject)
                 error: SecsyncError = denied or exc
                 self._emit([PublishFailed(error, subject, retrying=True)])
@@ -474,7 +667,10 @@ class Document:
                 delay = self.config.retry_max
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(self.config.retry_max, delay * 2)
-        self._stored(message, first, last)
+        expected = (
+            int(headers[EXPECTED_LAST_SUBJECT_SEQ]) if isinstance(message, Snapshot) else None
+        )
+        self._stored(message, first, last, expected)
 
     async def _put(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[int, int]:
         """Store ``payload``, in parts by one atomic batch when it exceeds the payload limit."""
@@ -537,9 +733,14 @@ class Document:
                 self.session.update_rejected(message.public_data.ref_snapshot_id, message.clock)
             )
 
-    def _stored(self, message: Snapshot | Update, first: int, last: int) -> None:
-        if first > 0 and first == self._last_seq + 1:
-            # Nothing else was stored in between: skip our own echo when it is delivered.
+    def _stored(
+        self, message: Snapshot | Update, first: int, last: int, expected: int | None = None
+    ) -> None:
+        # Stream sequences are shared by every document in the stream. We may move our last
+        # applied sequence past our own write only when nothing of this document can lie in
+        # between: the stream's next sequence, or a snapshot whose compare-and-set over the
+        # document's subjects held at the sequence we had applied.
+        if first > 0 and (first == self._last_seq + 1 or expected == self._last_seq):
             self._last_seq = last
             self._own_sequences.update(range(first, last + 1))
         if isinstance(message, Snapshot):

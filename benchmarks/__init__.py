@@ -1,0 +1,1 @@
+"""The secsync benchmark suite: ``python -m benchmarks.run`` (see ``benchmarks/README.md``)."""

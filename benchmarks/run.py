@@ -1,0 +1,216 @@
+"""Run the benchmark suite and write ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
+
+    python -m benchmarks.run            # the full run (about 5 minutes on 2 cores)
+    python -m benchmarks.run --quick    # a smoke run (< 60 s), written to benchmarks/out/
+    python benchmarks/run.py --help
+
+Sections that fail are reported as failed in the report; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common
+from benchmarks.common import FULL, QUICK, REPO
+
+SECTIONS = ("micro", "parallel", "trace", "snapshot", "automerge", "e2e", "memory", "profile")
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run with reduced sizes")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for benchmarks.md and benchmarks.png "
+        "(default: docs/, or benchmarks/out/ with --quick)",
+    )
+    parser.add_argument("--json", type=Path, help="also write every number as JSON here")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
+    )
+    args = parser.parse_args(argv)
+
+    from benchmarks.e2e import quiet_logs
+
+    quiet_logs()
+    sizes = QUICK if args.quick else FULL
+    out_dir = args.out or (REPO / "benchmarks" / "out" if args.quick else REPO / "docs")
+    wanted = set(args.only or SECTIONS)
+
+    started = time.time()
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {
+        "mode": sizes.name,
+        "sizes": dataclasses.asdict(sizes),
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_start": os.getloadavg(),
+        "machine": common.machine_info(),
+        "versions": common.versions(),
+        "command": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
+        "errors": {},
+        "section_seconds": {},
+    }
+
+    def section(name: str, fn: Callable[[], Any]) -> Any:
+        if name not in wanted:
+            return None
+        _log(f"{name} ...")
+        start = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as exc:
+            traceback.print_exc()
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+            value = None
+        results["section_seconds"][name] = time.perf_counter() - start
+        _log(f"{name} done in {results['section_seconds'][name]:.1f} s")
+        return value
+
+    # --- the trace, replayed once into pycrdt (the raw CRDT side) ---------------------------
+    _log("loading and replaying the trace")
+    trace = common.load_trace()
+    total = len(trace["txns"])
+    used = max((p or total) for p in sizes.trace_points)
+    txns = trace["txns"][:used]
+    points = [min(p or total, used) for p in sizes.trace_points]
+    cold_base = used - max(sizes.cold_counts)
+    checkpoints = sorted(
+        set(points)
+        | {cold_base + c for c in sizes.cold_counts}
+        | {p for p in sizes.automerge_points if p <= used}
+    )
+    start = time.perf_counter()
+    replay = common.replay_yjs(txns, checkpoints, state_points=[cold_base])
+    results["section_seconds"]["replay"] = time.perf_counter() - start
+    if used == total and replay.texts[total] != trace["endContent"]:
+        raise SystemExit("the replayed trace does not end in the recorded text")
+    one_keystroke = [
+        i
+        for i, txn in enumerate(txns)
+        if len(txn["patches"]) == 1 and txn["patches"][0][1] == 0 and len(txn["patches"][0][2]) == 1
+    ]
+    results["trace"] = {
+        "transactions_total": total,
+        "transactions_used": used,
+        "points": points,
+        "final_chars": len(replay.texts[used]),
+        "one_keystroke_transactions": len(one_keystroke),
+    }
+    _log(f"replayed {used:,} transactions in {results['section_seconds']['replay']:.1f} s")
+    start = time.perf_counter()
+    stream = common.build_stream(replay.changes, checkpoints=points)
+    results["section_seconds"]["build_stream"] = time.perf_counter() - start
+
+    def prefix(n: int) -> common.Stream:
+        return dataclasses.replace(stream, updates=stream.updates[:n])
+
+    # --- sections ---------------------------------------------------------------------------
+    from benchmarks import memory, micro, profiling
+    from benchmarks import trace as trace_bench
+
+    def run_micro() -> dict[str, Any]:
+        n = min(sizes.micro_messages, used)
+        return {
+            "load": micro.load_stages(prefix(n), sizes.micro_reps),
+            "create": micro.create_stages(replay.changes[:n], sizes.micro_reps),
+        }
+
+    results["micro"] = section("micro", run_micro)
+    results["parallel"] = section(
+        "parallel",
+        lambda: micro.parallel_verification(
+            prefix(min(sizes.parallel_messages, used)), sizes.parallel_reps
+        ),
+    )
+    results["yjs"] = section(
+        "trace",
+        lambda: trace_bench.yjs_trace(
+            txns, replay, stream, points, reps=sizes.trace_reps, one_keystroke=one_keystroke
+        ),
+    )
+    results["snapshot"] = section(
+        "snapshot", lambda: trace_bench.snapshot_bench(replay, sizes.snapshot_reps)
+    )
+    results["automerge"] = section(
+        "automerge",
+        lambda: trace_bench.automerge_trace(
+            txns,
+            [p for p in sizes.automerge_points if p <= used],
+            sizes.trace_reps,
+            replay.texts,
+        ),
+    )
+    keystroke_sizes = sorted(len(stream.updates[i]) for i in one_keystroke)
+    payload_size = keystroke_sizes[len(keystroke_sizes) // 2] if keystroke_sizes else 240
+    results["e2e_payload_bytes"] = payload_size
+
+    def run_e2e() -> dict[str, Any]:
+        from benchmarks.e2e import run_e2e as e2e
+
+        return asyncio.run(e2e(sizes, payload_size, replay, cold_base))
+
+    results["e2e"] = section("e2e", run_e2e)
+    mem_n = min(sizes.memory_point or used, used)
+    results["memory"] = section(
+        "memory", lambda: memory.measure(prefix(mem_n), replay.changes[:mem_n])
+    )
+
+    def run_profile() -> dict[str, Any]:
+        n = min(sizes.profile_messages, used)
+        return {
+            "load": profiling.profile_load(prefix(n)),
+            "create": profiling.profile_create(replay.changes[:n]),
+        }
+
+    results["profile"] = section("profile", run_profile)
+
+    results["duration_s"] = time.perf_counter() - t0
+    results["loadavg_end"] = os.getloadavg()
+    results["finished_epoch"] = started + results["duration_s"]
+
+    from benchmarks import report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "benchmarks.png"
+    plotted = report.plot(results, png)
+    markdown = report.render(results, png.name if plotted is None else None, plotted)
+    (out_dir / "benchmarks.md").write_text(markdown, encoding="utf-8")
+    if args.json:
+        slim = {k: v for k, v in results.items() if k != "profile"}
+        if results.get("profile"):
+            slim["profile"] = {
+                k: {kk: vv for kk, vv in v.items() if kk != "all"}
+                for k, v in results["profile"].items()
+            }
+        args.json.write_text(json.dumps(slim, indent=2, default=str), encoding="utf-8")
+    _log(f"wrote {out_dir / 'benchmarks.md'}" + ("" if plotted else f" and {png}"))
+    _log(f"total {results['duration_s']:.0f} s")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
