@@ -110,6 +110,13 @@ class PublishFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageFailed:
+    """The local store could not be written; changes stay in memory until it can."""
+
+    error: SecsyncError
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionChanged:
     """The connection to the broker was lost (``connected=False``) or restored."""
 
@@ -129,4 +136,5 @@ Event: TypeAlias = (
     | DocumentLoaded
     | PublishFailed
     | ConnectionChanged
+    | StorageFailed
 )

@@ -40,6 +40,7 @@ from secsync.protocol.events import (
     PublishFailed,
     RecoveryNeeded,
     SnapshotApplied,
+    StorageFailed,
 )
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
 from secsync.protocol.session import DocumentSession
@@ -174,7 +175,10 @@ class Document:
             return
         changes = self.session.collect_local_changes()
         if changes and self._store is not None and self._storage_key is not None:
-            self._store.append_changes(self.subjects.token, self._storage_key, changes)
+            try:
+                self._store.append_changes(self.subjects.token, self._storage_key, changes)
+            except SecsyncError as exc:
+                self._emit([StorageFailed(exc)])
         if changes:
             self._dirty = True
         self._wake.set()
@@ -598,8 +602,10 @@ class Document:
             except DocumentClosedError:
                 return
             finally:
-                with contextlib.suppress(SecsyncError):
+                try:
                     self._maybe_checkpoint()
+                except SecsyncError as exc:
+                    self._emit([StorageFailed(exc)])
                 self._progress.set()
 
     def _next_wait(self) -> float | None:

@@ -99,7 +99,7 @@ WRITER = textwrap.dedent(
                 text.insert(len(text), word)
             await asyncio.sleep(0)  # let the change be logged
             print("READY", flush=True)
-            await asyncio.sleep(3600)  # killed here, with nothing sent
+            await asyncio.Event().wait()  # killed here, with nothing sent
         else:
             await doc.flush(20)
             print("SENT", str(text), flush=True)
