@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import structlog
 
 from secsync.errors import SecsyncError
 from secsync.protocol import crypto, sealing, wire
@@ -115,6 +118,41 @@ def cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_share(args: argparse.Namespace) -> int:
+    from secsync.share import ShareLink
+
+    print(ShareLink.create(args.doc_id))
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else args.passphrase
+    return asyncio.run(_join(args.link, args.url, passphrase, args.text, args.append))
+
+
+async def _join(
+    link: str, url: str, passphrase: str | None, text_name: str, append: str | None
+) -> int:
+    import pycrdt
+
+    import secsync
+    from secsync.share import open_shared
+
+    ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
+    async with secsync.connect(url) as client:
+        document = await open_shared(client, link, crdt=ydoc, passphrase=passphrase)
+        text = ydoc.get(text_name, type=pycrdt.Text)
+        if append:
+            text.insert(len(text), append)
+            await document.flush(30)
+        print(str(text))
+        await document.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secsync", description="End-to-end encrypted CRDT documents over NATS JetStream."
@@ -129,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded NATS JetStream broker")
     add_broker_arguments(broker)
     broker.set_defaults(func=cmd_broker)
+
+    share = sub.add_parser("share", help="print a new share link for a document")
+    share.add_argument("doc_id", help="the document id")
+    share.set_defaults(func=cmd_share)
+
+    join = sub.add_parser("join", help="open a document from a share link and print its text")
+    join.add_argument("link", help="<document id>#<secret>")
+    join.add_argument("--url", default="nats://127.0.0.1:4222", help="the broker")
+    join.add_argument("--passphrase", help="the passphrase, if the link has one")
+    join.add_argument("--passphrase-env", help="read the passphrase from this variable")
+    join.add_argument("--text", default="text", help="name of the Yjs text to print")
+    join.add_argument("--append", help="append this to the text before printing")
+    join.set_defaults(func=cmd_join)
 
     message = sub.add_parser("message", help="seal or open a single message")
     msub = message.add_subparsers(dest="message_command", required=True)
@@ -154,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Logs go to stderr (stdout carries the command's output), warnings and worse only.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,7 @@ JavaScript reference where it has them (``SECSYNC_ERROR_<code>``); the other ran
 * 7xx encoding and wire format
 * 8xx session usage and configuration
 * 9xx transport and broker
+* 10xx access: share links, keys, membership
 
 Messages say what went wrong in words and never contain keys or plaintext.
 """
@@ -449,6 +450,27 @@ class DocumentClosedError(TransportError):
     """The document was closed."""
 
     code = 907
+
+
+# --- 10xx: access -----------------------------------------------------------------------------
+
+
+class AccessError(SecsyncError):
+    """Keys, links or membership do not allow this."""
+
+    code = 1000
+
+
+class InvalidShareLinkError(AccessError):
+    """Not a share link of the form ``<document id>#<secret>``."""
+
+    code = 1001
+
+
+class WrongPassphraseError(AccessError):
+    """The link or passphrase does not open this document (its snapshot does not decrypt)."""
+
+    code = 1002
 
 
 def error_for_code(code: int) -> type[SecsyncError]:

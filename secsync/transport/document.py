@@ -110,6 +110,8 @@ class Document:
             awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
         self.presence = Presence(self, awareness)
         """Cursors and user state of the participants online now."""
+        self.load_errors: list[SecsyncError] = []
+        """Why the latest snapshot was refused when the document was loaded, if it was."""
         self.redelivered = 0
         """Stored messages delivered again after they were applied (e.g. after a reconnect)."""
 
@@ -350,7 +352,9 @@ class Document:
                 )
             else:
                 snapshot_msg, seq, stored = await self._fetch_latest()
-                self._emit(self.session.load(snapshot_msg))
+                loaded = self.session.load(snapshot_msg)
+                self.load_errors = [e.error for e in loaded if isinstance(e, MessageRejected)]
+                self._emit(loaded)
                 if snapshot_msg is not None:
                     self._snapshot_seq[snapshot_msg.snapshot_id] = seq
                 self._last_seq = seq
