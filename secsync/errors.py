@@ -473,6 +473,18 @@ class WrongPassphraseError(AccessError):
     code = 1002
 
 
+class MembershipError(AccessError):
+    """A membership change that no admin signed, or group data that does not check out."""
+
+    code = 1003
+
+
+class NotAMemberError(AccessError):
+    """No key of this snapshot epoch is sealed to us: we are not (or no longer) a member."""
+
+    code = 1004
+
+
 def error_for_code(code: int) -> type[SecsyncError]:
     """Return the error class registered for ``code`` (the first defined one on a tie)."""
     found: dict[int, type[SecsyncError]] = {}

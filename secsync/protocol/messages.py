@@ -183,6 +183,7 @@ class Snapshot(_Sealed):
             parent_snapshot_proof=self.public_data.parent_snapshot_proof,
             parent_snapshot_id=self.public_data.parent_snapshot_id,
             extra=self.public_data.extra,
+            author=self.public_data.pub_key,
         )
 
 
@@ -224,6 +225,7 @@ class SnapshotInfo:
     parent_snapshot_proof: bytes
     parent_snapshot_id: bytes = b""
     extra: Mapping[str, JsonValue] = field(default_factory=lambda: _EMPTY)
+    author: bytes = b""
 
     def child_proof(self) -> bytes:
         """The ``parentSnapshotProof`` a child of this snapshot must carry."""

@@ -158,6 +158,7 @@ class DocumentSession:
         self._confirmed: dict[int, list[bytes]] = {}
         self._snapshot_in_flight: _SnapshotInFlight | None = None
         self._outbox: list[Message] = []
+        self._snapshot_requested = False
 
     # --- what the application can read ------------------------------------------------------
 
@@ -260,6 +261,7 @@ class DocumentSession:
                     parent_snapshot_proof=active["proof"],
                     parent_snapshot_id=active["parent"],
                     extra=active["extra"],
+                    author=active["author"],
                 )
                 self._active = _Active(
                     info=info,
@@ -305,10 +307,10 @@ class DocumentSession:
         if not self.loaded or self._snapshot_in_flight is not None:
             return out
         if self._active is None:
-            if self._pending:
+            if self._pending or self._snapshot_requested:
                 out.append(self._create_snapshot())
             return out
-        if self._pending and self._should_snapshot():
+        if (self._pending or self._snapshot_requested) and self._should_snapshot():
             out.append(self._create_snapshot())
         elif self._pending:
             out.extend(self._create_updates())
@@ -320,10 +322,19 @@ class DocumentSession:
         if self._in_flight or any(w.updates for w in self._waiting.values()):
             return False  # a snapshot must not leave out what is in flight or still queued
         cfg = self.config
-        return bool(
+        return self._snapshot_requested or bool(
             (cfg.snapshot_after_updates and active.updates >= cfg.snapshot_after_updates)
             or (cfg.snapshot_after_bytes and active.update_bytes >= cfg.snapshot_after_bytes)
         )
+
+    @property
+    def snapshot_requested(self) -> bool:
+        return self._snapshot_requested
+
+    def request_snapshot(self) -> None:
+        """Write a snapshot at the next opportunity, and again after losing a race, until one
+        of ours is stored (membership changes and key rotations use this)."""
+        self._snapshot_requested = True
 
     def create_snapshot(self) -> Snapshot:
         """Write a snapshot now (for example after a key rotation) whatever the policy says."""
@@ -414,6 +425,7 @@ class DocumentSession:
         if flight is None or flight.message.snapshot_id != snapshot_id:
             return []
         self._snapshot_in_flight = None
+        self._snapshot_requested = False
         self._activate(flight.message, flight.key, carried=[])
         self._log.info("snapshot_stored", snapshot=_short(snapshot_id))
         events: list[Event] = [SnapshotStored(snapshot_id)]
@@ -681,6 +693,8 @@ class DocumentSession:
                 direct_child = True
         try:
             key = self.keys.snapshot_key(info)
+        except SecsyncError:
+            raise  # the key provider's own verdict (e.g. not a member, forged membership)
         except Exception as exc:
             raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
         if direct_child:
@@ -772,6 +786,9 @@ class DocumentSession:
             while len(self._superseded) > self.config.superseded_snapshots_kept:
                 self._superseded.popitem(last=False)
         self._active = _Active(info=snapshot.info(), author=snapshot.author, key=key)
+        activated = getattr(self.keys, "snapshot_activated", None)
+        if activated is not None:
+            activated(self._active.info)
         self._waiting.clear()
         self._confirmed = {}
         self._in_flight = OrderedDict()

@@ -150,6 +150,12 @@ class Document:
         """True once the document has caught up with the broker and follows it live."""
         return self._online
 
+    def write_snapshot(self) -> None:
+        """Write a snapshot soon (and again if another wins the race) — after a membership
+        change, for instance."""
+        self.session.request_snapshot()
+        self._wake.set()
+
     def pause_sending(self) -> None:
         """Keep local changes (and their durable copy) here until :meth:`resume_sending`."""
         self._sending_paused = True
@@ -597,12 +603,15 @@ class Document:
                 if self.session.pending_changes and self.config.batch_interval:
                     await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
                     self._local_change()
+                sent = False
                 for message in self.session.data_to_send():
-                    self._dirty = True
+                    self._dirty = sent = True
                     if isinstance(message, EphemeralMessage):
                         await self._publish_ephemeral(message)
                     else:
                         await self._publish_stored(message)
+                if sent and self.session.snapshot_requested:
+                    self._wake.set()  # a requested snapshot may go now that the rest is stored
             except DocumentClosedError:
                 return
             finally:

@@ -1,0 +1,180 @@
+"""Closed groups: roles enforced on receipt, rotation on removal, concurrent removals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pycrdt
+import pytest
+
+import secsync
+from secsync.config import SecsyncConfig
+from secsync.group import Group
+from secsync.protocol import crypto
+from secsync.protocol.encoding import b64encode
+from secsync.protocol.events import MessageRejected, SnapshotApplied
+from secsync.protocol.messages import Snapshot
+from secsync.protocol.session import DocumentSession
+from tests.factories import DOC_ID, MemoryBroker, Participant
+
+
+class Member:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        signer: crypto.SigningKeyPair | None = None,
+        founders: dict[bytes, str] | None = None,
+    ) -> None:
+        self.signer = signer or crypto.SigningKeyPair.generate()
+        self.group = Group(self.signer, founders)  # type: ignore[arg-type]
+        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.text = self.doc.get("text", type=pycrdt.Text)
+        self.session = DocumentSession(DOC_ID, self.signer, self.group, self.doc, policy=self.group)
+        self.p = Participant(self.session, broker)
+
+    @property
+    def key(self) -> bytes:
+        return self.signer.public_key
+
+    def codes(self) -> list[int]:
+        return [e.error.code for e in self.p.events if isinstance(e, MessageRejected)]
+
+
+def founded(n_writers: int = 2, readers: int = 0, admins: int = 1):  # type: ignore[no-untyped-def]
+    broker = MemoryBroker()
+    signers = [crypto.SigningKeyPair.generate() for _ in range(admins + n_writers + readers)]
+    roles = {s.public_key: "admin" for s in signers[:admins]}
+    roles |= {s.public_key: "writer" for s in signers[admins : admins + n_writers]}
+    roles |= {s.public_key: "reader" for s in signers[admins + n_writers :]}
+    members = [Member(broker, s, roles) for s in signers]
+    members[0].text.insert(0, "founded")
+    members[0].p.sync()
+    for m in members[1:]:
+        m.p.sync()
+    return broker, members
+
+
+def test_members_share_the_document_and_the_broker_sees_no_roster() -> None:
+    broker, (admin, writer) = founded(1)
+    assert str(writer.text) == "founded"
+    writer.text.insert(0, "w:")
+    writer.p.sync()
+    admin.p.sync()
+    assert str(admin.text) == "w:founded"
+    snapshot = broker.log[0]
+    assert isinstance(snapshot, Snapshot)
+    group = snapshot.public_data.extra["g"]
+    assert len(group["k"]) == 2  # one sealed key per member is all the broker learns
+    public = repr(snapshot.public_data.extra)
+    # the roster is encrypted: no member key appears in clear
+    assert b64encode(writer.key) not in public and b64encode(admin.key) not in public
+
+
+def test_outsider_and_reader_updates_are_ignored_by_every_member() -> None:
+    broker, (admin, writer, reader) = founded(1, readers=1)
+    outsider = Member(broker)  # holds no key: nothing opens for it
+    outsider.p.sync()
+    assert 1004 in outsider.codes()
+    reader.text.insert(0, "reader was here ")
+    reader.p.sync()
+    # forge: the reader's update reaches the log (a broker does not judge)
+    for m in (admin, writer):
+        m.p.sync()
+        assert 215 in m.codes()
+        assert str(m.text) == "founded"
+
+
+def test_forged_membership_change_is_rejected() -> None:
+    _, (admin, writer) = founded(1)
+    mallory = crypto.SigningKeyPair.generate()
+    writer.group.add(mallory.public_key, "admin")  # a writer is not allowed to do this
+    writer.session.request_snapshot()
+    writer.p.sync()
+    admin.p.sync()
+    assert 1003 in admin.codes()
+    assert mallory.public_key not in admin.group.members
+
+
+def test_removed_member_reads_nothing_new_while_others_continue() -> None:
+    broker, (admin, writer, gone) = founded(2)
+    admin.group.remove(gone.key)
+    admin.session.request_snapshot()
+    admin.p.sync()
+    writer.p.sync()
+    writer.text.insert(0, "secret after removal ")
+    writer.p.sync()
+    admin.p.sync()
+    gone.p.sync()  # still connected, still listening
+    assert "secret" not in str(gone.text)
+    assert 1004 in gone.codes()
+    assert str(admin.text) == str(writer.text) == "secret after removal founded"
+    # the new epoch uses a new key
+    snaps = [m for m in broker.log if isinstance(m, Snapshot)]
+    assert admin.group.snapshot_key(snaps[-1].info()) != admin.group.snapshot_key(snaps[0].info())
+
+
+def test_two_admins_remove_two_members_concurrently() -> None:
+    broker, (a1, a2, x, y, stays) = founded(3, admins=2)
+    a1.group.remove(x.key)
+    a2.group.remove(y.key)
+    a1.session.request_snapshot()
+    a2.session.request_snapshot()
+    s1 = a1.session.data_to_send()
+    s2 = a2.session.data_to_send()
+    assert broker.publish(s1[0], a1.p.seen)
+    a1.session.snapshot_stored(s1[0].snapshot_id)
+    a1.p.seen = len(broker.log)
+    assert not broker.publish(s2[0], a2.p.seen)  # the race: one loses
+    a2.session.snapshot_rejected(s2[0].snapshot_id)
+    for _ in range(3):
+        for m in (a1, a2, x, y, stays):
+            m.p.sync()
+    assert a1.group.members == a2.group.members == stays.group.members
+    assert x.key not in a1.group.members and y.key not in a1.group.members
+    stays.text.insert(0, "after both ")
+    stays.p.sync()
+    for m in (a1, a2, x, y):
+        m.p.sync()
+    assert str(a1.text) == str(a2.text) == "after both founded"
+    assert "after both" not in str(x.text) and "after both" not in str(y.text)
+    # no key of the last epoch is sealed to either removed member
+    last = [m for m in broker.log if isinstance(m, Snapshot)][-1]
+    for removed in (x, y):
+        with pytest.raises(secsync.SecsyncError):
+            removed.group.snapshot_key(last.info())
+
+
+async def test_removed_member_still_connected_reads_nothing_through_nats(broker) -> None:
+    config = SecsyncConfig(batch_interval=0.002)
+    admin_key, gone_key = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
+    roles = {admin_key.public_key: "admin", gone_key.public_key: "writer"}
+    async with (
+        secsync.connect(broker.url, config=config) as c1,
+        secsync.connect(broker.url, config=config) as c2,
+    ):
+        admin_group = Group(admin_key, roles)  # type: ignore[arg-type]
+        ya, yg = pycrdt.Doc(), pycrdt.Doc()
+        da = await c1.open(
+            "group", key=admin_group, signing_key=admin_key, crdt=ya, policy=admin_group
+        )
+        ya.get("text", type=pycrdt.Text).insert(0, "shared")
+        await da.flush(5)
+        gone_group = Group(gone_key)
+        dg = await c2.open(
+            "group", key=gone_group, signing_key=gone_key, crdt=yg, policy=gone_group
+        )
+        assert str(yg.get("text", type=pycrdt.Text)) == "shared"
+        while not dg._events.empty():  # what loading reported
+            dg._events.get_nowait()
+        admin_group.remove(gone_key.public_key)
+        da.write_snapshot()
+        await da.flush(5)
+        ya.get("text", type=pycrdt.Text).insert(0, "private ")
+        await da.flush(5)
+        async with asyncio.timeout(10):
+            while True:
+                event = await dg.next_event()
+                if isinstance(event, MessageRejected) and event.error.code == 1004:
+                    break
+                assert not isinstance(event, SnapshotApplied)
+        assert str(yg.get("text", type=pycrdt.Text)) == "shared"
