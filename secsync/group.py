@@ -9,8 +9,9 @@ changes are totally ordered per document:
   (public keys and roles) encrypted under that key. The broker learns only how many members
   there are;
 * a snapshot whose membership differs from its parent's must be written by an admin of the
-  parent's membership (the initial one by an admin it names), otherwise it is refused
-  (:class:`MembershipError`, 1003) — a forged membership change has no effect;
+  parent's membership, otherwise it is refused (:class:`MembershipError`, 1003) — a forged
+  membership change has no effect. A snapshot whose parent we never saw (first load, restart)
+  is trusted on first use if its author may write in its own roster;
 * removing a member rotates the key: the next epoch's key is sealed only to those who remain,
   so a removed member, even still connected, opens nothing written after it
   (:class:`NotAMemberError`, 1004);
@@ -127,9 +128,10 @@ class Group:
         parent = self._epochs.get(snapshot.parent_snapshot_id)
         before = parent[0] if parent is not None else None
         if before is None:
-            # a first snapshot, or one we cannot relate: it must be written by an admin it names
-            if members.get(snapshot.author) != "admin":
-                raise MembershipError("the snapshot's author is not an admin of its membership")
+            # Nothing to compare with (first load, or a restart): trusted on first use, as
+            # secsync trusts a first snapshot, provided its author may write in its own roster.
+            if members.get(snapshot.author) not in _WRITERS:
+                raise MembershipError("the snapshot's author may not write in its membership")
         elif members != before and before.get(snapshot.author) != "admin":
             raise MembershipError("membership changed by someone who is not an admin")
         self._epochs[snapshot.snapshot_id] = (members, key)
