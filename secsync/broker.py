@@ -336,11 +336,16 @@ class Broker:
 
     # --- internals --------------------------------------------------------------------------------
 
+    def _environment(self) -> dict[str, str]:
+        """The variables the config file reads (subclasses add their own)."""
+        return {
+            ENV_PORT: str(self.port),
+            ENV_HTTP_PORT: str(self.http_port),
+            ENV_STORE_DIR: _conf_string(str(self._store_dir)),
+        }
+
     def _launch(self, binary: Path) -> None:
-        env = dict(os.environ)
-        env[ENV_PORT] = str(self.port)
-        env[ENV_HTTP_PORT] = str(self.http_port)
-        env[ENV_STORE_DIR] = _conf_string(str(self._store_dir))
+        env = {**os.environ, **self._environment()}
         assert self._lock is not None
         with self.log_path.open("ab") as log_file:
             self._log_offset = log_file.tell()

@@ -233,8 +233,15 @@ class ClusterNode(Broker):
         leader = meta.get("leader") if isinstance(meta, dict) else None
         return leader if isinstance(leader, str) and leader else None
 
-    # Duplicated from Broker._launch, which builds the server's environment inline and has no
-    # hook for further variables. Only the cluster variables are new.
+    def _environment(self) -> dict[str, str]:
+        return {
+            **super()._environment(),
+            ENV_SERVER_NAME: _conf_string(self._name),
+            ENV_CLUSTER_NAME: _conf_string(self._cluster_name),
+            ENV_CLUSTER_PORT: str(self._cluster_port),
+            ENV_ROUTES: _conf_array(self._routes),
+        }
+
     def _launch(self, binary: Path) -> None:
         env = dict(os.environ)
         env[ENV_PORT] = str(self.port)

@@ -229,13 +229,7 @@ class SnapshotInfo:
 
     def child_proof(self) -> bytes:
         """The ``parentSnapshotProof`` a child of this snapshot must carry."""
-        return b64decode(
-            snapshot_proof(
-                b64encode(self.parent_snapshot_proof),
-                b64encode(self.ciphertext_hash),
-                b64encode(self.snapshot_id),
-            )
-        )
+        return child_proof(self.parent_snapshot_proof, self.ciphertext_hash, self.snapshot_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,16 +246,21 @@ class ProofChainEntry:
         return cls(info.snapshot_id, info.parent_snapshot_proof, info.ciphertext_hash)
 
     def child_proof(self) -> bytes:
-        return b64decode(
-            snapshot_proof(
-                b64encode(self.parent_snapshot_proof),
-                b64encode(self.snapshot_ciphertext_hash),
-                b64encode(self.snapshot_id),
-            )
+        return child_proof(
+            self.parent_snapshot_proof, self.snapshot_ciphertext_hash, self.snapshot_id
         )
 
 
 INITIAL_PARENT_PROOF: Final = b64decode(INITIAL_PARENT_PROOF_B64)
+
+
+def child_proof(parent_proof: bytes, parent_ciphertext_hash: bytes, parent_id: bytes) -> bytes:
+    """The proof a child of the snapshot (``parent_id``, its hash, its own proof) carries."""
+    return b64decode(
+        snapshot_proof(
+            b64encode(parent_proof), b64encode(parent_ciphertext_hash), b64encode(parent_id)
+        )
+    )
 
 
 def check_public_key(value: bytes) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pycrdt
 import pytest
@@ -20,24 +19,10 @@ from secsync.protocol.events import (
 from secsync.protocol.messages import Update
 from secsync.transport import Document, jetstream
 from secsync.transport.subjects import DocumentSubjects
+from tests.transport.helpers import until
 
 KEY = crypto.generate_key()
 FAST = SecsyncConfig(batch_interval=0.005, publish_timeout=2.0, request_timeout=2.0)
-
-
-async def until(
-    docs: Document | list[Document], predicate: Callable[[], bool], timeout: float = 10.0
-) -> None:
-    """Wait, event by event (of any of ``docs``), until ``predicate`` holds."""
-    docs = docs if isinstance(docs, list) else [docs]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            waiting = [asyncio.ensure_future(d.next_event()) for d in docs]
-            try:
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waiting:
-                    task.cancel()
 
 
 class YClient:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pycrdt
@@ -20,7 +19,8 @@ from secsync.protocol import crypto, wire
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import DocumentLoaded, Event, UpdateApplied
 from secsync.protocol.messages import Update
-from secsync.transport import Document, jetstream
+from secsync.transport import jetstream
+from tests.transport.helpers import until
 
 KEY = crypto.generate_key()
 
@@ -39,17 +39,6 @@ def config(store: Path | None = None, **kw: float) -> SecsyncConfig:
 
 def text_of(doc: pycrdt.Doc) -> str:
     return str(doc.get("text", type=pycrdt.Text))
-
-
-async def until(docs: list[Document], predicate: Callable[[], bool], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            waiting = [asyncio.ensure_future(d.next_event()) for d in docs]
-            try:
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waiting:
-                    task.cancel()
 
 
 async def test_edit_before_the_broker_ever_started(tmp_path: Path) -> None:
