@@ -110,6 +110,14 @@ class PublishFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncFailed:
+    """The document could not catch up with the broker and stopped trying (e.g. access was
+    revoked); it keeps working locally."""
+
+    error: SecsyncError
+
+
+@dataclass(frozen=True, slots=True)
 class StorageFailed:
     """The local store could not be written; changes stay in memory until it can."""
 
@@ -137,4 +145,5 @@ Event: TypeAlias = (
     | PublishFailed
     | ConnectionChanged
     | StorageFailed
+    | SyncFailed
 )

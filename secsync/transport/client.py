@@ -59,6 +59,7 @@ class SecsyncClient:
         """Set while a connection to the broker is up."""
         self._documents: dict[str, Document] = {}
         self._denied: dict[str, float] = {}
+        self._refusals: dict[str, set[asyncio.Future[None]]] = {}
         self._reconnect_attempt = 0
         self._connector: asyncio.Task[None] | None = None
         self.closing = False
@@ -122,6 +123,7 @@ class SecsyncClient:
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot connect to {self.servers}: {exc}") from None
         nc.options["max_reconnect_attempts"] = self._options.get("max_reconnect_attempts", -1)
+        self._guard_requests(nc)
         js = nc.jetstream(timeout=self.config.request_timeout)
         if self.config.provision_stream:
             try:
@@ -199,8 +201,14 @@ class SecsyncClient:
         self._documents[doc_id] = document
         try:
             await document._start()
-        except BaseException:
+        except BaseException as exc:
             await document.close()
+            # Loading pages by batch direct get, a publish and replies rather than a request:
+            # a refusal of it is known only from the violation reported meanwhile.
+            batch = f"$JS.API.DIRECT.GET.{self.config.stream_name}"
+            refused = self.denied(batch) if isinstance(exc, BrokerUnavailableError) else None
+            if refused is not None:
+                raise refused from None
             raise
         return document
 
@@ -219,12 +227,47 @@ class SecsyncClient:
             return PermissionDeniedError(subject=subject)
         return None
 
+    def _guard_requests(self, nc: Any) -> None:
+        """Make a request the server refuses for lack of permission fail at once.
+
+        The server does not answer such a request: it reports a permissions violation on the
+        connection (``error_cb``), and the request would time out as if the broker were away.
+        Every request on ``nc`` (JetStream API calls and publishes included) now ends at
+        whichever comes first, raising :class:`PermissionDeniedError` naming the subject.
+        """
+        request = nc.request
+
+        async def guarded(subject: str, *args: Any, **kwargs: Any) -> Any:
+            key = subject.lower()  # nats-py reports the violation in lower case
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting = self._refusals.setdefault(key, set())
+            waiting.add(refused)
+            answer = asyncio.ensure_future(request(subject, *args, **kwargs))
+            try:
+                await asyncio.wait((answer, refused), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                answer.cancel()
+                raise
+            finally:
+                waiting.discard(refused)
+                if not waiting and self._refusals.get(key) is waiting:
+                    del self._refusals[key]
+            if answer.done():
+                return answer.result()
+            answer.cancel()  # nats-py drops the pending reply with it
+            raise PermissionDeniedError(subject=subject)
+
+        nc.request = guarded
+
     def _note_error(self, error: Exception) -> None:
         text = str(error)
         if "permissions violation" in text.lower():
             # e.g. 'nats: permissions violation for publish to "secsync.s.a.b.upd"'
             subject = text.split('"')[1] if text.count('"') >= 2 else ""
             self._denied[subject.lower()] = time.monotonic()
+            for refused in self._refusals.get(subject.lower(), ()):
+                if not refused.done():
+                    refused.set_result(None)
             log.warning("permission_denied", subject=subject)
         elif not self.closing:
             log.warning("broker_error", error=type(error).__name__, detail=text[:200])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secsync.config import SecsyncConfig
-from secsync.errors import BrokerRequestError, BrokerUnavailableError
+from secsync.errors import BrokerRequestError, BrokerUnavailableError, SecsyncError
 from secsync.transport import chunks, jetstream
 from secsync.transport.subjects import DocumentSubjects
 
@@ -47,6 +47,8 @@ async def compact_document(
             reply = await nc.request(
                 f"$JS.API.STREAM.PURGE.{stream}", request, timeout=config.request_timeout
             )
+        except SecsyncError:
+            raise  # e.g. PermissionDeniedError: this identity may not purge
         except Exception as exc:
             raise BrokerUnavailableError(f"purge of {subject!r} not answered: {exc}") from None
         body = json.loads(reply.data)

@@ -41,6 +41,7 @@ from secsync.protocol.events import (
     RecoveryNeeded,
     SnapshotApplied,
     StorageFailed,
+    SyncFailed,
 )
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
 from secsync.protocol.session import DocumentSession
@@ -338,11 +339,16 @@ class Document:
             await self._client.connected.wait()
             try:
                 await self._go_online()
-            except BrokerUnavailableError:
+            except (BrokerUnavailableError, TimeoutError):
                 await asyncio.sleep(
                     backoff_delay(attempt, self.config.retry_initial, self.config.retry_max)
                 )
                 attempt += 1
+            except SecsyncError as exc:
+                # refused for good (e.g. no longer permitted): say so, stay offline
+                self._log.warning("document_offline", code=exc.code, reason=exc.message)
+                self._emit([SyncFailed(exc)])
+                return
 
     async def _go_online(self) -> None:
         async with asyncio.timeout(self.config.open_timeout):
@@ -442,9 +448,22 @@ class Document:
     # --- live delivery ----------------------------------------------------------------------
 
     async def _start_live(self) -> None:
+        import dataclasses
+        import secrets
+
         from nats.js import api
 
-        config = api.ConsumerConfig(
+        class NamedConsumerConfig(api.ConsumerConfig):
+            # nats-py creates the consumer from config.evolve(), also when it re-creates the
+            # ordered consumer after a gap or missed heartbeats: give each creation a random
+            # name. A named create carries the filter in its subject, which per-document
+            # permissions can match (an unnamed one cannot be scoped), and a fresh name never
+            # collides with the consumer it replaces, which may still exist for a while.
+            def evolve(self, **params: Any) -> Any:
+                params.setdefault("name", f"secsync_{secrets.token_hex(16)}")
+                return dataclasses.replace(self, **params)
+
+        config = NamedConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self._last_seq + 1,
         )

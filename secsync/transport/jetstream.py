@@ -84,6 +84,7 @@ MAX_BATCH_MESSAGES = 1000
 PAGE_MAX_BYTES = 16 * 1024 * 1024
 
 ERR_MESSAGE_TOO_LARGE = 10054
+ERR_NO_SUITABLE_PEERS = 10005
 ERR_STREAM_NAME_IN_USE = 10058
 ERR_STREAM_NOT_FOUND = 10059
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -315,8 +316,9 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
     :class:`BrokerRequestError`.
     """
     _validate_stream(settings.name)
+    placement_retries = 40  # 10 s
     with _translated(f"stream {settings.name}"):
-        for _attempt in range(_ENSURE_ATTEMPTS):
+        for _attempt in range(_ENSURE_ATTEMPTS + placement_retries):
             try:
                 info = await js.stream_info(settings.name)
             except nats.js.errors.NotFoundError:
@@ -325,7 +327,14 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
                 except nats.js.errors.BadRequestError as exc:
                     if exc.err_code == ERR_STREAM_NAME_IN_USE:
                         continue  # created meanwhile with other settings: compare and update
+                    if exc.err_code == ERR_NO_SUITABLE_PEERS and placement_retries > 0:
+                        # a restarted node is not back in the meta layer's view yet
+                        placement_retries -= 1
+                        await asyncio.sleep(0.25)
+                        continue
                     raise
+                if settings.replicas > 1:
+                    await _wait_for_leader(js, settings.name)
                 return
             if info.config is not None and _matches(info.config, settings):
                 return
@@ -336,6 +345,16 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
         f"stream {settings.name} kept changing while it was provisioned",
         err_code=ERR_STREAM_NAME_IN_USE,
     )
+
+
+async def _wait_for_leader(js: JetStreamContext, name: str, timeout: float = 10.0) -> None:
+    """A new replicated stream answers publishes only once it has elected a leader."""
+    async with asyncio.timeout(timeout):
+        while True:
+            info = await js.stream_info(name)
+            if info.cluster is not None and info.cluster.leader:
+                return
+            await asyncio.sleep(0.05)
 
 
 # --- publishing ---------------------------------------------------------------------------------
