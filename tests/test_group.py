@@ -178,3 +178,96 @@ async def test_removed_member_still_connected_reads_nothing_through_nats(broker)
                     break
                 assert not isinstance(event, SnapshotApplied)
         assert str(yg.get("text", type=pycrdt.Text)) == "shared"
+
+
+async def test_two_admins_remove_two_members_concurrently_through_nats(broker) -> None:
+    config = SecsyncConfig(batch_interval=0.002)
+    signers = {name: crypto.SigningKeyPair.generate() for name in ("a1", "a2", "x", "y", "w")}
+    roles = {
+        signers["a1"].public_key: "admin",
+        signers["a2"].public_key: "admin",
+        signers["x"].public_key: "writer",
+        signers["y"].public_key: "writer",
+        signers["w"].public_key: "writer",
+    }
+    clients, docs, groups, ydocs = {}, {}, {}, {}
+    try:
+        for name, signer in signers.items():
+            clients[name] = await secsync.connect(broker.url, config=config)
+            groups[name] = Group(signer, roles if name == "a1" else None)  # type: ignore[arg-type]
+            ydocs[name] = pycrdt.Doc()
+            docs[name] = await clients[name].open(
+                "group-race",
+                key=groups[name],
+                signing_key=signer,
+                crdt=ydocs[name],
+                policy=groups[name],
+            )
+            if name == "a1":
+                ydocs[name].get("text", type=pycrdt.Text).insert(0, "base")
+                await docs[name].flush(5)
+        groups["a1"].remove(signers["x"].public_key)
+        groups["a2"].remove(signers["y"].public_key)
+        docs["a1"].write_snapshot()
+        docs["a2"].write_snapshot()
+        await asyncio.gather(docs["a1"].flush(10), docs["a2"].flush(10))
+
+        def removed_both() -> bool:
+            return all(
+                signers["x"].public_key not in groups[n].members
+                and signers["y"].public_key not in groups[n].members
+                for n in ("a1", "a2", "w")
+            )
+
+        async with asyncio.timeout(15):
+            while not removed_both():
+                await asyncio.wait(
+                    [asyncio.ensure_future(docs[n].next_event()) for n in ("a1", "a2", "w")],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        ydocs["w"].get("text", type=pycrdt.Text).insert(0, "secret ")
+        await docs["w"].flush(5)
+        async with asyncio.timeout(15):
+            while not all(
+                str(ydocs[n].get("text", type=pycrdt.Text)) == "secret base" for n in ("a1", "a2")
+            ):
+                await asyncio.wait(
+                    [asyncio.ensure_future(docs[n].next_event()) for n in ("a1", "a2")],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        for gone in ("x", "y"):
+            assert "secret" not in str(ydocs[gone].get("text", type=pycrdt.Text))
+    finally:
+        for client in clients.values():
+            await client.close()
+
+
+def test_keys_never_reach_the_logs(capsys) -> None:
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.PrintLoggerFactory(),
+    )
+    try:
+        broker, members = founded(2)
+        members[0].group.remove(members[2].key)
+        members[0].session.request_snapshot()
+        for m in members:
+            m.p.sync()
+        members[1].text.insert(0, "x")
+        for m in members:
+            m.p.sync()
+        out = capsys.readouterr().out
+        assert "snapshot_created" in out and "message_rejected" in out  # logs were written
+        secrets = [b64encode(m.signer.secret_key) for m in members]
+        secrets += [b64encode(m.signer.secret_key[:32]) for m in members]
+        for snap in (x for x in broker.log if isinstance(x, Snapshot)):
+            secrets.append(b64encode(members[0].group.snapshot_key(snap.info())))
+        for secret in secrets:
+            assert secret not in out
+            assert secret[:12] not in out
+    finally:
+        structlog.reset_defaults()
