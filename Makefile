@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit clean interop
+.PHONY: demo test lint typecheck unit clean interop bench bench-quick
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python -m secsync.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check secsync tests interop
-	$(BIN)/ruff format --check secsync tests interop
+	$(BIN)/ruff check secsync tests interop benchmarks
+	$(BIN)/ruff format --check secsync tests interop benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -36,3 +36,15 @@ interop: $(STAMP)
 	$(BIN)/python interop/make_python_sealed.py
 	cd interop/js && node verify.mjs
 	$(BIN)/pytest -q tests/interop
+
+# Benchmarks (not part of `make test`): results go to docs/benchmarks.md and .png.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --quick

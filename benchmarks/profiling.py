@@ -27,9 +27,9 @@ def _name(key: tuple[str, int, str]) -> str:
             index = len(parts) - 1 - parts[::-1].index(anchor)
             start = index + 1 if anchor == "site-packages" else index
             return f"{'/'.join(parts[start:])}:{line} {func}"
-    if "lib" in parts and "python3" in "".join(parts):
-        return f"{path.name}:{line} {func}"  # the standard library
-    return f"{path.name}:{line} {func}"
+    # the standard library: "json/__init__.py" rather than "__init__.py"
+    shown = f"{parts[-2]}/{path.name}" if path.name == "__init__.py" else path.name
+    return f"{shown}:{line} {func}"
 
 
 def profile_load(stream: Stream, top: int = 18) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from benchmarks.common import (
     replay_automerge,
     replay_yjs,
 )
+from secsync.protocol.encoding import b64encode
 
 
 def _fresh_yjs() -> tuple[Any, Any]:
@@ -147,9 +148,9 @@ def yjs_trace(
             }
         )
     keystrokes = sorted(len(stream.updates[i]) for i in one_keystroke if i < len(stream.updates))
-    breakdown = _wire_breakdown(stream, changes, one_keystroke, keystrokes)
+    default = default_policy_wire(changes, one_keystroke, min(len(changes), 50_000))
     return {
-        "one_keystroke_breakdown": breakdown,
+        "default_policy": default,
         "rows": rows,
         "one_keystroke_wire_median": keystrokes[len(keystrokes) // 2] if keystrokes else None,
         "one_keystroke_wire_max": keystrokes[-1] if keystrokes else None,
@@ -158,31 +159,63 @@ def yjs_trace(
     }
 
 
-def _wire_breakdown(
-    stream: Stream, changes: Sequence[bytes], one_keystroke: Sequence[int], sizes: list[int]
-) -> dict[str, int] | None:
-    """Where the bytes of the median one-keystroke update go."""
+def default_policy_wire(
+    changes: Sequence[bytes], one_keystroke: Sequence[int], limit: int
+) -> dict[str, Any]:
+    """Wire sizes with the default snapshot policy (a snapshot every 500 updates), so that the
+    clocks stay as small as in real use; the trace pass above runs on one snapshot."""
+    from benchmarks.common import FeedAdapter
+    from secsync.config import SecsyncConfig
     from secsync.protocol import crypto, wire
+    from secsync.protocol.messages import Snapshot
+    from secsync.protocol.session import DocumentSession
 
-    if not sizes:
-        return None
-    median_size = sizes[len(sizes) // 2]
-    index = next(i for i in one_keystroke if len(stream.updates[i]) == median_size)
-    message = wire.decode(stream.updates[index], doc_id=stream.doc_id)
-    plaintext = len(message.ciphertext) - crypto.CIPHERTEXT_OVERHEAD
-    parts = {
-        "Yjs update": len(changes[index]),
-        "change-list framing": plaintext - len(changes[index]),
-        "commitment tag + AEAD tag": crypto.CIPHERTEXT_OVERHEAD,
-        "nonce": len(message.nonce),
-        "signature": len(message.signature),
-        "author key": len(message.public_data.pub_key),
-        "snapshot id": len(message.public_data.ref_snapshot_id),
+    config = SecsyncConfig()
+    adapter = FeedAdapter()
+    session = DocumentSession(
+        DOC_ID, crypto.SigningKeyPair.generate(), crypto.generate_key(), adapter, config=config
+    )
+    session.load(None)
+    wanted = set(one_keystroke)
+    samples: list[tuple[int, int, Any]] = []
+    snapshots = 0
+    for index, change in enumerate(changes[:limit]):
+        adapter.local.append(change)
+        for message in session.data_to_send():
+            if isinstance(message, Snapshot):
+                session.snapshot_stored(message.snapshot_id)
+                snapshots += 1
+                continue
+            session.update_stored(message.public_data.ref_snapshot_id, message.clock)
+            if index in wanted:
+                samples.append((len(wire.encode(message, include_doc_id=False)), index, message))
+    samples.sort(key=lambda sample: sample[:2])
+    sizes = [size for size, _, _ in samples]
+    breakdown = None
+    if samples:
+        size, index, message = samples[len(samples) // 2]
+        plaintext = len(message.ciphertext) - crypto.CIPHERTEXT_OVERHEAD
+        breakdown = {
+            "Yjs update": len(changes[index]),
+            "change-list framing": plaintext - len(changes[index]),
+            "commitment tag + AEAD tag": crypto.CIPHERTEXT_OVERHEAD,
+            "nonce": len(message.nonce),
+            "signature": len(message.signature),
+            "author key": len(message.public_data.pub_key),
+            "snapshot id": len(message.public_data.ref_snapshot_id),
+        }
+        breakdown["msgpack framing, version, kind, clock"] = size - sum(breakdown.values())
+        breakdown["clock"] = message.clock
+    return {
+        "breakdown": breakdown,
+        "transactions": limit,
+        "snapshot_after_updates": config.snapshot_after_updates,
+        "snapshots": snapshots,
+        "one_keystroke_count": len(sizes),
+        "one_keystroke_median": sizes[len(sizes) // 2] if sizes else None,
+        "one_keystroke_max": sizes[-1] if sizes else None,
+        "one_keystroke_min": sizes[0] if sizes else None,
     }
-    parts["msgpack framing, version, kind, clock"] = median_size - sum(parts.values())
-    parts["total"] = median_size
-    parts["clock"] = message.clock
-    return parts
 
 
 def snapshot_bench(replay: YjsReplay, reps: int) -> dict[str, Any]:
@@ -256,11 +289,11 @@ def snapshot_bench(replay: YjsReplay, reps: int) -> dict[str, Any]:
     message = wire.decode(snapshot_bytes, doc_id=DOC_ID)
     aad = message.public_data.aad()
     body = crypto.signed_bytes(
-        message.domain, crypto.b64encode(message.ciphertext), crypto.b64encode(message.nonce), aad
+        message.domain, b64encode(message.ciphertext), b64encode(message.nonce), aad
     )
     signed = message.signature + body
     aead = message.ciphertext[crypto.TAG_BYTES :]
-    tag_input = (crypto.b64encode(message.nonce) + crypto.b64encode(aead) + aad).encode("ascii")
+    tag_input = (b64encode(message.nonce) + b64encode(aead) + aad).encode("ascii")
     raw: dict[str, list[float]] = {
         "verify": [],
         "decrypt": [],

@@ -62,6 +62,8 @@ class SecsyncConfig:
     """Seconds local changes are collected after the first one, so a burst becomes one update."""
     poll_interval: float = 0.05
     """How often documents without change notifications (Automerge) are checked for edits."""
+    max_in_flight: int = 256
+    """Updates published without waiting for their acknowledgement, at most."""
     publish_timeout: float = 5.0
     """Bound on every publish acknowledgement (nats-py's own futures have none)."""
     request_timeout: float = 5.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import nacl.bindings
@@ -52,6 +52,13 @@ class SigningKeyPair:
     """An Ed25519 identity. ``repr`` never shows the secret."""
 
     signing_key: nacl.signing.SigningKey
+    _public: bytes = field(init=False, default=b"", compare=False)
+    _secret: bytes = field(init=False, default=b"", compare=False)
+
+    def __post_init__(self) -> None:
+        public = bytes(self.signing_key.verify_key)
+        object.__setattr__(self, "_public", public)
+        object.__setattr__(self, "_secret", bytes(self.signing_key) + public)
 
     @classmethod
     def generate(cls) -> SigningKeyPair:
@@ -76,15 +83,17 @@ class SigningKeyPair:
 
     @property
     def public_key(self) -> bytes:
-        return bytes(self.signing_key.verify_key)
+        return self._public
 
     @property
     def secret_key(self) -> bytes:
         """The 64-byte libsodium form (seed ‖ public key), as secsync JS stores it."""
-        return bytes(self.signing_key) + self.public_key
+        return self._secret
 
     def sign(self, message: bytes) -> bytes:
-        return bytes(self.signing_key.sign(message).signature)
+        """A detached Ed25519 signature (libsodium ``crypto_sign``, its first 64 bytes)."""
+        signed: bytes = nacl.bindings.crypto_sign(message, self.secret_key)
+        return signed[:SIGNATURE_BYTES]
 
     def __repr__(self) -> str:
         return f"SigningKeyPair(public_key={b64encode(self.public_key)!r})"
@@ -120,7 +129,7 @@ def random_nonce() -> bytes:
 def commitment_tag(key: bytes, nonce_b64: str, aead_b64: str, aad_b64: str) -> bytes:
     """HMAC-SHA-512 truncated to 32 bytes (libsodium ``crypto_auth``)."""
     message = (nonce_b64 + aead_b64 + aad_b64).encode("ascii")
-    return hmac.new(key, message, hashlib.sha512).digest()[:TAG_BYTES]
+    return hmac.digest(key, message, "sha512")[:TAG_BYTES]
 
 
 def encrypt(plaintext: bytes, aad_b64: str, key: bytes, nonce: bytes) -> bytes:

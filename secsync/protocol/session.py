@@ -811,7 +811,7 @@ class DocumentSession:
     def _process_update(self, update: Update, now: float, events: list[Event]) -> None:
         public = update.public_data
         self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
-        sealing.check_signature(update)
+        aad = sealing.check_signature(update)
         if public.doc_id != self.doc_id:
             raise UpdateDocumentIdError()
         active = self._active
@@ -836,11 +836,13 @@ class DocumentSession:
         if public.clock > current + 1:
             self._enqueue(update, now)
             return
-        self._apply_update(update, active, events)
+        self._apply_update(update, active, events, aad)
         self._drain(public.pub_key, active, events)
 
-    def _apply_update(self, update: Update, active: _Active, events: list[Event]) -> None:
-        plaintext = sealing.decrypt(update, active.key)
+    def _apply_update(
+        self, update: Update, active: _Active, events: list[Event], aad: str | None = None
+    ) -> None:
+        plaintext = sealing.decrypt(update, active.key, aad)
         changes = deserialize_changes(plaintext)
         try:
             self.crdt.apply_changes(changes)

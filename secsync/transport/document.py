@@ -107,6 +107,8 @@ class Document:
         self._notify = getattr(session.crdt, "set_change_listener", None)
         self._tasks: set[asyncio.Future[None]] = set()
         self._own_sequences: set[int] = set()
+        self._window = asyncio.Semaphore(config.max_in_flight)
+        self._in_flight_tasks: set[asyncio.Future[None]] = set()
         if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
             awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
         self.presence = Presence(self, awareness)
@@ -267,6 +269,8 @@ class Document:
         self._wake.set()
         self._progress.set()
         for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._in_flight_tasks):
             task.cancel()
         if self._sender is not None:
             self._sender.cancel()
@@ -622,15 +626,15 @@ class Document:
                 if self.session.pending_changes and self.config.batch_interval:
                     await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
                     self._local_change()
-                sent = False
                 for message in self.session.data_to_send():
-                    self._dirty = sent = True
+                    self._dirty = True
                     if isinstance(message, EphemeralMessage):
                         await self._publish_ephemeral(message)
+                    elif isinstance(message, Update):
+                        await self._pipeline(message)
                     else:
+                        await self._drain_pipeline()  # a snapshot follows what is in flight
                         await self._publish_stored(message)
-                if sent and self.session.snapshot_requested:
-                    self._wake.set()  # a requested snapshot may go now that the rest is stored
             except DocumentClosedError:
                 return
             finally:
@@ -639,6 +643,33 @@ class Document:
                 except SecsyncError as exc:
                     self._emit([StorageFailed(exc)])
                 self._progress.set()
+
+    async def _pipeline(self, update: Update) -> None:
+        """Publish without waiting for the acknowledgement (up to ``max_in_flight`` at once).
+
+        Updates on one snapshot carry the same compare-and-set expectation, so they need not
+        wait for each other; receivers order them by clock.
+        """
+        await self._window.acquire()
+
+        async def publish() -> None:
+            try:
+                await self._publish_stored(update)
+            except DocumentClosedError:
+                pass
+            finally:
+                self._window.release()
+                self._progress.set()
+                if self.session.snapshot_requested and not self._in_flight_tasks:
+                    self._wake.set()  # a requested snapshot may go now that the rest is stored
+
+        task = asyncio.ensure_future(publish())
+        self._in_flight_tasks.add(task)
+        task.add_done_callback(self._in_flight_tasks.discard)
+
+    async def _drain_pipeline(self) -> None:
+        if self._in_flight_tasks:
+            await asyncio.gather(*self._in_flight_tasks, return_exceptions=True)
 
     def _next_wait(self) -> float | None:
         waits = []

@@ -89,14 +89,18 @@ class Presence:
         cfg = self._config
         while True:
             now = time.monotonic()
-            deadlines = [self._last_sent + cfg.presence_heartbeat]
+            deadlines = []
+            if self.tracker.local_state is not None:
+                deadlines.append(self._last_sent + cfg.presence_heartbeat)
             if self._dirty:
                 deadlines.append(self._last_sent + cfg.presence_interval)
             expiry = self.tracker.next_expiry()
             if expiry is not None:
                 deadlines.append(expiry)
+            # nothing to send and nobody to expire: sleep until woken
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(deadlines) - now))
+                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             now = time.monotonic()
             self._document._emit(self._apply(self.tracker.expire(now)))
