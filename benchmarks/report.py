@@ -106,10 +106,12 @@ def projected_parallel_load(results: dict[str, Any]) -> float | None:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     e2e = results.get("e2e") or {}
     raw = e2e.get("raw") or {}
-    one = e2e.get("one_per_edit") or {}
+    # The writer edits as fast as it can and never waits for acknowledgements (the sender
+    # pipelines); the rate is edits that reached the reader per second.
+    saturated = e2e.get("saturated") or {}
     e2e_pct = (
-        one["messages_per_s"] / raw["pipelined"] * 100
-        if one.get("messages_per_s") and raw.get("pipelined")
+        saturated["items_per_s"] / raw["pipelined"] * 100
+        if saturated.get("items_per_s") and raw.get("pipelined")
         else None
     )
     rows = [
@@ -151,7 +153,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         (
             "e2e",
-            "End to end, one update per edit, vs raw pipelined publish",
+            "End to end, writer at full speed (edits applied/s), vs raw pipelined publish",
             "≥ 70 %",
             e2e_pct,
             70.0,
@@ -404,8 +406,10 @@ def _summary(results: dict[str, Any], add: Any) -> None:
     add(
         "Targets are reported, never asserted. Load and create are the medians of the "
         "per-message section (real trace updates through `DocumentSession`); the parallel figure "
-        "is a projection (see §3); the end-to-end figure compares one update per edit through "
-        "`secsync.connect` with raw pipelined `publish_async` of the same payload size. "
+        "is a projection (see §3); the end-to-end figure compares the edits per second that "
+        "reach a reader when the writer edits at full speed through `secsync.connect` "
+        "(`batch_interval=0`, pipelined sender) with raw pipelined `publish_async` of the same "
+        "payload size. "
         "Why the missed ones are missed: §7."
     )
     add("")
