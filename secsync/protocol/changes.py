@@ -37,7 +37,7 @@ def deserialize_changes(data: bytes, *, max_changes: int = 1_000_000) -> list[by
             changes = msgpack.unpackb(
                 data,
                 raw=False,
-                max_array_len=max_changes,
+                max_array_len=min(max_changes, len(data)),
                 max_map_len=0,
                 max_ext_len=0,
                 max_str_len=0,

@@ -46,7 +46,13 @@ def decode_presence(payload: bytes) -> tuple[int, Any, int | None]:
         raise PresenceParseError("presence payload too large")
     try:
         obj = msgpack.unpackb(
-            payload, raw=False, max_bin_len=0, max_ext_len=0, max_str_len=MAX_PRESENCE_BYTES
+            payload,
+            raw=False,
+            max_bin_len=0,
+            max_ext_len=0,
+            max_str_len=MAX_PRESENCE_BYTES,
+            max_array_len=len(payload),
+            max_map_len=len(payload) // 2,
         )
     except Exception as exc:
         raise PresenceParseError("presence payload is not msgpack") from exc

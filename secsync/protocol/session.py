@@ -150,6 +150,8 @@ class DocumentSession:
         # Snapshots whose parent has not arrived yet, by parent id (for out-of-order delivery).
         self._future_snapshots: OrderedDict[bytes, Snapshot] = OrderedDict()
         self._deferred_count = 0
+        self._deferred_since = 0.0
+        self._deferred_recovery_asked = False
 
         self._pending: list[bytes] = []
         self._local_clock = -1
@@ -822,7 +824,7 @@ class DocumentSession:
                 if public.clock <= included.get(public.pub_key, -1):
                     raise UpdateReplayError("update is already part of a newer snapshot")
                 raise UpdateSnapshotMismatchError("update builds on a superseded snapshot")
-            self._defer(update)
+            self._defer(update, now)
             return
         current = active.clocks.get(public.pub_key, -1)
         if public.pub_key == self.public_key:
@@ -885,9 +887,12 @@ class DocumentSession:
                 return
         self._waiting.pop(author, None)
 
-    def _defer(self, update: Update) -> None:
+    def _defer(self, update: Update, now: float) -> None:
         if self._deferred_count >= self.config.max_deferred_updates:
             raise UpdateQueueFullError("too many updates wait for an unknown snapshot")
+        if not self._deferred:
+            self._deferred_since = now
+            self._deferred_recovery_asked = False
         self._deferred.setdefault(update.public_data.ref_snapshot_id, []).append(update)
         self._deferred_count += 1
 
@@ -896,6 +901,15 @@ class DocumentSession:
         now = time.monotonic() if now is None else now
         active = self._active
         events: list[Event] = []
+        if (
+            self._deferred
+            and not self._deferred_recovery_asked
+            and now - self._deferred_since >= self.config.gap_recover_after
+        ):
+            # updates name a snapshot that never arrived (lost, or refused on the way)
+            self._deferred_recovery_asked = True
+            self._log.warning("snapshot_missing", waiting=self._deferred_count)
+            events.append(RecoveryNeeded("updates wait for a snapshot that never arrived"))
         if active is None:
             return events
         for author, waiting in self._waiting.items():
@@ -920,6 +934,8 @@ class DocumentSession:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` has something to report, in ``time.monotonic`` terms."""
         deadlines = []
+        if self._deferred and not self._deferred_recovery_asked:
+            deadlines.append(self._deferred_since + self.config.gap_recover_after)
         for waiting in self._waiting.values():
             if not waiting.updates or waiting.recovery_asked:
                 continue

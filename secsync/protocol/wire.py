@@ -180,8 +180,10 @@ def decode(
             strict_map_key=False,
             max_bin_len=max_bytes,
             max_str_len=max_bytes,
-            max_array_len=MAX_CLOCK_ENTRIES,
-            max_map_len=MAX_CLOCK_ENTRIES,
+            # a container cannot hold more items than the input has bytes: a header claiming
+            # more is refused before anything is allocated for it
+            max_array_len=min(MAX_CLOCK_ENTRIES, len(data)),
+            max_map_len=min(MAX_CLOCK_ENTRIES, len(data) // 2),
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many types on hostile input

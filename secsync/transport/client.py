@@ -269,6 +269,8 @@ class SecsyncClient:
                 if not refused.done():
                     refused.set_result(None)
             log.warning("permission_denied", subject=subject)
+        elif isinstance(error, OSError):
+            log.debug("broker_unreachable", error=type(error).__name__)  # reconnects go on
         elif not self.closing:
             log.warning("broker_error", error=type(error).__name__, detail=text[:200])
 

@@ -40,6 +40,7 @@ from secsync.protocol.events import (
     PublishFailed,
     RecoveryNeeded,
     SnapshotApplied,
+    SnapshotStored,
     StorageFailed,
     SyncFailed,
 )
@@ -107,6 +108,7 @@ class Document:
         self._notify = getattr(session.crdt, "set_change_listener", None)
         self._tasks: set[asyncio.Future[None]] = set()
         self._own_sequences: set[int] = set()
+        self._unresolved: set[int] = set()
         self._window = asyncio.Semaphore(config.max_in_flight)
         self._in_flight_tasks: set[asyncio.Future[None]] = set()
         if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
@@ -179,6 +181,7 @@ class Document:
         if self._online:
             await self._catch_up()
             await self._start_live()
+            self._wake.set()  # a snapshot caught up may have re-queued local changes
 
     def _local_change(self) -> None:
         """Local edits: take them into the outbox, log them durably, wake the sender."""
@@ -419,35 +422,45 @@ class Document:
             self._online_task = asyncio.create_task(self._stay_online())
 
     async def _fetch_latest(self) -> tuple[Snapshot | None, int, list[jetstream.StoredMessage]]:
-        """The latest snapshot, the sequence its message ends at, and what was stored after."""
-        js, stream = self._client.js, self.config.stream_name
+        """The latest snapshot, the sequence its message ends at, and what was stored after.
+
+        The last message on the snapshot subject is only a hint: anyone who may write there
+        can store junk or replay an old snapshot. So the snapshot subject is read whole (it
+        holds one message per snapshot epoch, fewer after compaction) and the newest message
+        that decodes as a snapshot, and whose id no earlier message carried, is the latest.
+        """
+        nc, stream = self._client.nc, self.config.stream_name
         timeout = self.config.request_timeout
-        last = await jetstream.last_message(js, stream, self.subjects.snapshot, timeout=timeout)
-        if last is None:
-            after = await jetstream.messages_after(
-                self._client.nc, stream, self.subjects.stored, 1, timeout=timeout
-            )
-            return None, 0, after
-        parts = int(last.headers.get(chunks.PARTS_HEADER, "1"))
-        first = last.sequence - parts + 1
-        stored = await jetstream.messages_after(
-            self._client.nc, stream, self.subjects.stored, first, timeout=timeout
+        candidates = await jetstream.messages_after(
+            nc, stream, self.subjects.snapshot, 1, timeout=timeout
         )
         assembler = chunks.Reassembler()
-        snapshot: Snapshot | None = None
-        rest: list[jetstream.StoredMessage] = []
-        for message in stored:
-            if message.sequence <= last.sequence:
+        seen: set[bytes] = set()
+        latest: tuple[Snapshot, int] | None = None
+        for message in candidates:
+            try:
                 data = assembler.feed(message.sequence, message.data, message.headers)
-                if data is not None and message.sequence == last.sequence:
-                    decoded = wire.decode(
-                        data, doc_id=self.doc_id, max_bytes=self.config.max_message_bytes
-                    )
-                    if isinstance(decoded, Snapshot):
-                        snapshot = decoded
-            else:
-                rest.append(message)
-        return snapshot, last.sequence, rest
+            except SecsyncError:
+                continue  # broken parts: not a snapshot
+            if data is None:
+                continue
+            decoded = self._decode(data)
+            if not isinstance(decoded, Snapshot):
+                continue
+            if decoded.snapshot_id in seen:
+                continue  # a replay of an earlier snapshot is never the latest
+            seen.add(decoded.snapshot_id)
+            latest = (decoded, message.sequence)
+        if latest is None:
+            after = await jetstream.messages_after(
+                nc, stream, self.subjects.stored, 1, timeout=timeout
+            )
+            return None, 0, after
+        snapshot, last = latest
+        rest = await jetstream.messages_after(
+            nc, stream, self.subjects.stored, last + 1, timeout=timeout
+        )
+        return snapshot, last, rest
 
     # --- live delivery ----------------------------------------------------------------------
 
@@ -522,14 +535,59 @@ class Document:
         if data is None:
             return
         self._dirty = True
+        first = self._reassembler.first_sequence or stored.sequence
         events = self.session.receive(data)
         decoded_snapshot = next(
             (e for e in events if isinstance(e, SnapshotApplied) and not e.recovered), None
         )
         if decoded_snapshot is not None:
             self._snapshot_seq[decoded_snapshot.snapshot_id] = stored.sequence
+        elif stored.subject == self.subjects.snapshot and not any(
+            isinstance(e, SnapshotStored) for e in events
+        ):
+            # A stored snapshot we did not take: altered on its way to us, or junk in the
+            # stream. Until fetched again, write no snapshot over it.
+            self._unresolved.add(stored.sequence)
+            self._spawn(self._recheck(first, stored.sequence))
         self._emit(events)
         self._react(events, stored)
+
+    async def _recheck(self, first: int, last: int) -> None:
+        """Fetch a refused snapshot message again, straight from the stream.
+
+        If it now verifies, it was altered in transit to us and is applied. If it is refused
+        again, it is junk as stored: nobody can build on it, so our updates may follow it.
+        """
+        try:
+            stored = await jetstream.messages_after(
+                self._client.nc,
+                self.config.stream_name,
+                self.subjects.snapshot,
+                first,
+                timeout=self.config.request_timeout,
+            )
+            assembler = chunks.Reassembler()
+            data = None
+            for message in stored:
+                if message.sequence > last:
+                    break
+                with contextlib.suppress(SecsyncError):
+                    data = assembler.feed(message.sequence, message.data, message.headers) or data
+            events = self.session.receive(data) if data is not None else []
+            self._emit(events)
+            applied = next((e for e in events if isinstance(e, SnapshotApplied)), None)
+            if applied is not None:
+                self._snapshot_seq[applied.snapshot_id] = last
+            else:
+                active = self.session.active_snapshot
+                if active is not None:
+                    current = self._snapshot_seq.get(active.snapshot_id, 0)
+                    self._snapshot_seq[active.snapshot_id] = max(current, last)
+        except SecsyncError as exc:
+            self._emit([MessageRejected(exc)])
+            return  # stays unresolved: no snapshot is written over what we could not check
+        self._unresolved.discard(last)
+        self._wake.set()
 
     def _react(self, events: list[Event], stored: jetstream.StoredMessage | None) -> None:
         for event in events:
@@ -684,10 +742,12 @@ class Document:
 
     def _headers(self, message: Snapshot | Update) -> dict[str, str]:
         if isinstance(message, Snapshot):
-            # Stored only if nothing was stored for this document since what we have applied.
+            # Stored only if nothing was stored for this document since what we have applied
+            # (held back below it while a refused snapshot message is being checked again).
+            expected = min(self._unresolved) - 1 if self._unresolved else self._last_seq
             return {
                 MSG_ID: snapshot_msg_id(message.snapshot_id),
-                EXPECTED_LAST_SUBJECT_SEQ: str(self._last_seq),
+                EXPECTED_LAST_SUBJECT_SEQ: str(expected),
                 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subjects.stored,
             }
         ref = message.public_data.ref_snapshot_id
