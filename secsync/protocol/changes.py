@@ -15,7 +15,7 @@ import msgpack
 
 from secsync.config import ChangeEncoding
 from secsync.errors import UpdateDeserializeError
-from secsync.protocol.encoding import b64decode, b64encode
+from secsync.protocol.encoding import b64decode, b64encode, check_msgpack_structure
 
 
 def serialize_changes(changes: Sequence[bytes], encoding: ChangeEncoding = "native") -> bytes:
@@ -34,6 +34,7 @@ def deserialize_changes(data: bytes, *, max_changes: int = 1_000_000) -> list[by
                 raise ValueError("not a list of strings")
             changes = [b64decode(i) for i in items]
         else:
+            check_msgpack_structure(data, max_depth=2)
             changes = msgpack.unpackb(
                 data,
                 raw=False,

@@ -118,3 +118,85 @@ def check_json_value(value: object, *, depth: int = 0, max_depth: int = 16) -> J
             result[key] = check_json_value(item, depth=depth + 1, max_depth=max_depth)
         return result
     raise CanonicalJsonError(f"{type(value).__name__} is not a JSON value")
+
+
+# msgpack type byte -> (bytes of a length field, fixed payload bytes) for non-container types
+_LENGTH_PREFIXED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}
+_EXT_PREFIXED = {0xC7: 1, 0xC8: 2, 0xC9: 4}
+_FIXED = {
+    0xC0: 0,
+    0xC2: 0,
+    0xC3: 0,
+    0xCA: 4,
+    0xCB: 8,
+    0xCC: 1,
+    0xCD: 2,
+    0xCE: 4,
+    0xCF: 8,
+    0xD0: 1,
+    0xD1: 2,
+    0xD2: 4,
+    0xD3: 8,
+    0xD4: 2,
+    0xD5: 3,
+    0xD6: 5,
+    0xD7: 9,
+    0xD8: 17,
+}
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+
+
+def check_msgpack_structure(data: bytes, *, max_depth: int = 32) -> None:
+    """Refuse msgpack whose declared container sizes could not fit in ``data``.
+
+    msgpack allocates a container as large as its header claims before reading its items, at
+    every nesting level, so a few kilobytes of nested headers could claim gigabytes. Here every
+    declared item must still have at least one byte of input left to be made of, and nesting
+    is bounded; only then is the input handed to the decoder. Raises ``ValueError``.
+    """
+    size = len(data)
+    pos = 0
+    pending = 1  # items declared but not read yet, over all open containers
+    stack = [1]  # items left at each open level
+    while stack:
+        if stack[-1] == 0:
+            stack.pop()
+            continue
+        if pos >= size:
+            raise ValueError("msgpack input ends early")
+        stack[-1] -= 1
+        pending -= 1
+        b = data[pos]
+        pos += 1
+        count = 0
+        if b <= 0x7F or b >= 0xE0:
+            continue
+        if 0x80 <= b <= 0x8F:
+            count = 2 * (b & 0x0F)
+        elif 0x90 <= b <= 0x9F:
+            count = b & 0x0F
+        elif 0xA0 <= b <= 0xBF:
+            pos += b & 0x1F
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _LENGTH_PREFIXED:
+            width = _LENGTH_PREFIXED[b]
+            pos += width + int.from_bytes(data[pos : pos + width], "big")
+        elif b in _EXT_PREFIXED:
+            width = _EXT_PREFIXED[b]
+            pos += width + 1 + int.from_bytes(data[pos : pos + width], "big")
+        elif b in _CONTAINERS:
+            width, per_item = _CONTAINERS[b]
+            count = per_item * int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        else:
+            raise ValueError("invalid msgpack type byte")
+        if count:
+            pending += count
+            if pending > size - pos:
+                raise ValueError("msgpack containers claim more items than the input holds")
+            if len(stack) >= max_depth:
+                raise ValueError("msgpack nested too deeply")
+            stack.append(count)
+    if pos > size:
+        raise ValueError("msgpack input ends early")

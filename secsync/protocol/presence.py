@@ -21,7 +21,11 @@ from typing import Any
 import msgpack
 
 from secsync.errors import PresenceImpersonationError, PresenceParseError
-from secsync.protocol.encoding import MAX_SAFE_INTEGER, check_json_value
+from secsync.protocol.encoding import (
+    MAX_SAFE_INTEGER,
+    check_json_value,
+    check_msgpack_structure,
+)
 from secsync.protocol.events import PresenceChanged
 
 MAX_PRESENCE_BYTES = 64 * 1024
@@ -45,6 +49,7 @@ def decode_presence(payload: bytes) -> tuple[int, Any, int | None]:
     if len(payload) > MAX_PRESENCE_BYTES:
         raise PresenceParseError("presence payload too large")
     try:
+        check_msgpack_structure(payload)
         obj = msgpack.unpackb(
             payload,
             raw=False,

@@ -45,6 +45,7 @@ from secsync.protocol.encoding import (
     b64decode,
     b64encode,
     check_json_value,
+    check_msgpack_structure,
 )
 from secsync.protocol.messages import (
     EPHEMERAL_FIELDS,
@@ -173,6 +174,7 @@ def decode(
     if len(data) > max_bytes:
         raise MessageTooLargeError(f"message of {len(data)} bytes exceeds {max_bytes}")
     try:
+        check_msgpack_structure(bytes(data))
         items = msgpack.unpackb(
             data,
             raw=False,
