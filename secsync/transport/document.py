@@ -311,7 +311,10 @@ class Document:
                 self._online_task = asyncio.create_task(self._stay_online())
         else:
             self._online_task = asyncio.create_task(self._stay_online())
-        self._sender = asyncio.create_task(self._send_loop(), name=f"secsync-send-{self.doc_id}")
+        self._sender = asyncio.create_task(
+            self._send_loop(self.session.unacknowledged_messages()),
+            name=f"secsync-send-{self.doc_id}",
+        )
 
     def _restore(self) -> bool:
         """Resume from the local store: content, outbox, sequences. True if there was state."""
@@ -659,8 +662,9 @@ class Document:
 
     # --- sending ----------------------------------------------------------------------------
 
-    async def _send_loop(self) -> None:
-        retransmit = True  # after a restart, what was sent but never acknowledged goes first
+    async def _send_loop(self, retransmit: list[Message]) -> None:
+        """``retransmit``: restored messages sent before a restart and never acknowledged;
+        they go first, byte for byte."""
         while not self._closed:
             timeout = self._next_wait()
             with contextlib.suppress(TimeoutError):
@@ -677,10 +681,11 @@ class Document:
                 if not self._online or self._sending_paused:
                     continue
                 if retransmit:
-                    retransmit = False
-                    for message in self.session.unacknowledged_messages():
-                        if isinstance(message, Snapshot | Update):
+                    still = set(map(id, self.session.unacknowledged_messages()))
+                    for message in retransmit:
+                        if id(message) in still and isinstance(message, Snapshot | Update):
                             await self._publish_stored(message)
+                    retransmit = []
                 if self.session.pending_changes and self.config.batch_interval:
                     await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
                     self._local_change()
