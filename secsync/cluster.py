@@ -18,12 +18,10 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,14 +31,10 @@ from typing import Any, Self, TypeVar
 import structlog
 
 from secsync.broker import (
-    ENV_HTTP_PORT,
-    ENV_PORT,
-    ENV_STORE_DIR,
     LOOPBACK,
     Broker,
     _conf_string,
     _free_ports,
-    _reap,
     find_nats_server,
 )
 from secsync.errors import TransportError
@@ -241,50 +235,6 @@ class ClusterNode(Broker):
             ENV_CLUSTER_PORT: str(self._cluster_port),
             ENV_ROUTES: _conf_array(self._routes),
         }
-
-    def _launch(self, binary: Path) -> None:
-        env = dict(os.environ)
-        env[ENV_PORT] = str(self.port)
-        env[ENV_HTTP_PORT] = str(self.http_port)
-        env[ENV_STORE_DIR] = _conf_string(str(self._store_dir))
-        env[ENV_SERVER_NAME] = _conf_string(self._name)
-        env[ENV_CLUSTER_NAME] = _conf_string(self._cluster_name)
-        env[ENV_CLUSTER_PORT] = str(self._cluster_port)
-        env[ENV_ROUTES] = _conf_array(self._routes)
-        assert self._lock is not None
-        with self.log_path.open("ab") as log_file:
-            self._log_offset = log_file.tell()
-            log_file.write(f"--- secsync: starting {binary} -c {self._config}\n".encode())
-            log_file.flush()
-            started = time.monotonic()
-            process = subprocess.Popen(
-                [str(binary), "-c", str(self._config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self._store_dir,
-                start_new_session=True,
-                pass_fds=(self._lock.fileno(),),
-            )
-        self._process = process
-        self._finalizer = weakref.finalize(self, _reap, process)
-        self._lock.truncate(0)
-        self._lock.write(str(process.pid).encode())
-        self._lock.flush()
-        try:
-            self._wait_healthy(process, started + self.start_timeout)
-        except BaseException:
-            self._kill_process()
-            self._forget_process()
-            raise
-        log.info(
-            "cluster.node_started",
-            node=self._name,
-            url=self.url,
-            pid=process.pid,
-            seconds=round(time.monotonic() - started, 3),
-        )
 
 
 class Cluster:
