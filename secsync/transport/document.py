@@ -98,6 +98,7 @@ class Document:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
+        self._can_send = asyncio.Event()  # set whenever online and not paused may have begun
         self._closed = False
         self._last_seq = 0
         self._snapshot_seq: dict[bytes, int] = {}
@@ -168,6 +169,7 @@ class Document:
     def resume_sending(self) -> None:
         """Send what accumulated while paused, batched."""
         self._sending_paused = False
+        self._can_send.set()
         self._wake.set()
 
     async def pause_receiving(self) -> None:
@@ -230,6 +232,12 @@ class Document:
             while not self.session.is_synced or self._sending_paused:
                 if self._closed:
                     raise DocumentClosedError()
+                if self._sending_paused or not self._online:
+                    # nothing can be sent now: wait for that to change, not in a busy loop
+                    self._can_send.clear()
+                    if self._sending_paused or not self._online:
+                        await self._can_send.wait()
+                    continue
                 self._progress.clear()
                 self._wake.set()
                 await self._progress.wait()
@@ -271,6 +279,7 @@ class Document:
         self._closed = True
         self._wake.set()
         self._progress.set()
+        self._can_send.set()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._in_flight_tasks):
@@ -398,6 +407,7 @@ class Document:
                     self.subjects.ephemeral, cb=self._on_ephemeral
                 )
         self._online = True
+        self._can_send.set()
         self._dirty = True
         self.presence.start()
         with contextlib.suppress(SecsyncError):
