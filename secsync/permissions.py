@@ -151,13 +151,13 @@ def member_permissions(
     doc_ids: Iterable[str],
     *,
     config: SecsyncConfig | None = None,
-    batch_direct_get: bool = True,
+    batch_direct_get: bool = False,
 ) -> Permissions:
     """A member's rights: store, load and follow ``doc_ids``, and nothing on the stream itself.
 
-    ``batch_direct_get`` grants ``$JS.API.DIRECT.GET.<stream>``, which the client's load path
-    uses today. Its subject names no document, so it opens every stored message (ciphertext and
-    headers) to every member; see ``docs/broker-permissions.md``.
+    ``batch_direct_get`` grants ``$JS.API.DIRECT.GET.<stream>``. secsync clients do not need it
+    (they load through consumers filtered on the document); its subject names no document, so it
+    would open every stored message (ciphertext and headers) to every member.
     """
     config = _layout(config)
     stream = config.stream_name
@@ -233,7 +233,7 @@ def accounts_config(
     *,
     config: SecsyncConfig | None = None,
     account: str = ACCOUNT,
-    batch_direct_get: bool = True,
+    batch_direct_get: bool = False,
 ) -> str:
     """The ``accounts { ... }`` block for ``secure.conf``: the privileged user and the members.
 
@@ -283,7 +283,7 @@ def write_config(
     *,
     template: str | os.PathLike[str] | None = None,
     config: SecsyncConfig | None = None,
-    batch_direct_get: bool = True,
+    batch_direct_get: bool = False,
 ) -> Path:
     """Write ``secure.conf`` (a copy of ``template``) and the accounts file into ``directory``.
 
@@ -412,9 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write.add_argument("--stream", default=defaults.stream_name)
     write.add_argument("--subject-root", default=defaults.subject_root)
     write.add_argument(
-        "--no-batch-direct-get",
+        "--batch-direct-get",
         action="store_true",
-        help="withhold the unfiltered batch direct get (clients then cannot load documents)",
+        help="grant the unfiltered batch direct get (opens every stored message to members; "
+        "secsync clients do not need it)",
     )
     args = parser.parse_args(argv)
     try:
@@ -427,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _read_members(args.members),
             args.privileged,
             config=SecsyncConfig(stream_name=args.stream, subject_root=args.subject_root),
-            batch_direct_get=not args.no_batch_direct_get,
+            batch_direct_get=args.batch_direct_get,
         )
     except (SecsyncError, OSError, ValueError) as exc:
         print(f"secsync.permissions: {exc}", file=sys.stderr)

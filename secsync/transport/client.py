@@ -201,14 +201,8 @@ class SecsyncClient:
         self._documents[doc_id] = document
         try:
             await document._start()
-        except BaseException as exc:
+        except BaseException:
             await document.close()
-            # Loading pages by batch direct get, a publish and replies rather than a request:
-            # a refusal of it is known only from the violation reported meanwhile.
-            batch = f"$JS.API.DIRECT.GET.{self.config.stream_name}"
-            refused = self.denied(batch) if isinstance(exc, BrokerUnavailableError) else None
-            if refused is not None:
-                raise refused from None
             raise
         return document
 

@@ -416,15 +416,20 @@ class Document:
         self._wake.set()
         self._log.info("document_online", last_sequence=self._last_seq)
 
-    async def _catch_up(self) -> int:
-        """Apply what was stored after the last applied sequence; return how many messages."""
-        stored = await jetstream.messages_after(
-            self._client.nc,
+    async def _read(self, subject: str, start: int) -> list[jetstream.StoredMessage]:
+        """Stored messages of this document on ``subject`` from ``start`` on, through a consumer
+        scoped to the document (what per-document permissions allow)."""
+        return await jetstream.messages_scoped(
+            self._client.js,
             self.config.stream_name,
-            self.subjects.stored,
-            self._last_seq + 1,
+            subject,
+            start,
             timeout=self.config.request_timeout,
         )
+
+    async def _catch_up(self) -> int:
+        """Apply what was stored after the last applied sequence; return how many messages."""
+        stored = await self._read(self.subjects.stored, self._last_seq + 1)
         for message in stored:
             self._handle_stored(message)
         return len(stored)
@@ -442,11 +447,7 @@ class Document:
         holds one message per snapshot epoch, fewer after compaction) and the newest message
         that decodes as a snapshot, and whose id no earlier message carried, is the latest.
         """
-        nc, stream = self._client.nc, self.config.stream_name
-        timeout = self.config.request_timeout
-        candidates = await jetstream.messages_after(
-            nc, stream, self.subjects.snapshot, 1, timeout=timeout
-        )
+        candidates = await self._read(self.subjects.snapshot, 1)
         assembler = chunks.Reassembler()
         seen: set[bytes] = set()
         latest: tuple[Snapshot, int] | None = None
@@ -465,14 +466,10 @@ class Document:
             seen.add(decoded.snapshot_id)
             latest = (decoded, message.sequence)
         if latest is None:
-            after = await jetstream.messages_after(
-                nc, stream, self.subjects.stored, 1, timeout=timeout
-            )
+            after = await self._read(self.subjects.stored, 1)
             return None, 0, after
         snapshot, last = latest
-        rest = await jetstream.messages_after(
-            nc, stream, self.subjects.stored, last + 1, timeout=timeout
-        )
+        rest = await self._read(self.subjects.stored, last + 1)
         return snapshot, last, rest
 
     # --- live delivery ----------------------------------------------------------------------
@@ -572,13 +569,7 @@ class Document:
         again, it is junk as stored: nobody can build on it, so our updates may follow it.
         """
         try:
-            stored = await jetstream.messages_after(
-                self._client.nc,
-                self.config.stream_name,
-                self.subjects.snapshot,
-                first,
-                timeout=self.config.request_timeout,
-            )
+            stored = await self._read(self.subjects.snapshot, first)
             assembler = chunks.Reassembler()
             data = None
             for message in stored:
@@ -624,13 +615,7 @@ class Document:
         try:
             if isinstance(event, GapDetected):
                 start = self._snapshot_seq.get(event.snapshot_id, 0) + 1
-                stored = await jetstream.messages_after(
-                    self._client.nc,
-                    self.config.stream_name,
-                    self.subjects.update,
-                    start,
-                    timeout=self.config.request_timeout,
-                )
+                stored = await self._read(self.subjects.update, start)
                 decoded = (self._decode(m.data) for m in stored)
                 wanted = [m for m in decoded if m is not None and m.author == event.author]
                 self._emit(self.session.receive_many(wanted))

@@ -499,6 +499,65 @@ def _from_reply(msg: Msg, headers: dict[str, str]) -> StoredMessage:
     return StoredMessage(subject=subject, sequence=sequence, data=msg.data, headers=headers)
 
 
+async def messages_scoped(
+    js: JetStreamContext,
+    stream: str,
+    subject_filter: str,
+    start_sequence: int,
+    *,
+    timeout: float = 5.0,
+) -> list[StoredMessage]:
+    """What :func:`messages_after` returns, read through a short-lived consumer instead.
+
+    The consumer is named and filtered on ``subject_filter``, so its create subject
+    (``$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>``) names what is read and
+    per-document permissions can allow exactly that; batch direct get cannot be scoped.
+    """
+    name = f"secsync_{secrets.token_hex(16)}"
+    config = api.ConsumerConfig(
+        name=name,
+        filter_subject=subject_filter,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(1, start_sequence),
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        num_replicas=1,
+        inactive_threshold=max(5.0, 2 * timeout),
+    )
+    stored: list[StoredMessage] = []
+    with _translated(subject_filter):
+        async with asyncio.timeout(timeout * 4):
+            sub = await js.subscribe(subject_filter, stream=stream, config=config, manual_ack=True)
+            try:
+                info = await sub.consumer_info()
+                # pushing starts at creation: what is due = what is left + what went out already
+                delivered = info.delivered.consumer_seq if info.delivered else 0
+                for _ in range(int(info.num_pending or 0) + int(delivered or 0)):
+                    try:
+                        msg = await sub.next_msg(timeout)
+                    except nats.errors.TimeoutError:
+                        # what did not come is the healing's business (gaps, recovery), not
+                        # a reason to fail the read
+                        break
+                    meta = msg.metadata
+                    stored.append(
+                        StoredMessage(
+                            subject=msg.subject,
+                            sequence=int(meta.sequence.stream),
+                            data=msg.data,
+                            headers=_header_dict(msg.headers),
+                        )
+                    )
+                    if not meta.num_pending:
+                        break
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                with contextlib.suppress(Exception):
+                    await js.delete_consumer(stream, name)
+    return stored
+
+
 async def messages_after(
     nc: NATS,
     stream: str,

@@ -381,28 +381,35 @@ async def test_a_member_cannot_read_another_document(secure: Secure) -> None:
         assert json.loads(reply.data)["error"]["err_code"] == 10131  # filter mismatch
 
 
-async def test_batch_direct_get_is_the_one_unscoped_read(secure: Secure) -> None:
-    """Documented gap: the batch direct get subject names no document. With the default grant
-    a member reads another document's ciphertext by it; without it, nobody can load."""
+async def test_reads_are_scoped_to_the_members_documents(secure: Secure) -> None:
+    """Loading reads through consumers named and filtered on the document, so the unscoped
+    batch direct get is not granted (by default): no member reads another document's
+    ciphertext, and members still open their own. Granting it (``batch_direct_get=True``)
+    would open exactly that read gap."""
     async with secure.connect("b") as cb:
         db = await open_y(cb, "d2", b := YClient())
         b.text.insert(0, "ciphertext")
         await db.flush(5)
-    async with secure.connect("a") as client:
-        leaked = await jetstream.messages_after(client.nc, STREAM, D2.stored, 1, timeout=10)
-        assert leaked and all(m.subject == D2.snapshot for m in leaked)
-    secure.write(secure.members(a=["d1", "shared"], b=["d2", "shared"]), batch_direct_get=False)
-    await reload(secure.broker)
     quick = dataclasses.replace(SECURE, request_timeout=1.0)
     async with secure.connect("a", quick) as client:
         with pytest.raises(TransportError):
             await jetstream.messages_after(client.nc, STREAM, D2.stored, 1, timeout=1)
-        denied = client.denied(f"$JS.API.DIRECT.GET.{STREAM}")
-        assert denied is not None
-        # the client's load path needs the grant: even its own document cannot be opened
-        with pytest.raises(PermissionDeniedError) as info:
-            await open_y(client, "d1", YClient())
-        assert info.value.subject == f"$JS.API.DIRECT.GET.{STREAM}"
+        assert client.denied(f"$JS.API.DIRECT.GET.{STREAM}") is not None
+        with pytest.raises(PermissionDeniedError):
+            await jetstream.messages_scoped(client.js, STREAM, D2.stored, 1, timeout=1)
+        a = YClient()
+        doc = await open_y(client, "d1", a)  # its own document loads without the grant
+        a.text.insert(0, "mine")
+        await doc.flush(5)
+    async with secure.connect("a", quick) as client:
+        again = YClient()
+        await open_y(client, "d1", again)
+        assert again.content == "mine"
+    secure.write(secure.members(a=["d1", "shared"], b=["d2", "shared"]), batch_direct_get=True)
+    await reload(secure.broker)
+    async with secure.connect("a") as client:
+        leaked = await jetstream.messages_after(client.nc, STREAM, D2.stored, 1, timeout=10)
+        assert leaked and all(m.subject == D2.snapshot for m in leaked)
 
 
 # --- the privileged user ----------------------------------------------------------------------
