@@ -209,3 +209,24 @@ class AMPeer:
     def content(self) -> str:
         obj = self._text()
         return self.doc.text(obj) if obj is not None else ""
+
+
+def automerge_text(doc: object) -> str:
+    """The text under ROOT["text"] of an automerge core document ("" before it exists)."""
+    from automerge import core
+
+    assert isinstance(doc, core.Document)
+    found = doc.get(core.ROOT, "text")
+    return doc.text(found[1]) if found else ""
+
+
+def automerge_type(doc: object, at: int, chars: str) -> None:
+    """Insert ``chars`` at ``at`` into ROOT["text"], creating the text when missing."""
+    from automerge import core
+
+    assert isinstance(doc, core.Document)
+    with doc.transaction() as tx:
+        found = doc.get(core.ROOT, "text")
+        obj = found[1] if found else tx.put_object(core.ROOT, "text", core.ObjType.Text)
+        for i, char in enumerate(chars):
+            tx.insert(obj, at + i, core.ScalarType.Str, char)

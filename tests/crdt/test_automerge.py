@@ -3,52 +3,40 @@ from automerge import document as amdoc
 
 from secsync.crdt import adapter_for
 from secsync.crdt.automerge import AutomergeAdapter, changes_sync_message
-
-
-def _text(doc: core.Document) -> str:
-    found = doc.get(core.ROOT, "text")
-    return doc.text(found[1]) if found else ""
-
-
-def _type(doc: core.Document, at: int, chars: str) -> None:
-    with doc.transaction() as tx:
-        found = doc.get(core.ROOT, "text")
-        obj = found[1] if found else tx.put_object(core.ROOT, "text", core.ObjType.Text)
-        for i, c in enumerate(chars):
-            tx.insert(obj, at + i, core.ScalarType.Str, c)
+from tests.factories import automerge_text, automerge_type
 
 
 def test_changes_flow_and_out_of_order_delivery_converges() -> None:
     a_doc, b_doc = core.Document(), core.Document()
     a, b = adapter_for(a_doc), adapter_for(b_doc)
     assert isinstance(a, AutomergeAdapter)
-    _type(a_doc, 0, "ab")
-    _type(a_doc, 2, "cd")
-    _type(a_doc, 4, "ef")
+    automerge_type(a_doc, 0, "ab")
+    automerge_type(a_doc, 2, "cd")
+    automerge_type(a_doc, 4, "ef")
     changes = a.take_local_changes()
     assert len(changes) == 3 and a.take_local_changes() == []
     b.apply_changes([changes[2]])  # held back by Automerge until its dependencies arrive
-    assert _text(b_doc) == ""
+    assert automerge_text(b_doc) == ""
     b.apply_changes([changes[0], changes[1]])
-    assert _text(b_doc) == "abcdef"
+    assert automerge_text(b_doc) == "abcdef"
     assert b.take_local_changes() == []
 
 
 def test_local_change_made_before_a_remote_apply_is_kept() -> None:
     a_doc, b_doc = core.Document(), core.Document()
     a, b = adapter_for(a_doc), adapter_for(b_doc)
-    _type(a_doc, 0, "remote")
+    automerge_type(a_doc, 0, "remote")
     b.apply_snapshot(a.encode_state())
     a.take_local_changes()
     found = b_doc.get(core.ROOT, "text")
     assert found is not None
-    _type(b_doc, 0, "L")  # local, not yet taken
-    _type(a_doc, 6, "!")
+    automerge_type(b_doc, 0, "L")  # local, not yet taken
+    automerge_type(a_doc, 6, "!")
     b.apply_changes(a.take_local_changes())
     local = b.take_local_changes()
     assert len(local) == 1
     a.apply_changes(local)
-    assert _text(a_doc) == _text(b_doc) == "Lremote!"
+    assert automerge_text(a_doc) == automerge_text(b_doc) == "Lremote!"
 
 
 def test_wrapper_document_is_unwrapped_and_sync_message_layout() -> None:
@@ -62,11 +50,11 @@ def test_wrapper_document_is_unwrapped_and_sync_message_layout() -> None:
 def test_missing_from_is_what_the_state_lacks() -> None:
     mine, theirs = core.Document(), core.Document()
     adapter = adapter_for(mine)
-    _type(theirs, 0, "theirs")
+    automerge_type(theirs, 0, "theirs")
     adapter.apply_snapshot(theirs.save())
-    _type(mine, 0, ">")
+    automerge_type(mine, 0, ">")
     missing = adapter.missing_from(theirs.save())
     assert len(missing) == 1
     adapter_for(theirs).apply_changes(missing)
-    assert _text(theirs) == _text(mine) == ">theirs"
+    assert automerge_text(theirs) == automerge_text(mine) == ">theirs"
     assert adapter.missing_from(mine.save()) == []

@@ -1,11 +1,35 @@
-"""Waiting on documents, event by event (never on the clock)."""
+"""Shared by the transport tests: Yjs participants, and waiting on documents event by event
+(never on the clock)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+import pycrdt
+
+import secsync
+from secsync.protocol import crypto
 from secsync.transport import Document
+
+KEY = crypto.generate_key()
+
+
+class YClient:
+    """A participant: a signing key and a pycrdt document with a text."""
+
+    def __init__(self) -> None:
+        self.signer = crypto.SigningKeyPair.generate()
+        self.ydoc: pycrdt.Doc = pycrdt.Doc()
+        self.text = self.ydoc.get("text", type=pycrdt.Text)
+
+    @property
+    def content(self) -> str:
+        return str(self.text)
+
+
+async def open_y(client: secsync.SecsyncClient, doc_id: str, who: YClient) -> Document:
+    return await client.open(doc_id, key=KEY, signing_key=who.signer, crdt=who.ydoc)
 
 
 async def until(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pycrdt
 import pytest
 from automerge import core
 
@@ -19,25 +18,10 @@ from secsync.protocol.events import (
 from secsync.protocol.messages import Update
 from secsync.transport import Document, jetstream
 from secsync.transport.subjects import DocumentSubjects
-from tests.transport.helpers import until
+from tests.factories import automerge_text, automerge_type
+from tests.transport.helpers import KEY, YClient, open_y, until
 
-KEY = crypto.generate_key()
 FAST = SecsyncConfig(batch_interval=0.005, publish_timeout=2.0, request_timeout=2.0)
-
-
-class YClient:
-    def __init__(self) -> None:
-        self.signer = crypto.SigningKeyPair.generate()
-        self.ydoc: pycrdt.Doc = pycrdt.Doc()
-        self.text = self.ydoc.get("text", type=pycrdt.Text)
-
-    @property
-    def content(self) -> str:
-        return str(self.text)
-
-
-async def open_y(client: secsync.SecsyncClient, doc_id: str, who: YClient) -> Document:
-    return await client.open(doc_id, key=KEY, signing_key=who.signer, crdt=who.ydoc)
 
 
 async def test_two_and_three_clients_converge_on_yjs(broker) -> None:
@@ -68,35 +52,22 @@ async def test_two_and_three_clients_converge_on_yjs(broker) -> None:
         assert authors <= {a.signer.public_key, c.signer.public_key}
 
 
-def am_text(doc: core.Document) -> str:
-    found = doc.get(core.ROOT, "text")
-    return doc.text(found[1]) if found else ""
-
-
-def am_type(doc: core.Document, at: int, chars: str) -> None:
-    with doc.transaction() as tx:
-        found = doc.get(core.ROOT, "text")
-        obj = found[1] if found else tx.put_object(core.ROOT, "text", core.ObjType.Text)
-        for i, ch in enumerate(chars):
-            tx.insert(obj, at + i, core.ScalarType.Str, ch)
-
-
 async def test_two_clients_converge_on_automerge(broker) -> None:
     async with secsync.connect(broker.url, config=FAST) as client:
         ka, kb = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
         a, b = core.Document(), core.Document()
-        am_type(a, 0, "automerge")
+        automerge_type(a, 0, "automerge")
         da = await client.open("am", key=KEY, signing_key=ka, crdt=a)
         await da.flush(5)
         async with secsync.connect(broker.url, config=FAST) as other:
             db = await other.open("am", key=KEY, signing_key=kb, crdt=b)
-            assert am_text(b) == "automerge"
-            am_type(b, 0, "hi ")
+            assert automerge_text(b) == "automerge"
+            automerge_type(b, 0, "hi ")
             db.notify_changed()
-            am_type(a, 9, "!")
+            automerge_type(a, 9, "!")
             da.notify_changed()
             await asyncio.gather(da.flush(5), db.flush(5))
-            await until([da, db], lambda: am_text(a) == am_text(b) == "hi automerge!")
+            await until([da, db], lambda: automerge_text(a) == automerge_text(b) == "hi automerge!")
 
 
 async def test_offline_client_catches_up_from_snapshot_and_updates(broker) -> None:

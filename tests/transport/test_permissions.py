@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pycrdt
 import pytest
 from nats.js import api
 
@@ -36,14 +35,12 @@ from secsync.errors import (
     PermissionDeniedError,
     TransportError,
 )
-from secsync.protocol import crypto
 from secsync.protocol.events import PublishFailed
-from secsync.transport import Document, jetstream
+from secsync.transport import jetstream
 from secsync.transport.compaction import compact_document
 from secsync.transport.subjects import DocumentSubjects
-from tests.transport.helpers import until
+from tests.transport.helpers import YClient, open_y, until
 
-KEY = crypto.generate_key()
 STREAM = "SECSYNC"
 SECURE = SecsyncConfig(
     batch_interval=0.005, publish_timeout=10.0, request_timeout=10.0, provision_stream=False
@@ -98,21 +95,6 @@ async def unprovisioned(tmp_path: Path) -> AsyncIterator[Secure]:
 async def secure(unprovisioned: Secure) -> Secure:
     await unprovisioned.provision()
     return unprovisioned
-
-
-class YClient:
-    def __init__(self) -> None:
-        self.signer = crypto.SigningKeyPair.generate()
-        self.ydoc: pycrdt.Doc = pycrdt.Doc()
-        self.text = self.ydoc.get("text", type=pycrdt.Text)
-
-    @property
-    def content(self) -> str:
-        return str(self.text)
-
-
-async def open_y(client: secsync.SecsyncClient, doc_id: str, who: YClient) -> Document:
-    return await client.open(doc_id, key=KEY, signing_key=who.signer, crdt=who.ydoc)
 
 
 async def refused(operation: Any) -> PermissionDeniedError:
