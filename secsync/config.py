@@ -54,6 +54,10 @@ class SecsyncConfig:
     provision_stream: bool = True
     """Create or update the stream on connect. Turn off where clients lack the rights."""
     stream_replicas: int = 1
+    stream_placement_cluster: str | None = None
+    """Cluster the stream is placed in (its home region); ``None`` lets the broker choose."""
+    stream_placement_tags: tuple[str, ...] = ()
+    """Server tags the stream's replicas must carry, e.g. ``("region:eu",)``."""
     max_consumers: int = 10_000
     """Explicit consumer limit of the stream; nats-server 2.15 defaults to 1000 per stream."""
     duplicate_window: float = 120.0

@@ -133,6 +133,8 @@ class SecsyncClient:
                         name=self.config.stream_name,
                         subjects=tuple(stream_subjects(self.config.subject_root)),
                         replicas=self.config.stream_replicas,
+                        placement_cluster=self.config.stream_placement_cluster,
+                        placement_tags=tuple(self.config.stream_placement_tags),
                         max_consumers=self.config.max_consumers,
                         duplicate_window=self.config.duplicate_window,
                     ),
