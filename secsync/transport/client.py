@@ -55,6 +55,7 @@ class SecsyncClient:
         self._options = options
         self._nc: Any = None
         self._js: JetStreamContext | None = None
+        self._publisher: jetstream.Publisher | None = None
         self.connected = asyncio.Event()
         """Set while a connection to the broker is up."""
         self._documents: dict[str, Document] = {}
@@ -78,6 +79,13 @@ class SecsyncClient:
         if self._js is None:
             raise BrokerUnavailableError("not connected to the broker")
         return self._js
+
+    @property
+    def publisher(self) -> jetstream.Publisher:
+        """Pipelined acknowledged publishes on this connection."""
+        if self._publisher is None:
+            raise BrokerUnavailableError("not connected to the broker")
+        return self._publisher
 
     async def _connect_once(self) -> None:
         async def error_cb(error: Exception) -> None:
@@ -143,7 +151,9 @@ class SecsyncClient:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 raise
-        self._nc, self._js = nc, js
+        publisher = jetstream.Publisher(nc, timeout=self.config.publish_timeout)
+        await publisher.start()
+        self._nc, self._js, self._publisher = nc, js, publisher
         self.connected.set()
         log.info("connected", servers=self.servers, stream=self.config.stream_name)
 
@@ -264,6 +274,8 @@ class SecsyncClient:
             for refused in self._refusals.get(subject.lower(), ()):
                 if not refused.done():
                     refused.set_result(None)
+            if self._publisher is not None:
+                self._publisher.refuse(subject, PermissionDeniedError(subject=subject))
             log.warning("permission_denied", subject=subject)
         elif isinstance(error, OSError):
             log.debug("broker_unreachable", error=type(error).__name__)  # reconnects go on
@@ -282,6 +294,8 @@ class SecsyncClient:
                 await self._connector
         for document in list(self._documents.values()):
             await document.close()
+        if self._publisher is not None:
+            await self._publisher.close()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.drain(), self.config.request_timeout)

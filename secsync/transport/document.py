@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +113,10 @@ class Document:
         self._own_sequences: set[int] = set()
         self._unresolved: set[int] = set()
         self._window = asyncio.Semaphore(config.max_in_flight)
-        self._in_flight_tasks: set[asyncio.Future[None]] = set()
+        self._in_flight_tasks: set[asyncio.Future[Any]] = set()
+        # Our published updates by msg id, until the live consumer delivers them back: the
+        # exact bytes we sent need no verification and no decryption.
+        self._own_payloads: OrderedDict[str, tuple[bytes, Update]] = OrderedDict()
         if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
             awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
         self.presence = Presence(self, awareness)
@@ -239,7 +244,8 @@ class Document:
                         await self._can_send.wait()
                     continue
                 self._progress.clear()
-                self._wake.set()
+                if self.session.pending_changes or self.session.snapshot_requested:
+                    self._wake.set()  # else what is in flight ends with an acknowledgement
                 await self._progress.wait()
 
     async def send_presence(self, payload: bytes) -> None:
@@ -531,12 +537,26 @@ class Document:
     def _handle_stored(self, stored: jetstream.StoredMessage) -> None:
         if stored.sequence <= self._last_seq:
             # applied already: our own acknowledged publish, or a redelivery
+            if self._own_payloads:
+                self._own_payloads.pop(stored.headers.get(MSG_ID, ""), None)
             if stored.sequence in self._own_sequences:
                 self._own_sequences.discard(stored.sequence)
             else:
                 self.redelivered += 1
             return
         self._last_seq = stored.sequence
+        if self._own_payloads and stored.subject == self.subjects.update:
+            own = self._own_payloads.pop(stored.headers.get(MSG_ID, ""), None)
+            if (
+                own is not None
+                and own[0] == stored.data
+                and chunks.PARTS_HEADER not in stored.headers
+            ):
+                update = own[1]
+                self._emit(
+                    self.session.update_stored(update.public_data.ref_snapshot_id, update.clock)
+                )
+                return
         try:
             data = self._reassembler.feed(stored.sequence, stored.data, stored.headers)
         except SecsyncError as exc:
@@ -706,28 +726,76 @@ class Document:
         """Publish without waiting for the acknowledgement (up to ``max_in_flight`` at once).
 
         Updates on one snapshot carry the same compare-and-set expectation, so they need not
-        wait for each other; receivers order them by clock.
+        wait for each other; receivers order them by clock. The acknowledgement is handled in
+        a callback (:meth:`_acknowledged`); only a failed publish gets a task, to retry.
         """
         await self._window.acquire()
-
-        async def publish() -> None:
+        payload = wire.encode(update, include_doc_id=False)
+        headers = self._headers(update)
+        if len(payload) <= self._part_limit():
             try:
+                future = await self._client.publisher.publish(
+                    self.subjects.update, payload, headers
+                )
+            except SecsyncError as exc:
+                self._emit([PublishFailed(exc, self.subjects.update, retrying=True)])
+            else:
+                msg_id = headers[MSG_ID]
+                self._own_payloads[msg_id] = (payload, update)
+                while len(self._own_payloads) > 4 * self.config.max_in_flight:
+                    self._own_payloads.popitem(last=False)  # never delivered back: forget
+                self._in_flight_tasks.add(future)
+                future.add_done_callback(functools.partial(self._acknowledged, update))
+                return
+        self._retry_later(update, delay=0.0)
+
+    def _acknowledged(self, update: Update, future: asyncio.Future[tuple[int, bool]]) -> None:
+        self._in_flight_tasks.discard(future)
+        if future.cancelled() or self._closed:
+            self._window.release()
+            return
+        error = future.exception()
+        if error is None:
+            sequence, _duplicate = future.result()
+            self._stored(update, sequence, sequence)
+        elif isinstance(error, WrongLastSequenceError):
+            self._conflict(update, error)
+        else:
+            if isinstance(error, BrokerUnavailableError | StreamNotFoundError):
+                error = self._client.denied(self.subjects.update) or error
+            reported = error if isinstance(error, SecsyncError) else TransportError(str(error))
+            self._emit([PublishFailed(reported, self.subjects.update, retrying=True)])
+            self._retry_later(update, delay=self.config.retry_initial)
+            return
+        self._published()
+
+    def _retry_later(self, update: Update, *, delay: float) -> None:
+        """Publish ``update`` in a task that retries until stored or refused (window held)."""
+
+        async def retry() -> None:
+            try:
+                if delay:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
                 await self._publish_stored(update)
             except DocumentClosedError:
                 pass
             finally:
-                self._window.release()
-                self._progress.set()
-                if self.session.snapshot_requested and not self._in_flight_tasks:
-                    self._wake.set()  # a requested snapshot may go now that the rest is stored
+                self._published()
 
-        task = asyncio.ensure_future(publish())
+        task = asyncio.ensure_future(retry())
         self._in_flight_tasks.add(task)
         task.add_done_callback(self._in_flight_tasks.discard)
 
+    def _published(self) -> None:
+        """One publish of the window is over (stored, refused, or given up on close)."""
+        self._window.release()
+        self._progress.set()
+        if self.session.snapshot_requested and not self._in_flight_tasks:
+            self._wake.set()  # a requested snapshot may go now that the rest is stored
+
     async def _drain_pipeline(self) -> None:
-        if self._in_flight_tasks:
-            await asyncio.gather(*self._in_flight_tasks, return_exceptions=True)
+        while self._in_flight_tasks:  # a failed publish is replaced by its retry task
+            await asyncio.wait(list(self._in_flight_tasks))
 
     def _next_wait(self) -> float | None:
         waits = []

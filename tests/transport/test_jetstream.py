@@ -667,3 +667,114 @@ async def test_errors_are_secsync_errors(js: JetStreamContext, stream: Stream) -
         await publish(js, stream.subject("d", "upd"), b"x", headers={"Nats-Expected-Stream": "NO"})
     assert not isinstance(caught.value, nats.errors.Error)
     assert isinstance(caught.value.__cause__, nats.errors.Error)
+
+
+# --- Publisher (pipelined acknowledged publishes) -----------------------------------------------
+
+
+async def test_publisher_pipelines_and_returns_each_sequence(
+    nc: Client, js: JetStreamContext, stream: Stream
+) -> None:
+    publisher = jetstream.Publisher(nc, timeout=5.0)
+    await publisher.start()
+    try:
+        subject = stream.subject("d", "upd")
+        futures = [await publisher.publish(subject, b"m%d" % i) for i in range(500)]
+        # all 500 went out before the first acknowledgement was awaited
+        assert publisher.outstanding > 0
+        results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert [seq for seq, _ in results] == list(range(1, 501))
+        assert not any(duplicate for _, duplicate in results)
+        assert publisher.outstanding == 0
+        stored = await messages_after(nc, stream.name, subject, 1)
+        assert [m.data for m in stored] == [b"m%d" % i for i in range(500)]
+    finally:
+        await publisher.close()
+
+
+async def test_publisher_coalesces_writes_while_answers_are_outstanding(
+    nc: Client, js: JetStreamContext, stream: Stream
+) -> None:
+    publisher = jetstream.Publisher(nc, timeout=5.0, max_held=1000)
+    await publisher.start()
+    try:
+        subject = stream.subject("d", "upd")
+        writes_before = nc.stats["out_msgs"]
+        first = await publisher.publish(subject, b"first")
+        assert nc.stats["out_msgs"] == writes_before + 1  # nothing unanswered: sent at once
+        held = [await publisher.publish(subject, b"held%d" % i) for i in range(20)]
+        assert nc.stats["out_msgs"] == writes_before + 1  # held until the answer arrives
+        await asyncio.wait_for(first, 5)
+        results = await asyncio.wait_for(asyncio.gather(*held), 5)
+        assert [seq for seq, _ in results] == list(range(2, 22))
+        assert nc.stats["out_msgs"] == writes_before + 21
+    finally:
+        await publisher.close()
+
+
+async def test_publisher_maps_error_acknowledgements(
+    nc: Client, js: JetStreamContext, stream: Stream
+) -> None:
+    publisher = jetstream.Publisher(nc, timeout=5.0)
+    await publisher.start()
+    try:
+        subject = stream.subject("d", "upd")
+        ok = await publisher.publish(subject, b"a", {MSG_ID: "one"})
+        stale = await publisher.publish(subject, b"b", cas(7, stream.doc("d")))
+        again = await publisher.publish(subject, b"a", {MSG_ID: "one"})
+        nowhere = await publisher.publish("nostream.at.all", b"c")
+        assert await asyncio.wait_for(ok, 5) == (1, False)
+        with pytest.raises(WrongLastSequenceError) as caught:
+            await asyncio.wait_for(stale, 5)
+        assert caught.value.last_sequence == 1
+        assert await asyncio.wait_for(again, 5) == (1, True)
+        with pytest.raises(StreamNotFoundError):
+            await asyncio.wait_for(nowhere, 5)
+        assert publisher.outstanding == 0
+    finally:
+        await publisher.close()
+
+
+async def test_publisher_fails_unanswered_publishes_after_its_timeout(broker: Broker) -> None:
+    conn = await connect(broker.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    publisher = jetstream.Publisher(conn, timeout=0.5)
+    await publisher.start()
+    try:
+        js = conn.jetstream()
+        made = unique_stream()
+        await ensure_stream(js, StreamSettings(name=made.name, subjects=(f"{made.root}.s.>",)))
+        subject = made.subject("d", "upd")
+        assert await asyncio.wait_for(await publisher.publish(subject, b"before"), 5) == (1, False)
+        await broker.astop()
+        started = time.monotonic()
+        futures = [await publisher.publish(subject, b"while down %d" % i) for i in range(5)]
+        for future in futures:
+            with pytest.raises(BrokerUnavailableError):
+                await asyncio.wait_for(future, 5)
+        assert time.monotonic() - started < 2.0
+        assert publisher.outstanding == 0
+    finally:
+        await publisher.close()
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def test_publisher_refusal_and_close_fail_what_waits(
+    nc: Client, js: JetStreamContext, stream: Stream
+) -> None:
+    publisher = jetstream.Publisher(nc, timeout=30.0)
+    await publisher.start()
+    subject = stream.subject("d", "upd")
+    first = await publisher.publish(subject, b"on the wire")
+    held = await publisher.publish(subject, b"held")
+    other = await publisher.publish(stream.subject("e", "upd"), b"other subject")
+    publisher.refuse(subject.upper(), TransportError("refused"))
+    for future in (first, held):
+        with pytest.raises(TransportError, match="refused"):
+            await future
+    assert not other.done() or other.exception() is None
+    await publisher.close()
+    assert other.done()
+    if other.exception() is not None:
+        assert isinstance(other.exception(), BrokerUnavailableError)
+    assert publisher.outstanding == 0
