@@ -117,6 +117,7 @@ class Document:
         # Our published updates by msg id, until the live consumer delivers them back: the
         # exact bytes we sent need no verification and no decryption.
         self._own_payloads: OrderedDict[str, tuple[bytes, Update]] = OrderedDict()
+        self._inbox: list[jetstream.StoredMessage] = []  # delivered, not processed yet
         if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
             awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
         self.presence = Presence(self, awareness)
@@ -395,8 +396,7 @@ class Document:
                 if snapshot_msg is not None:
                     self._snapshot_seq[snapshot_msg.snapshot_id] = seq
                 self._last_seq = seq
-                for message in stored:
-                    self._handle_stored(message)
+                self._handle_stored_many(stored)
                 self._emit(
                     [
                         DocumentLoaded(
@@ -435,9 +435,9 @@ class Document:
 
     async def _catch_up(self) -> int:
         """Apply what was stored after the last applied sequence; return how many messages."""
+        self._drain_inbox()
         stored = await self._read(self.subjects.stored, self._last_seq + 1)
-        for message in stored:
-            self._handle_stored(message)
+        self._handle_stored_many(stored)
         return len(stored)
 
     def _connection_changed(self, connected: bool) -> None:
@@ -523,16 +523,62 @@ class Document:
             await sub.unsubscribe()
 
     async def _on_stored(self, msg: Any) -> None:
-        if self._closed:
-            return
-        stored = jetstream.StoredMessage(
-            subject=msg.subject,
-            sequence=msg.metadata.sequence.stream,
-            data=msg.data,
-            headers=dict(msg.headers or {}),
+        # Collect what the subscription delivers in one go and process it together (one
+        # receive_many for a run of updates) once the burst is taken.
+        if self._closed or self._receiving_paused:
+            return  # not applied, so the catch-up on resume reads it again
+        self._inbox.append(
+            jetstream.StoredMessage(
+                subject=msg.subject,
+                sequence=msg.metadata.sequence.stream,
+                data=msg.data,
+                headers=dict(msg.headers or {}),
+            )
         )
-        self._handle_stored(stored)
-        self._wake.set()
+        if len(self._inbox) == 1:
+            asyncio.get_running_loop().call_soon(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        if inbox and not self._closed and not self._receiving_paused:
+            self._handle_stored_many(inbox)
+            self._wake.set()
+
+    def _handle_stored_many(self, messages: list[jetstream.StoredMessage]) -> None:
+        """Stored messages in stream order; runs of plain updates go to one receive_many."""
+        run: list[bytes] = []
+        for stored in messages:
+            if (
+                stored.subject != self.subjects.update
+                or stored.sequence <= self._last_seq
+                or self._reassembler.pending
+                or chunks.PARTS_HEADER in stored.headers
+            ):
+                self._receive_run(run)
+                self._handle_stored(stored)
+                continue
+            self._last_seq = stored.sequence
+            if self._own_payloads and self._acknowledge_own(stored):
+                continue
+            self._dirty = True
+            run.append(stored.data)
+        self._receive_run(run)
+
+    def _receive_run(self, run: list[bytes]) -> None:
+        if run:
+            events = self.session.receive_many(run)
+            run.clear()
+            self._emit(events)
+            self._react(events, None)
+
+    def _acknowledge_own(self, stored: jetstream.StoredMessage) -> bool:
+        """Our own update delivered back, byte for byte: it is stored; nothing to verify."""
+        own = self._own_payloads.pop(stored.headers.get(MSG_ID, ""), None)
+        if own is None or own[0] != stored.data or chunks.PARTS_HEADER in stored.headers:
+            return False
+        update = own[1]
+        self._emit(self.session.update_stored(update.public_data.ref_snapshot_id, update.clock))
+        return True
 
     def _handle_stored(self, stored: jetstream.StoredMessage) -> None:
         if stored.sequence <= self._last_seq:
@@ -545,18 +591,12 @@ class Document:
                 self.redelivered += 1
             return
         self._last_seq = stored.sequence
-        if self._own_payloads and stored.subject == self.subjects.update:
-            own = self._own_payloads.pop(stored.headers.get(MSG_ID, ""), None)
-            if (
-                own is not None
-                and own[0] == stored.data
-                and chunks.PARTS_HEADER not in stored.headers
-            ):
-                update = own[1]
-                self._emit(
-                    self.session.update_stored(update.public_data.ref_snapshot_id, update.clock)
-                )
-                return
+        if (
+            self._own_payloads
+            and stored.subject == self.subjects.update
+            and self._acknowledge_own(stored)
+        ):
+            return
         try:
             data = self._reassembler.feed(stored.sequence, stored.data, stored.headers)
         except SecsyncError as exc:
