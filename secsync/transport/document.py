@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
@@ -316,7 +317,17 @@ class Document:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._notify is not None:
-            self._notify(lambda: loop.call_soon_threadsafe(self._local_change))
+            loop_thread = threading.get_ident()
+
+            def changed() -> None:
+                # Edits usually happen on the loop's own thread, where waking the loop through
+                # its self-pipe (a system call per keystroke) is not needed.
+                if threading.get_ident() == loop_thread:
+                    loop.call_soon(self._local_change)
+                else:
+                    loop.call_soon_threadsafe(self._local_change)
+
+            self._notify(changed)
         restored = self._restore()
         if self._client.connected.is_set():
             try:
