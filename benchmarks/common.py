@@ -49,7 +49,8 @@ class Sizes:
     e2e_saturated: int
     e2e_paced_seconds: float
     e2e_paced_rate: float
-    e2e_pipelined_updates: int
+    e2e_burst: int
+    e2e_burst_edits: int
     cold_counts: tuple[int, ...]
     cold_reps: int
     memory_point: int | None
@@ -74,7 +75,8 @@ QUICK = Sizes(
     e2e_saturated=1_000,
     e2e_paced_seconds=1.0,
     e2e_paced_rate=100.0,
-    e2e_pipelined_updates=2_000,
+    e2e_burst=32,
+    e2e_burst_edits=5_000,
     cold_counts=(0, 100, 1_000),
     cold_reps=2,
     memory_point=10_000,
@@ -99,7 +101,8 @@ FULL = Sizes(
     e2e_saturated=5_000,
     e2e_paced_seconds=4.0,
     e2e_paced_rate=100.0,
-    e2e_pipelined_updates=20_000,
+    e2e_burst=32,
+    e2e_burst_edits=50_000,
     cold_counts=(0, 1_000, 10_000),
     cold_reps=5,
     memory_point=None,

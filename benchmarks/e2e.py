@@ -202,6 +202,20 @@ async def drive_saturated(doc: Any, text: Any, n: int) -> list[tuple[float, int]
     return sent
 
 
+def drive_bursts(burst: int) -> Drive:
+    async def drive(doc: Any, text: Any, n: int) -> list[tuple[float, int]]:
+        """A program editing in bursts: ``burst`` transactions per turn of the event loop."""
+        sent = []
+        for i in range(n):
+            text.insert(len(text), "x")
+            sent.append((now(), len(text)))
+            if i % burst == burst - 1:
+                await asyncio.sleep(0)
+        return sent
+
+    return drive
+
+
 def drive_paced(rate: float) -> Drive:
     async def drive(doc: Any, text: Any, n: int) -> list[tuple[float, int]]:
         """Typing at a steady ``rate`` keystrokes per second."""
@@ -246,80 +260,6 @@ async def document_scenario(
         await doc.close()
     result = analyze(sent, records, 1, writer_cpu=cpu, reader_cpu=reader_cpu)
     result["name"] = name
-    return result
-
-
-async def pipelined_prototype(
-    url: str, changes: Sequence[bytes], window: int, timeout: float
-) -> dict[str, Any]:
-    """What a pipelined sender would reach: the sans-IO session's updates (one per trace
-    transaction) published with ``publish_async``, at most ``window`` unacknowledged, with the
-    transport's compare-and-set and dedup headers; a real ``Document`` reads them."""
-    import nats
-
-    from benchmarks.common import FeedAdapter, no_auto_snapshots
-    from secsync.protocol import crypto, wire
-    from secsync.protocol.session import DocumentSession
-    from secsync.transport.subjects import DocumentSubjects, snapshot_msg_id, update_msg_id
-
-    key = crypto.generate_key()
-    author = crypto.SigningKeyPair.generate()
-    doc_id = f"bench-pipelined-{secrets.token_hex(4)}"
-    subjects = DocumentSubjects.of(doc_id)
-    adapter = FeedAdapter()
-    session = DocumentSession(doc_id, author, key, adapter, config=no_auto_snapshots())
-    session.load(None)
-    snapshot = session.create_snapshot()
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        ack = await js.publish(
-            subjects.snapshot,
-            wire.encode(snapshot, include_doc_id=False),
-            headers={
-                MSG_ID: snapshot_msg_id(snapshot.snapshot_id),
-                EXPECTED_SEQ: "0",
-                EXPECTED_SEQ_SUBJECT: subjects.stored,
-            },
-        )
-        session.snapshot_stored(snapshot.snapshot_id)
-        ref = snapshot.snapshot_id
-        snap_seq = str(ack.seq)
-        async with Reader(
-            url, doc_id, key, "count", expect=len(changes), timeout=timeout
-        ) as reader:
-            pending: collections.deque[tuple[asyncio.Future[Any], int]] = collections.deque()
-            sent = []
-            gc.collect()
-            cpu = time.process_time()
-            for index, change in enumerate(changes, start=1):
-                adapter.local.append(change)
-                (message,) = session.data_to_send()
-                future = await js.publish_async(
-                    subjects.update,
-                    wire.encode(message, include_doc_id=False),
-                    headers={
-                        MSG_ID: update_msg_id(ref, author.public_key, message.clock),
-                        EXPECTED_SEQ: snap_seq,
-                        EXPECTED_SEQ_SUBJECT: subjects.snapshot,
-                    },
-                )
-                sent.append((now(), index))
-                pending.append((future, message.clock))
-                while len(pending) >= window:
-                    done, clock_ = pending.popleft()
-                    await done
-                    session.update_stored(ref, clock_)
-            while pending:
-                done, clock_ = pending.popleft()
-                await done
-                session.update_stored(ref, clock_)
-            cpu = time.process_time() - cpu
-            records, reader_cpu = await reader.finish()
-    finally:
-        await nc.close()
-    result = analyze(sent, records, 2, writer_cpu=cpu, reader_cpu=reader_cpu)
-    result["name"] = "pipelined prototype"
     return result
 
 
@@ -607,9 +547,14 @@ async def run_e2e(
             ),
         )
         await attempt(
-            "pipelined",
-            pipelined_prototype(
-                url, replay.changes[: sizes.e2e_pipelined_updates], sizes.e2e_window, timeout
+            "bursts",
+            document_scenario(
+                url,
+                "bursts",
+                immediate,
+                drive_bursts(sizes.e2e_burst),
+                edits=sizes.e2e_burst_edits,
+                timeout=timeout,
             ),
         )
         await attempt(

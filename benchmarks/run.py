@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keystroke_sizes = sorted(len(stream.updates[i]) for i in one_keystroke)
     payload_size = keystroke_sizes[len(keystroke_sizes) // 2] if keystroke_sizes else 240
     results["e2e_payload_bytes"] = payload_size
+    results["e2e_burst"] = sizes.e2e_burst
 
     def run_e2e() -> dict[str, Any]:
         from benchmarks.e2e import run_e2e as e2e
