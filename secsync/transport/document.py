@@ -119,6 +119,7 @@ class Document:
         # exact bytes we sent need no verification and no decryption.
         self._own_payloads: OrderedDict[str, tuple[bytes, Update]] = OrderedDict()
         self._inbox: list[jetstream.StoredMessage] = []  # delivered, not processed yet
+        self._unanswered = 0  # updates published whose acknowledgement is still awaited
         if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
             awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
         self.presence = Presence(self, awareness)
@@ -785,36 +786,37 @@ class Document:
         headers = self._headers(update)
         if len(payload) <= self._part_limit():
             try:
-                future = await self._client.publisher.publish(
-                    self.subjects.update, payload, headers
+                await self._client.publisher.publish_then(
+                    self.subjects.update,
+                    payload,
+                    headers,
+                    functools.partial(self._acknowledged, update),
                 )
             except SecsyncError as exc:
                 self._emit([PublishFailed(exc, self.subjects.update, retrying=True)])
             else:
-                msg_id = headers[MSG_ID]
-                self._own_payloads[msg_id] = (payload, update)
+                self._own_payloads[headers[MSG_ID]] = (payload, update)
                 while len(self._own_payloads) > 4 * self.config.max_in_flight:
                     self._own_payloads.popitem(last=False)  # never delivered back: forget
-                self._in_flight_tasks.add(future)
-                future.add_done_callback(functools.partial(self._acknowledged, update))
+                self._unanswered += 1
                 return
         self._retry_later(update, delay=0.0)
 
-    def _acknowledged(self, update: Update, future: asyncio.Future[tuple[int, bool]]) -> None:
-        self._in_flight_tasks.discard(future)
-        if future.cancelled() or self._closed:
+    def _acknowledged(
+        self, update: Update, result: tuple[int, bool] | None, error: SecsyncError | None
+    ) -> None:
+        self._unanswered -= 1
+        if self._closed:
             self._window.release()
             return
-        error = future.exception()
-        if error is None:
-            sequence, _duplicate = future.result()
-            self._stored(update, sequence, sequence)
+        if error is None and result is not None:
+            self._stored(update, result[0], result[0])
         elif isinstance(error, WrongLastSequenceError):
             self._conflict(update, error)
         else:
             if isinstance(error, BrokerUnavailableError | StreamNotFoundError):
                 error = self._client.denied(self.subjects.update) or error
-            reported = error if isinstance(error, SecsyncError) else TransportError(str(error))
+            reported = error or TransportError("publish settled without a result")
             self._emit([PublishFailed(reported, self.subjects.update, retrying=True)])
             self._retry_later(update, delay=self.config.retry_initial)
             return
@@ -841,12 +843,17 @@ class Document:
         """One publish of the window is over (stored, refused, or given up on close)."""
         self._window.release()
         self._progress.set()
-        if self.session.snapshot_requested and not self._in_flight_tasks:
+        if self.session.snapshot_requested and not self._unanswered and not self._in_flight_tasks:
             self._wake.set()  # a requested snapshot may go now that the rest is stored
 
     async def _drain_pipeline(self) -> None:
-        while self._in_flight_tasks:  # a failed publish is replaced by its retry task
-            await asyncio.wait(list(self._in_flight_tasks))
+        while self._unanswered or self._in_flight_tasks:
+            if self._in_flight_tasks:  # retries; a failed publish is replaced by its retry
+                await asyncio.wait(list(self._in_flight_tasks))
+            else:
+                self._progress.clear()
+                if self._unanswered:
+                    await self._progress.wait()
 
     def _next_wait(self) -> float | None:
         waits = []

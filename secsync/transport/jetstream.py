@@ -36,13 +36,14 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.js import api
 
 from secsync.errors import (
@@ -78,6 +79,8 @@ __all__ = [
     "publish",
     "publish_batch",
 ]
+
+log = structlog.get_logger("secsync.jetstream")
 
 API_PREFIX = "$JS.API"
 
@@ -450,10 +453,15 @@ async def publish_batch(
     return sequence, count
 
 
+#: ``callback(result, error)`` of :meth:`Publisher.publish_then`.
+Acknowledged = Callable[[tuple[int, bool] | None, SecsyncError | None], None]
+
+
 class Publisher:
     """Pipelined acknowledged publishes on one connection, with a bound on every wait.
 
-    :meth:`publish` returns a future of ``(sequence, duplicate)``; many can be outstanding.
+    :meth:`publish` returns a future of ``(sequence, duplicate)``, :meth:`publish_then` calls
+    back with it (or with the error) as soon as the answer is read; many can be outstanding.
     Acknowledgements arrive on one wildcard inbox subscription, and no task and no timer exist
     per message: a single sweep fails what is unanswered after ``timeout`` with
     :class:`BrokerUnavailableError`, so nothing waits forever (nats-py's ``publish_async``
@@ -473,9 +481,7 @@ class Publisher:
         self._timeout = timeout
         self._max_held = max_held
         self._prefix = nc.new_inbox()
-        self._pending: OrderedDict[str, tuple[asyncio.Future[tuple[int, bool]], float, str]] = (
-            OrderedDict()
-        )
+        self._pending: OrderedDict[str, tuple[Acknowledged, float, str]] = OrderedDict()
         self._on_wire: set[str] = set()
         self._held: list[tuple[str, bytes, str, dict[str, str] | None]] = []
         self._sub: Any = None
@@ -507,13 +513,36 @@ class Publisher:
     ) -> asyncio.Future[tuple[int, bool]]:
         """Store one message; the future holds its sequence and duplicate flag."""
         future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+
+        def settle(result: tuple[int, bool] | None, error: SecsyncError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result or (0, False))
+
+        await self.publish_then(subject, payload, headers, settle)
+        return future
+
+    async def publish_then(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None,
+        callback: Acknowledged,
+    ) -> None:
+        """Store one message; ``callback(result, error)`` runs once, when it is settled.
+
+        ``result`` is ``(sequence, duplicate)``. The callback runs inside the reply handler,
+        without a future or a turn of the event loop in between; it must not raise.
+        """
         self._counter += 1
         token = str(self._counter)
-        self._pending[token] = (future, time.monotonic() + self._timeout, subject)
+        self._pending[token] = (callback, time.monotonic() + self._timeout, subject)
         self._held.append((token, payload, subject, dict(headers) if headers else None))
         if not self._on_wire or len(self._held) >= self._max_held:
             await self._release()
-        return future
 
     def refuse(self, subject: str, error: SecsyncError) -> None:
         """Fail every publish waiting on ``subject`` (compared case-insensitively)."""
@@ -541,14 +570,24 @@ class Publisher:
         self._on_wire.discard(token)
         entry = self._pending.pop(token, None)
         if entry is not None:
-            future, _deadline, subject = entry
-            if not future.done():
-                try:
-                    future.set_result(self._acknowledgement(msg, subject))
-                except SecsyncError as exc:
-                    future.set_exception(exc)
+            callback, _deadline, subject = entry
+            try:
+                result = self._acknowledgement(msg, subject)
+            except SecsyncError as exc:
+                self._settle(callback, None, exc)
+            else:
+                self._settle(callback, result, None)
         if self._held:
             await self._release()
+
+    @staticmethod
+    def _settle(
+        callback: Acknowledged, result: tuple[int, bool] | None, error: SecsyncError | None
+    ) -> None:
+        try:
+            callback(result, error)
+        except Exception:  # a failing callback must not stop the other acknowledgements
+            log.exception("publish_callback_failed")
 
     @staticmethod
     def _acknowledgement(msg: Any, subject: str) -> tuple[int, bool]:
@@ -584,8 +623,8 @@ class Publisher:
         for token in tokens:
             self._on_wire.discard(token)
             entry = self._pending.pop(token, None)
-            if entry is not None and not entry[0].done():
-                entry[0].set_exception(error)
+            if entry is not None:
+                self._settle(entry[0], None, error)
 
 
 # --- reading ------------------------------------------------------------------------------------
