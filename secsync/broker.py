@@ -30,6 +30,7 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
@@ -470,63 +471,158 @@ class Broker:
 
 # --- `secsync broker` ---------------------------------------------------------------------------
 
+#: What ``secsync broker --topology`` starts (see :mod:`secsync.topology` for all but ``single``).
+TOPOLOGIES = ("single", "cluster", "supercluster", "leaf")
+DEFAULT_REGIONS = ("a", "b")
+
+
+def default_data_dir(topology: str = "single") -> str:
+    """Where ``secsync broker --topology TOPOLOGY`` keeps its data unless told otherwise."""
+    return DEFAULT_DATA_DIR if topology == "single" else f".secsync-{topology}-data"
+
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``secsync broker`` (for wiring into the main CLI)."""
     parser.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR,
-        help=f"JetStream data and server log, kept across runs (default: ./{DEFAULT_DATA_DIR})",
+        "--topology",
+        choices=TOPOLOGIES,
+        default="single",
+        help="single: one server (default); cluster: 3 nodes; supercluster: two regions of 3 "
+        "nodes joined by gateways; leaf: a hub and a device-local leaf server",
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="client port on 127.0.0.1 (0: any free)"
+        "--data-dir",
+        help="data and server logs, kept across runs (default: ./.secsync-broker-data, or "
+        "./.secsync-<topology>-data for the other topologies)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help=f"client port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free); "
+        "single server only, the other topologies use free ports",
     )
     parser.add_argument(
         "--http-port",
         type=int,
-        default=DEFAULT_HTTP_PORT,
-        help="monitoring port on 127.0.0.1 (0: any free)",
+        help=f"monitoring port on 127.0.0.1 (default {DEFAULT_HTTP_PORT}; 0: any free); "
+        "single server only",
     )
-    parser.add_argument("--config", help="nats-server config (default: broker-config/single.conf)")
+    parser.add_argument(
+        "--config",
+        help="nats-server config of the single server or of each (super-)cluster node "
+        "(default: the topology's file in broker-config/)",
+    )
+    parser.add_argument(
+        "--regions",
+        default=",".join(DEFAULT_REGIONS),
+        help="supercluster: comma-separated region names (default: a,b)",
+    )
+    parser.add_argument(
+        "--leaves", type=int, default=1, help="leaf: how many leaf servers (default: 1)"
+    )
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Run ``secsync broker`` from parsed :func:`add_broker_arguments` options (errors raise,
     for ``secsync.cli.main`` to report)."""
+    topology = getattr(args, "topology", "single")
+    if topology != "single" and (args.port or args.http_port):
+        raise TransportError(
+            "--port and --http-port apply to --topology single only; "
+            "the other topologies choose free ports and print them"
+        )
     return serve_broker(
-        data_dir=args.data_dir, port=args.port, http_port=args.http_port, config=args.config
+        topology=topology,
+        data_dir=args.data_dir if args.data_dir is not None else default_data_dir(topology),
+        port=DEFAULT_PORT if args.port is None else args.port,
+        http_port=DEFAULT_HTTP_PORT if args.http_port is None else args.http_port,
+        config=args.config,
+        regions=tuple(r.strip() for r in getattr(args, "regions", "a,b").split(",") if r.strip()),
+        leaves=getattr(args, "leaves", 1),
     )
 
 
 def run_broker(argv: Sequence[str] | None = None) -> int:
-    """``secsync broker [--data-dir DIR] [--port N] [--http-port N] [--config FILE]``."""
+    """``secsync broker [--topology T] [--data-dir DIR] [--port N] [--http-port N] ...``."""
     parser = argparse.ArgumentParser(
-        prog="secsync broker", description="Run a local nats-server with JetStream for secsync."
+        prog="secsync broker",
+        description="Run a local nats-server (or several) with JetStream for secsync.",
     )
     add_broker_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return cmd_broker(args)
-    except (TransportError, OSError) as exc:
+    except (TransportError, OSError, ValueError) as exc:
         print(f"secsync broker: {exc}", file=sys.stderr)
         return 1
 
 
 def serve_broker(
     *,
+    topology: str = "single",
     data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
     port: int = DEFAULT_PORT,
     http_port: int = DEFAULT_HTTP_PORT,
     config: str | os.PathLike[str] | None = None,
+    regions: Sequence[str] = DEFAULT_REGIONS,
+    leaves: int = 1,
 ) -> int:
-    """Run a broker until Ctrl-C or SIGTERM, then stop it cleanly. Returns an exit code:
-    0 after a requested stop, 1 if the server exited on its own."""
-    broker = Broker(
-        data_dir,
-        config=config,
-        port=port or free_port(),
-        http_port=http_port or free_port(),
-    )
+    """Run a broker (or a whole topology) until Ctrl-C or SIGTERM, then stop it cleanly.
+
+    Prints the client URLs and how long the start took once everything is ready. Returns an
+    exit code: 0 after a requested stop, 1 if a server exited on its own."""
+    if topology == "single":
+        broker = Broker(
+            data_dir,
+            config=config,
+            port=port or free_port(),
+            http_port=http_port or free_port(),
+        )
+
+        def start() -> list[str]:
+            broker.start()
+            return [
+                f"secsync broker listening on {broker.url} (pid {broker.pid})",
+                f"  monitoring: {broker.monitor_url}",
+                f"  data:       {broker.store_dir}",
+                f"  server log: {broker.log_path}",
+            ]
+
+        def servers() -> list[Broker]:
+            return [broker]
+
+        close: Callable[[], object] = broker.stop
+    else:
+        from secsync.topology import (
+            build_topology,
+            describe_topology,
+            topology_servers,
+        )
+
+        made = build_topology(topology, data_dir, regions=regions, leaves=leaves, config=config)
+
+        def start() -> list[str]:
+            made.start()
+            found = topology_servers(made)
+            return [
+                f"secsync broker: {topology} of {len(found)} servers",
+                *describe_topology(made),
+                f"  data:       {made.root_dir}",
+            ]
+
+        def servers() -> list[Broker]:
+            return topology_servers(made)
+
+        close = made.close
+    return _serve(start, servers, close)
+
+
+def _serve(
+    start: Callable[[], list[str]],
+    servers: Callable[[], list[Broker]],
+    close: Callable[[], object],
+) -> int:
+    """Start, report, wait for a signal or an unexpected exit, stop."""
     stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -537,26 +633,39 @@ def serve_broker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, request_stop)
     try:
-        broker.start()
-        print(f"secsync broker listening on {broker.url} (pid {broker.pid})", flush=True)
-        print(f"  monitoring: {broker.monitor_url}", flush=True)
-        print(f"  data:       {broker.store_dir}", flush=True)
-        print(f"  server log: {broker.log_path}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
+        started = time.monotonic()
+        lines = start()
+        seconds = time.monotonic() - started
+        for line in lines:
+            print(line, flush=True)
+        print(f"ready in {seconds:.2f} s. Press Ctrl-C to stop.", flush=True)
         while not stop_requested.is_set():
-            code = broker.wait(timeout=0.25)
-            if code is not None:
+            running = servers()
+            if len(running) == 1:
+                code = running[0].wait(timeout=0.25)
+            else:
+                stop_requested.wait(0.25)
+                exited = [s for s in running if not s.running]
+                code = exited[0].wait(0) if exited else None
+                running = exited or running
+            if code is not None and not stop_requested.is_set():
                 print(
-                    f"nats-server exited unexpectedly (code {code}); see {broker.log_path}",
+                    f"nats-server exited unexpectedly (code {code}); see {running[0].log_path}",
                     file=sys.stderr,
                     flush=True,
                 )
                 return 1
         print("stopping ...", flush=True)
-        code = broker.stop()
-        print(f"stopped (nats-server exit code {code})", flush=True)
+        everything = servers()
+        with ThreadPoolExecutor(max_workers=len(everything)) as pool:  # all at once
+            codes = list(pool.map(lambda server: server.stop(), everything))
+        close()
+        if len(codes) == 1:
+            print(f"stopped (nats-server exit code {codes[0]})", flush=True)
+        else:
+            print(f"stopped ({len(codes)} servers, exit codes {codes})", flush=True)
         return 0
     finally:
-        broker.stop()
+        close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import structlog
 
@@ -97,11 +97,30 @@ def _get_json(url: str, timeout: float = _REQUEST_TIMEOUT) -> dict[str, Any] | N
         return None
 
 
+def monitor_json(server: Broker, path: str, **query: str) -> dict[str, Any] | None:
+    """GET a monitoring endpoint of ``server`` (``"jsz"``, ``"healthz"``...) as JSON; ``None``
+    when it does not answer or answers an error status."""
+    url = f"{server.monitor_url}/{path.lstrip('/')}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    return _get_json(url)
+
+
+class NamedServer(Protocol):
+    """A server with a name and a client URL (what :func:`probe_api` needs)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
 async def _ignore_error(exc: Exception) -> None:
     """error_cb: keeps nats-py from printing tracebacks."""
 
 
-async def _answered(node: ClusterNode, deadline: float) -> str:
+async def _answered(node: NamedServer, deadline: float) -> str:
     """Why no JetStream API request through ``node`` was answered; empty once one was."""
     import nats
     import nats.errors
@@ -134,7 +153,7 @@ async def _answered(node: ClusterNode, deadline: float) -> str:
         await nc.close()
 
 
-def _probe_api(nodes: Sequence[ClusterNode], deadline: float) -> str:
+def probe_api(nodes: Sequence[NamedServer], deadline: float) -> str:
     """Why the JetStream API has not answered through every node in ``nodes``; empty once it has.
 
     On a fresh cluster, one of the first JetStream API requests sometimes goes unanswered even
@@ -215,10 +234,7 @@ class ClusterNode(Broker):
     def monitor(self, path: str, **query: str) -> dict[str, Any] | None:
         """GET a monitoring endpoint (``"jsz"``, ``"healthz"``...) as JSON; ``None`` when the
         node does not answer or answers an error status."""
-        url = f"{self.monitor_url}/{path.lstrip('/')}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        return _get_json(url)
+        return monitor_json(self, path, **query)
 
     def meta_leader(self) -> str | None:
         """The JetStream meta leader this node knows of, or ``None``."""
@@ -273,6 +289,9 @@ class Cluster:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._nodes: list[ClusterNode] = []
+        #: How many servers the JetStream meta layer spans: this cluster's, unless it is one
+        #: region of a super-cluster (secsync.topology), whose meta layer spans every region.
+        self._meta_size = size
 
     # --- properties ---------------------------------------------------------------------------
 
@@ -375,7 +394,7 @@ class Cluster:
                     )
             leader, problem = self._check_ready(running)
             if leader is not None:
-                problem = _probe_api(running, deadline)
+                problem = probe_api(running, deadline)
                 if not problem:
                     return leader
             if time.monotonic() >= deadline:
@@ -402,8 +421,11 @@ class Cluster:
             meta = jsz.get("meta_cluster") if jsz is not None else None
             if not isinstance(meta, dict) or not meta.get("leader"):
                 return None, f"{node.name} knows no meta leader"
-            if meta.get("cluster_size") != self._size:
-                return None, f"{node.name} sees {meta.get('cluster_size')} of {self._size} nodes"
+            if meta.get("cluster_size") != self._meta_size:
+                return (
+                    None,
+                    f"{node.name} sees {meta.get('cluster_size')} of {self._meta_size} nodes",
+                )
             leaders.add(str(meta["leader"]))
         if len(leaders) != 1:
             return None, f"the nodes name different meta leaders: {sorted(leaders)}"

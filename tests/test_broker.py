@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -387,3 +388,65 @@ def test_run_broker_refuses_a_data_dir_in_use(
     err = capsys.readouterr().err
     assert f"in use by another broker (pid {broker.pid})" in err
     assert broker.running
+
+
+# --- `secsync broker --topology` ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("topology", "servers"), [("leaf", 2), ("cluster", 3)])
+async def test_run_broker_starts_a_topology_and_stops_every_server(
+    tmp_path: Path, topology: str, servers: int
+) -> None:
+    data_dir = tmp_path / topology
+    code = "import sys; from secsync.broker import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--topology", topology, "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    pids: list[int] = []
+    try:
+        out = Output(proc)
+        ready = out.wait_for(r"ready in (\d+\.\d+) s", timeout=60)
+        assert float(ready[1]) > 0
+        found = re.findall(r"server (\S+): (nats://\S+) \(pid (\d+)\)", out.text)
+        assert len(found) == servers
+        pids = [int(pid) for _, _, pid in found]
+        assert re.search(rf"data:\s+{re.escape(str(data_dir))}", out.text)
+        if topology == "leaf":
+            assert re.search(r"hub:\s+nats://", out.text)
+            assert re.search(r"leaf1:\s+nats://", out.text)
+        else:
+            assert re.search(r"cluster secsync: nats://\S+,nats://\S+,nats://\S+", out.text)
+        # the JetStream API answers through every server, a leaf's too
+        for name, url, _ in found:
+            nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+            try:
+                info = await nc.jetstream(timeout=10).account_info()
+                assert info.api.errors >= 0, name
+            finally:
+                await nc.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        out.wait_for(rf"stopped \({servers} servers, exit codes \[0(, 0)*\]\)", timeout=5)
+        for pid in pids:
+            assert_process_gone(pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in pids:  # never leave a server behind, even when an assertion failed
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "nats-server":
+                    os.kill(pid, signal.SIGKILL)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_run_broker_other_topologies_choose_their_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--topology", "cluster", "--port", "4222", "--data-dir", str(tmp_path / "c")]
+    assert run_broker(args) == 1
+    assert "--port and --http-port apply to --topology single only" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # nothing was started
