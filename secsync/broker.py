@@ -478,7 +478,7 @@ DEFAULT_REGIONS = ("a", "b")
 
 def default_data_dir(topology: str = "single") -> str:
     """Where ``secsync broker --topology TOPOLOGY`` keeps its data unless told otherwise."""
-    return DEFAULT_DATA_DIR if topology == "single" else f".secsync-{topology}-data"
+    return DEFAULT_DATA_DIR if topology == "single" else f"{DEFAULT_DATA_DIR}/{topology}"
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -492,8 +492,8 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data-dir",
-        help="data and server logs, kept across runs (default: ./.secsync-broker-data, or "
-        "./.secsync-<topology>-data for the other topologies)",
+        help="data and server logs, kept across runs (default: ./.secsync-broker-data, and "
+        "./.secsync-broker-data/<topology> for the other topologies)",
     )
     parser.add_argument(
         "--port",
