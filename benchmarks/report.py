@@ -387,8 +387,82 @@ def render(results: dict[str, Any], png: str | None, plot_note: str | None) -> s
     _memory(results, add)
     _profile(results, add)
     _why(results, add)
+    _federation(results, add)
+    _capacity(results, add)
     _reproduce(results, add)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _federation(results: dict[str, Any], add: Any) -> None:
+    add("## 8. Across regions (super-cluster)")
+    add("")
+    fed = results.get("federation")
+    if not fed:
+        add("*Not measured in this run.*")
+        add("")
+        return
+    home, away = fed["home"], fed["away"]
+    add(
+        f"`secsync.topology.SuperCluster`: two regions (`{away}`, `{home}`) of three nodes, "
+        f"joined by gateways, all on this machine (healthy {fed['ready_s']:.1f} s after "
+        f"launch). The stream is homed in region `{home}` (placement by the tag "
+        f"`region:{home}`, three replicas there). Loopback adds no distance: the difference "
+        "between the rows is the extra hops through the gateway; add the real round trip "
+        "between your regions to the away row."
+    )
+    add("")
+    rows = []
+    for region in (home, away):
+        raw = fed["raw"][region]
+        sec = fed["secsync"][region]
+        other = away if region == home else home
+        rows.append(
+            [
+                f"`{region}`" + (" (home)" if region == home else " (away)"),
+                f"{raw['p50_ms']:.2f} / {raw['p99_ms']:.2f}",
+                f"{sec['stored']['p50_ms']:.2f} / {sec['stored']['p99_ms']:.2f}",
+                f"{sec['applied_other_region']['p50_ms']:.2f} / "
+                f"{sec['applied_other_region']['p99_ms']:.2f} (in `{other}`)",
+                f"{sec['first_apply_ms']:.0f}",
+            ]
+        )
+    for line in table(
+        [
+            "client in region",
+            "raw `js.publish` p50 / p99 ms",
+            "secsync edit stored p50 / p99 ms",
+            "edit applied in the other region p50 / p99 ms",
+            "first apply after the reader opened, ms",
+        ],
+        rows,
+        "lrrrr",
+    ):
+        add(line)
+    add(
+        f"Raw: {fed['raw'][home]['n']:,} sequential acknowledged publishes of 250 bytes; "
+        f"secsync: {fed['secsync'][home]['stored']['n']:,} edits, `flush()` after each "
+        "(one update per edit), read by a `Document` connected to the other region. The last "
+        "column is the first edit after the reader opened: a live consumer created moments "
+        "before in another region can lose its first delivery (its deliver subject's interest "
+        "has not crossed the gateway yet), and nats-py's ordered consumer recovers it at the "
+        "next idle heartbeat (`idle_heartbeat`, 1 s by default)."
+    )
+    add("")
+
+
+def _capacity(results: dict[str, Any], add: Any) -> None:
+    cap = results.get("capacity")
+    if not cap:
+        return
+    add("## 9. Capacity of one stream")
+    add("")
+    fragment = cap.get("markdown") if isinstance(cap, dict) else None
+    if fragment:
+        for line in str(fragment).splitlines():
+            add(line)
+    else:
+        add("*Not measured in this run.*")
+    add("")
 
 
 def _summary(results: dict[str, Any], add: Any) -> None:

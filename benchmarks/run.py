@@ -31,7 +31,18 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 from benchmarks import common
 from benchmarks.common import FULL, QUICK, REPO
 
-SECTIONS = ("micro", "parallel", "trace", "snapshot", "automerge", "e2e", "memory", "profile")
+SECTIONS = (
+    "micro",
+    "parallel",
+    "trace",
+    "snapshot",
+    "automerge",
+    "e2e",
+    "memory",
+    "profile",
+    "federation",
+    "capacity",
+)
 
 
 def _log(message: str) -> None:
@@ -210,6 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
 
     results["profile"] = section("profile", run_profile)
+
+    def run_federation() -> dict[str, Any]:
+        from benchmarks import federation
+
+        return federation.run(quick=sizes.name == "quick")
+
+    results["federation"] = section("federation", run_federation)
 
     results["duration_s"] = time.perf_counter() - t0
     results["loadavg_end"] = os.getloadavg()

@@ -1,0 +1,196 @@
+"""Documents across a NATS federation: a super-cluster of two regions joined by gateways, and a
+device-local leaf server in front of a hub (secsync.topology, broker-config/supercluster.conf,
+hub.conf, leaf.conf).
+
+The document's stream lives in one home region (placement by tag, R3 there); clients connect to
+the servers of their own region. A partition cuts every gateway while all servers keep running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import secsync
+from secsync.config import SecsyncConfig
+from secsync.topology import LeafTopology, SuperCluster, region_tag
+from secsync.transport import Document
+from tests.transport.helpers import YClient, open_y, until
+
+HOME = "b"  # the documents' home region
+AWAY = "a"
+
+# Home region b, three replicas there. Short retries: a partition is healed within seconds here.
+HOMED_IN_B = SecsyncConfig(
+    stream_name="FEDERATED",
+    subject_root="fed",
+    stream_replicas=3,
+    stream_placement_tags=(region_tag(HOME),),
+    batch_interval=0.0,
+    retry_max=1.0,
+    publish_timeout=2.0,
+    request_timeout=2.0,
+    idle_heartbeat=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def supercluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuperCluster]:
+    made = SuperCluster(tmp_path_factory.mktemp("supercluster"), partitionable=True)
+    started = time.monotonic()
+    made.start()
+    print(f"\nsuper-cluster (2 regions x 3) ready in {time.monotonic() - started:.2f} s")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+async def region_clients(
+    supercluster: SuperCluster,
+) -> AsyncIterator[tuple[secsync.SecsyncClient, secsync.SecsyncClient]]:
+    await supercluster.await_ready()
+    away = await secsync.connect(supercluster.region_urls(AWAY), config=HOMED_IN_B)
+    home = await secsync.connect(supercluster.region_urls(HOME), config=HOMED_IN_B)
+    try:
+        yield away, home
+    finally:
+        await away.close()
+        await home.close()
+
+
+async def edit(doc: Document, who: YClient, text: str, *, timeout: float = 20.0) -> None:
+    who.text.insert(len(who.text), text)
+    await doc.flush(timeout=timeout)
+
+
+async def test_stream_is_placed_in_its_home_region_and_both_regions_converge(
+    supercluster: SuperCluster,
+    region_clients: tuple[secsync.SecsyncClient, secsync.SecsyncClient],
+) -> None:
+    away_client, home_client = region_clients
+    info = await home_client.js.stream_info(HOMED_IN_B.stream_name)
+    assert info.cluster is not None and info.cluster.name == HOME
+    replicas = {info.cluster.leader, *(r.name for r in info.cluster.replicas or [])}
+    assert replicas == {node.name for node in supercluster.region_nodes(HOME)}
+
+    alice, bob = YClient(), YClient()
+    doc_a = await open_y(away_client, "federated-converge", alice)
+    doc_b = await open_y(home_client, "federated-converge", bob)
+    for i in range(5):
+        await edit(doc_a, alice, f"a{i} ")
+        await edit(doc_b, bob, f"b{i} ")
+    await until([doc_a, doc_b], lambda: alice.content == bob.content and len(bob.content) == 30)
+    assert sorted(alice.content.split()) == sorted(
+        [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
+    )
+    await doc_a.close()
+    await doc_b.close()
+
+
+async def test_partition_then_heal_converges(
+    supercluster: SuperCluster,
+    region_clients: tuple[secsync.SecsyncClient, secsync.SecsyncClient],
+) -> None:
+    away_client, home_client = region_clients
+    alice, bob = YClient(), YClient()
+    doc_a = await open_y(away_client, "federated-partition", alice)
+    doc_b = await open_y(home_client, "federated-partition", bob)
+    await edit(doc_a, alice, "before ")
+    await until([doc_a, doc_b], lambda: bob.content == "before ")
+
+    await supercluster.apartition()
+    try:
+        # The home region keeps its stream: edits there are stored while the regions are apart.
+        await edit(doc_b, bob, "home-during ")
+        # The away region cannot reach the stream: its edits wait, unacknowledged.
+        alice.text.insert(len(alice.text), "away-during ")
+        with pytest.raises(TimeoutError):
+            await doc_a.flush(timeout=3.0)
+        assert doc_a.unacknowledged + doc_a.pending_changes > 0
+        assert "away-during" not in bob.content
+    finally:
+        healing = time.monotonic()
+        await supercluster.aheal()
+    healed = time.monotonic() - healing
+
+    await doc_a.flush(timeout=60)
+    expected = {"before", "home-during", "away-during"}
+    await until(
+        [doc_a, doc_b],
+        lambda: alice.content == bob.content and set(bob.content.split()) == expected,
+        timeout=60,
+    )
+    print(
+        f"\npartition healed in {healed:.2f} s; both regions agree "
+        f"{time.monotonic() - healing:.2f} s after the gateways were let through"
+    )
+    # and they keep working together afterwards
+    await edit(doc_a, alice, "after ")
+    await until([doc_a, doc_b], lambda: alice.content == bob.content and "after" in bob.content)
+    await doc_a.close()
+    await doc_b.close()
+
+
+# --- leaf node: a device-local server in front of the hub -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def leaf_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeafTopology]:
+    made = LeafTopology(tmp_path_factory.mktemp("leaf"))
+    made.start()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+async def test_offline_edits_on_a_leaf_reach_the_hub_when_it_returns(
+    leaf_topology: LeafTopology, tmp_path: Path
+) -> None:
+    config = SecsyncConfig(
+        batch_interval=0.0, retry_max=0.5, publish_timeout=2.0, request_timeout=2.0
+    )
+    device_config = SecsyncConfig(
+        batch_interval=0.0,
+        retry_max=0.5,
+        publish_timeout=2.0,
+        request_timeout=2.0,
+        idle_heartbeat=0.5,
+        store_path=str(tmp_path / "device.sqlite"),
+    )
+    hub_user, device_user = YClient(), YClient()
+    hub_client = await secsync.connect(leaf_topology.hub_url, config=config)
+    device_client = await secsync.connect(leaf_topology.leaf_url, config=device_config)
+    try:
+        on_hub = await open_y(hub_client, "leaf-doc", hub_user)
+        on_device = await open_y(device_client, "leaf-doc", device_user)
+        await edit(on_device, device_user, "online ")
+        await until([on_hub, on_device], lambda: hub_user.content == "online ")
+
+        await leaf_topology.astop_hub()
+        for word in ("offline-1 ", "offline-2 ", "offline-3 "):
+            device_user.text.insert(len(device_user.text), word)
+        with pytest.raises(TimeoutError):
+            await on_device.flush(timeout=2.0)
+        assert on_device.pending_changes + on_device.unacknowledged > 0
+
+        returned = time.monotonic()
+        await leaf_topology.astart_hub()
+        await on_device.flush(timeout=60)
+        expected = "online offline-1 offline-2 offline-3 "
+        await until([on_hub, on_device], lambda: hub_user.content == expected, timeout=60)
+        print(
+            f"\noffline edits reached the hub {time.monotonic() - returned:.2f} s after it started"
+        )
+        assert device_user.content == expected
+        # the hub's side writes back through the leaf as well
+        await edit(on_hub, hub_user, "hub ")
+        await until([on_hub, on_device], lambda: device_user.content == expected + "hub ")
+    finally:
+        await device_client.close()
+        await hub_client.close()
