@@ -58,6 +58,11 @@ class SecsyncConfig:
     """Cluster the stream is placed in (its home region); ``None`` lets the broker choose."""
     stream_placement_tags: tuple[str, ...] = ()
     """Server tags the stream's replicas must carry, e.g. ``("region:eu",)``."""
+    read_stream: str | None = None
+    """Stream to read documents from: a mirror of ``stream_name`` near this client (mirrors
+    keep the origin's sequences). Loading, catch-up and live delivery use it; writes, and the
+    check whether an earlier write landed, still go to ``stream_name``. ``None``: read the
+    stream itself. See ``secsync.transport.jetstream.ensure_mirror``."""
     max_consumers: int = 10_000
     """Explicit consumer limit of the stream; nats-server 2.15 defaults to 1000 per stream."""
     duplicate_window: float = 120.0

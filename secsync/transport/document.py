@@ -97,6 +97,7 @@ class Document:
         self.config = config
         self.doc_id = session.doc_id
         self.subjects = DocumentSubjects.of(session.doc_id, config.subject_root)
+        self._read_stream = config.read_stream or config.stream_name
         self._log = log.bind(doc=self.subjects.token[:8])
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -439,7 +440,7 @@ class Document:
         scoped to the document (what per-document permissions allow)."""
         return await jetstream.messages_scoped(
             self._client.js,
-            self.config.stream_name,
+            self._read_stream,
             subject,
             start,
             timeout=self.config.request_timeout,
@@ -514,7 +515,7 @@ class Document:
         )
         self._sub = await self._client.js.subscribe(
             self.subjects.stored,
-            stream=self.config.stream_name,
+            stream=self._read_stream,
             cb=self._on_stored,
             ordered_consumer=True,
             idle_heartbeat=self.config.idle_heartbeat,
@@ -528,7 +529,7 @@ class Document:
         with contextlib.suppress(Exception):
             info = await asyncio.wait_for(sub.consumer_info(), self.config.request_timeout)
             await asyncio.wait_for(
-                self._client.js.delete_consumer(self.config.stream_name, info.name),
+                self._client.js.delete_consumer(self._read_stream, info.name),
                 self.config.request_timeout,
             )
         with contextlib.suppress(Exception):

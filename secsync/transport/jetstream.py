@@ -72,6 +72,7 @@ __all__ = [
     "Publisher",
     "StoredMessage",
     "StreamSettings",
+    "ensure_mirror",
     "ensure_stream",
     "get_message",
     "last_message",
@@ -351,6 +352,58 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
         f"stream {settings.name} kept changing while it was provisioned",
         err_code=ERR_STREAM_NAME_IN_USE,
     )
+
+
+async def ensure_mirror(
+    js: JetStreamContext,
+    name: str,
+    source: str,
+    *,
+    replicas: int = 1,
+    placement_cluster: str | None = None,
+    placement_tags: Sequence[str] = (),
+    max_consumers: int = 10_000,
+) -> None:
+    """Create ``name`` as a read-only mirror of stream ``source``, placed near its readers.
+
+    A mirror keeps the origin's stream sequences, so a client may load and follow documents
+    from it (``SecsyncConfig.read_stream``) and still publish with compare-and-set against the
+    origin. Idempotent; an existing stream of that name that is not a mirror of ``source``
+    raises :class:`BrokerRequestError`.
+    """
+    _validate_stream(name)
+    _validate_stream(source)
+    settings = StreamSettings(
+        name=name,
+        replicas=replicas,
+        placement_cluster=placement_cluster,
+        placement_tags=tuple(placement_tags),
+    )
+    with _translated(f"stream {name}"):
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                api.StreamConfig(
+                    name=name,
+                    mirror=api.StreamSource(name=source),
+                    storage=api.StorageType.FILE,
+                    num_replicas=replicas,
+                    placement=_placement(settings),
+                    max_consumers=max_consumers,
+                    allow_direct=True,
+                    mirror_direct=True,
+                    deny_delete=True,
+                )
+            )
+            if replicas > 1:
+                await _wait_for_leader(js, name)
+            return
+    mirror = info.config.mirror if info.config is not None else None
+    if mirror is None or mirror.name != source:
+        raise BrokerRequestError(
+            f"stream {name} exists and is not a mirror of {source}", err_code=ERR_STREAM_NAME_IN_USE
+        )
 
 
 async def _wait_for_leader(js: JetStreamContext, name: str, timeout: float = 10.0) -> None:

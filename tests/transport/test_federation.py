@@ -8,6 +8,7 @@ the servers of their own region. A partition cuts every gateway while all server
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 
 import secsync
 from secsync.config import SecsyncConfig
+from secsync.errors import BrokerRequestError
 from secsync.topology import LeafTopology, SuperCluster, region_tag
-from secsync.transport import Document
+from secsync.transport import Document, jetstream
 from tests.transport.helpers import YClient, open_y, until
 
 HOME = "b"  # the documents' home region
@@ -133,6 +135,49 @@ async def test_partition_then_heal_converges(
     await edit(doc_a, alice, "after ")
     await until([doc_a, doc_b], lambda: alice.content == bob.content and "after" in bob.content)
     await doc_a.close()
+    await doc_b.close()
+
+
+async def test_away_region_reads_from_a_local_mirror_and_writes_to_the_home_stream(
+    supercluster: SuperCluster,
+    region_clients: tuple[secsync.SecsyncClient, secsync.SecsyncClient],
+) -> None:
+    away_client, home_client = region_clients
+    mirror = "FEDERATED_MIRROR_A"
+    await jetstream.ensure_mirror(
+        away_client.js, mirror, HOMED_IN_B.stream_name, placement_tags=[region_tag(AWAY)]
+    )
+    await jetstream.ensure_mirror(  # idempotent
+        away_client.js, mirror, HOMED_IN_B.stream_name, placement_tags=[region_tag(AWAY)]
+    )
+    info = await away_client.js.stream_info(mirror)
+    assert info.cluster is not None and info.cluster.name == AWAY
+
+    alice, bob = YClient(), YClient()
+    doc_b = await open_y(home_client, "federated-mirror", bob)
+    await edit(doc_b, bob, "written-in-b ")
+    reading_near = dataclasses.replace(HOMED_IN_B, read_stream=mirror)
+    async with secsync.connect(supercluster.region_urls(AWAY), config=reading_near) as near:
+        doc_a = await open_y(near, "federated-mirror", alice)
+        await until(doc_a, lambda: alice.content == "written-in-b ")
+        # the live consumer of the away client is on the mirror, not on the home stream
+        assert (await near.js.stream_info(mirror)).state.consumer_count == 1
+        await edit(doc_a, alice, "written-in-a ")  # stored in the home stream
+        await until(doc_b, lambda: bob.content == "written-in-b written-in-a ")
+        await edit(doc_b, bob, "again-b ")
+        await until(doc_a, lambda: alice.content == bob.content)
+        assert alice.content == "written-in-b written-in-a again-b "
+        # the mirror holds the home stream's messages at the home stream's sequences
+        home_info = await home_client.js.stream_info(HOMED_IN_B.stream_name)
+        subject = doc_b.subjects.update
+        last_home = await jetstream.last_message(home_client.js, HOMED_IN_B.stream_name, subject)
+        assert last_home is not None and last_home.sequence <= home_info.state.last_seq
+        last_mirror = await jetstream.last_message(near.js, mirror, subject)
+        assert last_mirror is not None
+        assert (last_mirror.sequence, last_mirror.data) == (last_home.sequence, last_home.data)
+        await doc_a.close()
+    with pytest.raises(BrokerRequestError):
+        await jetstream.ensure_mirror(away_client.js, HOMED_IN_B.stream_name, mirror)
     await doc_b.close()
 
 
