@@ -17,13 +17,14 @@ import pytest
 
 import secsync
 from secsync.config import SecsyncConfig
-from secsync.errors import BrokerRequestError
+from secsync.errors import BrokerRequestError, BrokerUnavailableError
 from secsync.topology import LeafTopology, SuperCluster, region_tag
 from secsync.transport import Document, jetstream
 from tests.transport.helpers import YClient, open_y, until
 
 HOME = "b"  # the documents' home region
 AWAY = "a"
+THIRD = "c"  # holds no document; its servers count in the meta layer's majority
 
 # Home region b, three replicas there. Short retries: a partition is healed within seconds here.
 HOMED_IN_B = SecsyncConfig(
@@ -41,10 +42,12 @@ HOMED_IN_B = SecsyncConfig(
 
 @pytest.fixture(scope="module")
 def supercluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuperCluster]:
-    made = SuperCluster(tmp_path_factory.mktemp("supercluster"), partitionable=True)
+    made = SuperCluster(
+        tmp_path_factory.mktemp("supercluster"), regions=(AWAY, HOME, THIRD), partitionable=True
+    )
     started = time.monotonic()
     made.start()
-    print(f"\nsuper-cluster (2 regions x 3) ready in {time.monotonic() - started:.2f} s")
+    print(f"\nsuper-cluster (3 regions x 3) ready in {time.monotonic() - started:.2f} s")
     try:
         yield made
     finally:
@@ -178,6 +181,42 @@ async def test_away_region_reads_from_a_local_mirror_and_writes_to_the_home_stre
         await doc_a.close()
     with pytest.raises(BrokerRequestError):
         await jetstream.ensure_mirror(away_client.js, HOMED_IN_B.stream_name, mirror)
+    await doc_b.close()
+
+
+async def test_region_outages_and_the_meta_layer_majority(
+    supercluster: SuperCluster,
+    region_clients: tuple[secsync.SecsyncClient, secsync.SecsyncClient],
+) -> None:
+    """The meta layer spans all nine servers: opening a document (which creates consumers)
+    needs five of them. One region down leaves six; two regions down leave three."""
+    _, home_client = region_clients
+    bob = YClient()
+    doc_b = await open_y(home_client, "federated-outage", bob)
+    await edit(doc_b, bob, "one ")
+    try:
+        await supercluster.astop_region(AWAY)
+        carol = YClient()
+        async with secsync.connect(supercluster.region_urls(HOME), config=HOMED_IN_B) as other:
+            doc_c = await open_y(other, "federated-outage", carol)  # 6 of 9 servers: opens
+            assert carol.content == "one "
+            await edit(doc_c, carol, "two ")
+            await until(doc_b, lambda: bob.content == "one two ")
+            await doc_c.close()
+
+        await supercluster.astop_region(THIRD)  # 3 of 9: no majority for new consumers
+        with pytest.raises(BrokerUnavailableError):
+            async with secsync.connect(supercluster.region_urls(HOME), config=HOMED_IN_B) as c:
+                await open_y(c, "federated-outage", YClient())
+        await edit(doc_b, bob, "three ")  # an open document still stores its edits at home
+    finally:
+        await supercluster.astart_region(THIRD)
+        await supercluster.astart_region(AWAY)
+    dave = YClient()
+    async with secsync.connect(supercluster.region_urls(HOME), config=HOMED_IN_B) as later:
+        doc_d = await open_y(later, "federated-outage", dave)
+        assert dave.content == "one two three "
+        await doc_d.close()
     await doc_b.close()
 
 
