@@ -10,6 +10,9 @@ server, so it has the same ``stop``/``kill``/``restart`` (on the same ports and 
 failover tests. :meth:`Cluster.stream_leader` tells which node leads a stream.
 
 Blocking methods have ``a``-prefixed coroutine twins that run them in a thread.
+
+:mod:`secsync.topology` builds on this: regions of a super-cluster are :class:`Cluster` objects,
+and :func:`probe_api` and :func:`monitor_json` serve its readiness checks too.
 """
 
 from __future__ import annotations
