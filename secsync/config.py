@@ -31,6 +31,15 @@ class SecsyncConfig:
     """How an update's changes are serialized: ``native`` (msgpack) or ``secsync-json``
     (a JSON array of base64url strings, as secsync JS's React hooks do). Receivers accept both."""
 
+    # --- receiving ----------------------------------------------------------------------------
+    verify_threads: int = 0
+    """Worker threads that decode and verify the signatures of a batch given to
+    ``DocumentSession.receive_many`` ahead of the session, which still processes the batch in
+    order on the calling thread, with the same results, errors and events as without them.
+    libsodium releases the GIL, so up to the number of cores helps; 0 verifies on the calling
+    thread only. The session owns such a pool (``DocumentSession.close`` ends it) unless it is
+    given one (``verify_executor``)."""
+
     # --- bounds on untrusted input ----------------------------------------------------------
     max_message_bytes: int = 64 * 1024 * 1024
     max_queued_updates_per_author: int = 10_000

@@ -25,8 +25,46 @@ def serialize_changes(changes: Sequence[bytes], encoding: ChangeEncoding = "nati
     return packed
 
 
+def _native_list(data: bytes, max_changes: int) -> list[bytes] | None:
+    """The common native form, read straight from the bytes: a fixarray (at most 15 items) of
+    ``bin`` values that ends the input. ``None`` for anything else, which the general path
+    below then decodes or refuses. For the inputs this accepts, the general path (structure
+    check, then ``msgpack.unpackb`` with its limits) returns the same list: the structure is
+    sound, the array holds fewer items than the input has bytes and no more than
+    ``max_changes``, no ``bin`` is longer than the input, and nothing trails."""
+    first = data[0]
+    if not 0x90 <= first <= 0x9F or first - 0x90 > max_changes:
+        return None
+    size = len(data)
+    pos = 1
+    changes = []
+    try:
+        for _ in range(first - 0x90):
+            head = data[pos]
+            if head == 0xC4:
+                length, pos = data[pos + 1], pos + 2
+            elif head == 0xC5:
+                length, pos = int.from_bytes(data[pos + 1 : pos + 3], "big"), pos + 3
+            elif head == 0xC6:
+                length, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
+            else:
+                return None
+            end = pos + length
+            if end > size:
+                return None
+            changes.append(data[pos:end])
+            pos = end
+    except IndexError:
+        return None
+    return changes if pos == size else None
+
+
 def deserialize_changes(data: bytes, *, max_changes: int = 1_000_000) -> list[bytes]:
     """Decode either encoding; raise :class:`UpdateDeserializeError` on anything else."""
+    if type(data) is bytes and data:
+        changes = _native_list(data, max_changes)
+        if changes is not None:
+            return changes
     try:
         if data[:1] == b"[":
             items = json.loads(data)

@@ -20,9 +20,17 @@ _B64URL_CHARS = re.compile(rb"[A-Za-z0-9_-]*")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def b64encode_ascii(data: bytes) -> bytes:
+    """Unpadded base64url as ASCII bytes (``base64.urlsafe_b64encode`` without its wrappers)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
 def b64encode(data: bytes) -> str:
     """Unpadded base64url, as libsodium's ``to_base64`` default."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def b64decode(text: str | bytes) -> bytes:

@@ -7,6 +7,7 @@ base64url strings secsync JS works with are derived where the cryptography needs
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,7 +24,13 @@ from secsync.protocol.crypto import (
     ciphertext_hash,
     snapshot_proof,
 )
-from secsync.protocol.encoding import JsonValue, b64decode, b64encode, canonical_json
+from secsync.protocol.encoding import (
+    JsonValue,
+    b64decode,
+    b64encode,
+    b64encode_ascii,
+    canonical_json,
+)
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = frozenset({PROTOCOL_VERSION})
@@ -92,7 +99,11 @@ class SnapshotPublicData:
         return data
 
     def aad(self) -> str:
-        return b64encode(canonical_json(self.to_json()).encode("utf-8"))
+        return self.aad_b64().decode("ascii")
+
+    def aad_b64(self) -> bytes:
+        """The AAD (§2) as ASCII bytes, as the AEAD, the tag and the signature take it."""
+        return b64encode_ascii(canonical_json(self.to_json()).encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +130,29 @@ class UpdatePublicData:
         return data
 
     def aad(self) -> str:
+        return self.aad_b64().decode("ascii")
+
+    def aad_b64(self) -> bytes:
+        """The AAD (§2) as ASCII bytes, as the AEAD, the tag and the signature take it."""
         if self.extra:
-            return b64encode(canonical_json(self.to_json()).encode("utf-8"))
-        # The hot path: four known keys, already in canonical order; only docId needs escaping.
-        return b64encode(
-            (
-                f'{{"clock":{self.clock},"docId":{canonical_json(self.doc_id)},'
-                f'"pubKey":"{b64encode(self.pub_key)}",'
-                f'"refSnapshotId":"{b64encode(self.ref_snapshot_id)}"}}'
-            ).encode()
-        )
+            return b64encode_ascii(canonical_json(self.to_json()).encode("utf-8"))
+        # The hot path: four known keys, already in canonical order; only docId needs escaping,
+        # and everything after the clock is the same for all updates of an author on a snapshot.
+        try:
+            tail = _update_aad_tail(self.doc_id, self.pub_key, self.ref_snapshot_id)
+        except TypeError:  # unhashable field values (say a bytearray key): the same, uncached
+            tail = _update_aad_tail.__wrapped__(self.doc_id, self.pub_key, self.ref_snapshot_id)
+        return b64encode_ascii(f'{{"clock":{self.clock}'.encode() + tail)
+
+
+@functools.lru_cache(maxsize=512)
+def _update_aad_tail(doc_id: str, pub_key: bytes, ref_snapshot_id: bytes) -> bytes:
+    """``,"docId":…,"pubKey":…,"refSnapshotId":…}`` of an update's canonical public data (public
+    values only, so caching them is harmless)."""
+    return (
+        f',"docId":{canonical_json(doc_id)},"pubKey":"{b64encode(pub_key)}",'
+        f'"refSnapshotId":"{b64encode(ref_snapshot_id)}"}}'
+    ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +170,11 @@ class EphemeralPublicData:
         return data
 
     def aad(self) -> str:
-        return b64encode(canonical_json(self.to_json()).encode("utf-8"))
+        return self.aad_b64().decode("ascii")
+
+    def aad_b64(self) -> bytes:
+        """The AAD (§2) as ASCII bytes, as the AEAD, the tag and the signature take it."""
+        return b64encode_ascii(canonical_json(self.to_json()).encode("utf-8"))
 
 
 PublicData: TypeAlias = SnapshotPublicData | UpdatePublicData | EphemeralPublicData
@@ -214,6 +242,60 @@ class EphemeralMessage(_Sealed):
 
 
 Message: TypeAlias = Snapshot | Update | EphemeralMessage
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def trusted_update(
+    *,
+    nonce: bytes,
+    ciphertext: bytes,
+    signature: bytes,
+    version: int,
+    doc_id: str,
+    pub_key: bytes,
+    ref_snapshot_id: bytes,
+    clock: int,
+) -> Update:
+    """``Update(..., public_data=UpdatePublicData(...))`` without extras, for values the wire
+    decoder has already checked: the same objects, built without ``__init__``'s overhead."""
+    public = _new(UpdatePublicData)
+    _set(public, "doc_id", doc_id)
+    _set(public, "pub_key", pub_key)
+    _set(public, "ref_snapshot_id", ref_snapshot_id)
+    _set(public, "clock", clock)
+    _set(public, "extra", _EMPTY)
+    update = _new(Update)
+    _set(update, "nonce", nonce)
+    _set(update, "ciphertext", ciphertext)
+    _set(update, "signature", signature)
+    _set(update, "version", version)
+    _set(update, "public_data", public)
+    return update
+
+
+def trusted_ephemeral(
+    *,
+    nonce: bytes,
+    ciphertext: bytes,
+    signature: bytes,
+    version: int,
+    doc_id: str,
+    pub_key: bytes,
+) -> EphemeralMessage:
+    """:func:`trusted_update` for an ephemeral message without extras."""
+    public = _new(EphemeralPublicData)
+    _set(public, "doc_id", doc_id)
+    _set(public, "pub_key", pub_key)
+    _set(public, "extra", _EMPTY)
+    message = _new(EphemeralMessage)
+    _set(message, "nonce", nonce)
+    _set(message, "ciphertext", ciphertext)
+    _set(message, "signature", signature)
+    _set(message, "version", version)
+    _set(message, "public_data", public)
+    return message
 
 
 @dataclass(frozen=True, slots=True)

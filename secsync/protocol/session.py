@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -74,8 +75,31 @@ from secsync.protocol.messages import (
     UpdatePublicData,
 )
 from secsync.protocol.policy import AllowAll, AuthorPolicy
+from secsync.protocol.prefetch import Prepared, prepare_all, prepare_messages
 
 log = structlog.get_logger("secsync.session")
+
+# receive_many takes a batch in parts of this many messages: each part is decoded and checked
+# (on verify_threads threads too) before it is processed, so that at most this many are held.
+BATCH_CHUNK: Final = 512
+_SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 items]
+
+
+def _next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
+    """The next part of a batch for :meth:`DocumentSession._receive_ahead`: up to
+    ``BATCH_CHUNK`` messages, ending after a snapshot (updates after it are opened ahead
+    only once it is active and its key known)."""
+    part: list[Message | bytes] = []
+    for item in iterator:
+        part.append(item)
+        if len(part) >= BATCH_CHUNK or isinstance(item, Snapshot):
+            break
+        if type(item) is bytes and item[:3] == _SNAPSHOT_HEAD:
+            break
+    return part
+
+
+Received = Message | bytes
 
 
 def _short(key: bytes) -> str:
@@ -94,6 +118,13 @@ class _Active:
     """Last applied (or, for us, confirmed) clock per author."""
     updates: int = 0
     update_bytes: int = 0
+    cipher: crypto.Cipher | bytes = field(init=False, repr=False)
+    """The key, ready for many messages (a malformed key stays as it is and fails as before)."""
+    authors: dict[bytes, bytes] = field(init=False, repr=False, default_factory=dict)
+    """One bytes object per author with applied updates, shared by their events."""
+
+    def __post_init__(self) -> None:
+        self.cipher = crypto.Cipher.of(self.key)
 
 
 @dataclass(slots=True)
@@ -131,7 +162,12 @@ class DocumentSession:
         *,
         config: SecsyncConfig | None = None,
         policy: AuthorPolicy | None = None,
+        verify_executor: Executor | None = None,
     ) -> None:
+        """``verify_executor`` runs the ``config.verify_threads`` verification workers of
+        :meth:`receive_many` (for example a pool shared by many sessions); without one, the
+        session starts its own thread pool the first time it needs it (:meth:`close` ends it).
+        """
         self.doc_id = doc_id
         self.signer = signer
         self.keys: KeyProvider = StaticKey(keys) if isinstance(keys, bytes) else keys
@@ -161,6 +197,11 @@ class DocumentSession:
         self._snapshot_in_flight: _SnapshotInFlight | None = None
         self._outbox: list[Message] = []
         self._snapshot_requested = False
+
+        self._verify_executor = verify_executor
+        self._own_executor: ThreadPoolExecutor | None = None
+        # What verification threads computed for the message being processed (receive_many).
+        self._ahead: Prepared | None = None
 
     # --- what the application can read ------------------------------------------------------
 
@@ -401,7 +442,7 @@ class DocumentSession:
                 plaintext = serialize_changes(batch, self.config.change_encoding)
             except Exception as exc:
                 raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
-            update = sealing.seal(public, plaintext, active.key, self.signer)
+            update = sealing.seal(public, plaintext, active.cipher, self.signer)
             updates.append(update)
             self._in_flight[self._local_clock] = _UpdateInFlight(update, batch)
         return updates
@@ -514,27 +555,117 @@ class DocumentSession:
         proof_chain: Sequence[ProofChainEntry] = (),
         now: float | None = None,
     ) -> list[Event]:
+        """Process received messages in order (decoded, or native wire bytes).
+
+        The messages are taken in parts of up to ``BATCH_CHUNK`` (a part ends after a
+        snapshot, whose key opens the updates after it): each part is decoded and its
+        signatures checked first (on ``config.verify_threads`` worker threads too, libsodium
+        runs without the GIL), then processed in order here, with the outcome of processing
+        each message alone (events, errors, state).
+        """
         now = time.monotonic() if now is None else now
         events: list[Event] = []
         self._collect_local()
-        for item in messages:
+        iterator = iter(messages)
+        while part := _next_part(iterator):
+            if len(part) == 1:
+                self._receive_item(part[0], proof_chain, now, events)
+            else:
+                self._receive_ahead(part, proof_chain, now, events)
+        events += self.handle_timer(now)
+        return events
+
+    def _receive_item(
+        self,
+        item: Received,
+        proof_chain: Sequence[ProofChainEntry],
+        now: float,
+        events: list[Event],
+    ) -> None:
+        if isinstance(item, bytes | bytearray | memoryview):
             try:
-                message = (
-                    wire.decode(item, doc_id=self.doc_id, max_bytes=self.config.max_message_bytes)
-                    if isinstance(item, bytes | bytearray | memoryview)
-                    else item
+                message = wire.decode(
+                    item, doc_id=self.doc_id, max_bytes=self.config.max_message_bytes
                 )
             except SecsyncError as exc:
                 events.append(self._rejected(exc, None, None))
-                continue
-            if isinstance(message, Update):
-                self._receive_update(message, now, events)
-            elif isinstance(message, Snapshot):
-                self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
-            else:
-                self._receive_ephemeral(message, events)
-        events += self.handle_timer(now)
-        return events
+                return
+        else:
+            message = item
+        self._dispatch(message, proof_chain, now, events)
+
+    def _dispatch(
+        self,
+        message: Message,
+        proof_chain: Sequence[ProofChainEntry],
+        now: float,
+        events: list[Event],
+    ) -> None:
+        if isinstance(message, Update):
+            self._receive_update(message, now, events)
+        elif isinstance(message, Snapshot):
+            self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
+        else:
+            self._receive_ephemeral(message, events)
+
+    def _receive_ahead(
+        self,
+        items: Sequence[Received],
+        proof_chain: Sequence[ProofChainEntry],
+        now: float,
+        events: list[Event],
+    ) -> None:
+        """:meth:`receive_many`'s loop over a part of a batch, with the pure part of the work
+        (decoding, signature checks, opening updates on the active snapshot) done first, on
+        ``config.verify_threads`` threads too. Each message is then processed in order as it
+        would be alone, taking what was computed ahead instead of computing it (see
+        :meth:`_verify`, :meth:`_apply_update`): the same events, errors and state."""
+        doc_id, max_bytes = self.doc_id, self.config.max_message_bytes
+        active = self._active
+        # Updates on the active snapshot are opened ahead with its key; _apply_update uses
+        # what was opened only if that is still the key it opens them with.
+        snapshot_id = active.info.snapshot_id if active is not None else None
+        cipher = (
+            active.cipher
+            if active is not None and isinstance(active.cipher, crypto.Cipher)
+            else None
+        )
+
+        def work(part: Sequence[Received]) -> list[Prepared]:
+            return prepare_messages(part, doc_id, max_bytes, snapshot_id, cipher)
+
+        threads = self.config.verify_threads
+        pool = self._verification_pool(threads) if threads > 0 else None
+        prepared = prepare_all(items, work, pool, threads)
+        outer = self._ahead
+        try:
+            for item, ahead in zip(items, prepared, strict=True):
+                if ahead.message is not None:
+                    self._ahead = ahead
+                    self._dispatch(ahead.message, proof_chain, now, events)
+                elif ahead.error is not None:
+                    events.append(self._rejected(ahead.error, None, None))
+                else:  # nothing computed ahead: exactly as alone
+                    self._ahead = None
+                    self._receive_item(item, proof_chain, now, events)
+        finally:
+            self._ahead = outer
+
+    def _verification_pool(self, threads: int) -> Executor:
+        if self._verify_executor is not None:
+            return self._verify_executor
+        if self._own_executor is None:
+            self._own_executor = ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="secsync-verify"
+            )
+        return self._own_executor
+
+    def close(self) -> None:
+        """End the verification thread pool the session started, if any (it starts again
+        when needed). A pool given as ``verify_executor`` is left to its owner."""
+        pool, self._own_executor = self._own_executor, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def recover(
         self,
@@ -678,7 +809,7 @@ class DocumentSession:
             raise SnapshotParentError("another snapshot with the active snapshot's id")
         if public.snapshot_id in self._superseded:
             raise SnapshotReplayError("snapshot was already superseded")
-        aad = sealing.check_signature(snapshot)
+        aad = self._verify(snapshot)
         if public.doc_id != self.doc_id:
             raise SnapshotDocumentIdError()
         info = snapshot.info()
@@ -713,7 +844,7 @@ class DocumentSession:
                     f"{public.parent_snapshot_update_clocks.get(self.public_key, -1)}, "
                     f"the broker confirmed {mine}"
                 )
-        plaintext = sealing.decrypt(snapshot, key, aad)
+        plaintext = sealing.open_sealed(snapshot, key, aad)
         carried = self._carry_over(snapshot, direct_child)
         try:
             self.crdt.apply_snapshot(plaintext)
@@ -812,8 +943,9 @@ class DocumentSession:
 
     def _process_update(self, update: Update, now: float, events: list[Event]) -> None:
         public = update.public_data
-        self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
-        aad = sealing.check_signature(update)
+        if type(self.policy) is not AllowAll:  # AllowAll allows everything, without a call
+            self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
+        aad = self._verify(update)
         if public.doc_id != self.doc_id:
             raise UpdateDocumentIdError()
         active = self._active
@@ -842,22 +974,46 @@ class DocumentSession:
         self._drain(public.pub_key, active, events)
 
     def _apply_update(
-        self, update: Update, active: _Active, events: list[Event], aad: str | None = None
+        self, update: Update, active: _Active, events: list[Event], aad: bytes | None = None
     ) -> None:
-        plaintext = sealing.decrypt(update, active.key, aad)
-        changes = deserialize_changes(plaintext)
+        ahead = self._ahead
+        if ahead is not None and ahead.message is update and ahead.cipher is active.cipher:
+            # opened ahead, with this very key
+            if ahead.failure is not None:
+                raise sealing.decryption_error(update, ahead.failure)
+            changes = ahead.changes
+        else:
+            changes = None
+        if changes is None:
+            changes = deserialize_changes(sealing.open_sealed(update, active.cipher, aad))
         try:
             self.crdt.apply_changes(changes)
         except Exception as exc:
             raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
         public = update.public_data
-        active.clocks[public.pub_key] = public.clock
+        # The event shares the active snapshot's id (the update names it) and one key object
+        # per author instead of holding the copies decoded from each message.
+        author = active.authors.setdefault(public.pub_key, public.pub_key)
+        clock = public.clock
+        active.clocks[author] = clock
         active.updates += 1
         active.update_bytes += len(update.ciphertext)
-        if public.pub_key == self.public_key:
+        if author == self.public_key:
             # Our own update, stored in an earlier run of this client: continue after it.
-            self._local_clock = max(self._local_clock, public.clock)
-        events.append(UpdateApplied(public.ref_snapshot_id, public.pub_key, public.clock))
+            self._local_clock = max(self._local_clock, clock)
+        events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+
+    def _verify(self, message: Update | Snapshot) -> bytes:
+        """The signature check of ``message``; returns its AAD (ASCII bytes).
+
+        When a verification thread has already checked this very message, its result is used.
+        """
+        ahead = self._ahead
+        if ahead is not None and ahead.message is message and ahead.aad is not None:
+            if not ahead.valid:
+                raise sealing.signature_error(message)
+            return ahead.aad
+        return sealing.verify(message)
 
     def _enqueue(self, update: Update, now: float) -> None:
         waiting = self._waiting.setdefault(update.author, _Waiting(since=now))

@@ -60,6 +60,8 @@ from secsync.protocol.messages import (
     SnapshotPublicData,
     Update,
     UpdatePublicData,
+    trusted_ephemeral,
+    trusted_update,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
@@ -173,6 +175,10 @@ def decode(
         raise MalformedMessageError("message must be bytes")
     if len(data) > max_bytes:
         raise MessageTooLargeError(f"message of {len(data)} bytes exceeds {max_bytes}")
+    if type(data) is bytes:
+        fast = _decode_canonical(data, doc_id)
+        if fast is not None:
+            return fast
     try:
         check_msgpack_structure(bytes(data))
         items = msgpack.unpackb(
@@ -210,6 +216,145 @@ def decode(
         raise _PARSE_ERRORS[kind](
             str(exc) if not isinstance(exc, SecsyncError) else exc.message
         ) from None
+
+
+_CANONICAL_HEADS: Final = {
+    b"\x9a\x01\x02": MessageKind.UPDATE,
+    b"\x98\x01\x03": MessageKind.EPHEMERAL,
+}
+_BIN_PUBLIC_KEY: Final = b"\xc4\x20"
+_BIN_ID: Final = b"\xc4\x18"  # ids and nonces: 24 bytes
+_BIN_SIGNATURE: Final = b"\xc4\x40"
+
+
+def _decode_canonical(data: bytes, doc_id: str | None) -> Message | None:
+    """The common case, read straight from the bytes: an update or ephemeral message of
+    protocol version 1 without extras, in its one canonical encoding. ``None`` for anything
+    else (the general decoder then accepts or refuses it, with its errors).
+
+    Equivalence with the general path: this accepts exactly the byte strings that are the
+    msgpack encoding, as :func:`encode` writes it, of ``[1, kind, docId|nil, pubKey(32),
+    (refSnapshotId(24), clock,) nil, nonce(24), ciphertext(≥48), signature(64)]`` with a valid
+    ``docId`` (UTF-8, at most ``MAX_DOC_ID_LENGTH`` characters, or nil with ``doc_id`` given)
+    and a clock of 0 to 2^53-1: each item must carry the header ``msgpack.packb`` gives it (the
+    shortest integer, str and bin forms, ``bin`` for binary values) and the last one must end
+    the input. The general path decodes such bytes to the very same message (the one container
+    is the top-level array of 8 or 10 items; every size and type check passes) and re-encodes
+    them to the same bytes, so it accepts them too. Whatever this does not accept, the general
+    path decides, with its errors. It allocates nothing but slices of the input.
+    """
+    kind = _CANONICAL_HEADS.get(data[:3])
+    if kind is None:
+        return None
+    size = len(data)
+    try:
+        first = data[3]
+        if first == 0xC0:
+            if doc_id is None:
+                return None
+            doc, pos = doc_id, 4
+        else:
+            if 0xA0 <= first <= 0xBF:
+                length, pos = first & 0x1F, 4
+            elif first == 0xD9:
+                length, pos = data[4], 5
+                if length < 0x20:
+                    return None
+            elif first == 0xDA:
+                length, pos = int.from_bytes(data[4:6], "big"), 6
+                if length < 0x100:
+                    return None
+            else:
+                return None
+            end = pos + length
+            if end > size:
+                return None
+            try:
+                doc = data[pos:end].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            if len(doc) > MAX_DOC_ID_LENGTH:
+                return None
+            pos = end
+        if data[pos : pos + 2] != _BIN_PUBLIC_KEY:
+            return None
+        pub_key = data[pos + 2 : pos + 34]
+        pos += 34
+        clock = 0
+        ref = b""
+        if kind == MessageKind.UPDATE:
+            if data[pos : pos + 2] != _BIN_ID:
+                return None
+            ref = data[pos + 2 : pos + 26]
+            pos += 26
+            first = data[pos]
+            if first <= 0x7F:
+                clock, pos = first, pos + 1
+            elif first == 0xCC:
+                clock, pos = data[pos + 1], pos + 2
+                if clock <= 0x7F:
+                    return None
+            elif first == 0xCD:
+                clock, pos = int.from_bytes(data[pos + 1 : pos + 3], "big"), pos + 3
+                if clock <= 0xFF:
+                    return None
+            elif first == 0xCE:
+                clock, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
+                if clock <= 0xFFFF:
+                    return None
+            elif first == 0xCF:
+                clock, pos = int.from_bytes(data[pos + 1 : pos + 9], "big"), pos + 9
+                if clock <= 0xFFFFFFFF or clock > MAX_SAFE_INTEGER:
+                    return None
+            else:
+                return None
+        if data[pos] != 0xC0 or data[pos + 1 : pos + 3] != _BIN_ID:  # no extras; the nonce
+            return None
+        nonce = data[pos + 3 : pos + 27]
+        pos += 27
+        first = data[pos]
+        if first == 0xC4:
+            length, pos = data[pos + 1], pos + 2
+        elif first == 0xC5:
+            length, pos = int.from_bytes(data[pos + 1 : pos + 3], "big"), pos + 3
+            if length <= 0xFF:
+                return None
+        elif first == 0xC6:
+            length, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
+            if length <= 0xFFFF:
+                return None
+        else:
+            return None
+        end = pos + length
+        if (
+            length < CIPHERTEXT_OVERHEAD
+            or end + 2 + SIGNATURE_BYTES != size
+            or data[end : end + 2] != _BIN_SIGNATURE
+        ):
+            return None
+    except IndexError:
+        return None
+    ciphertext = data[pos:end]
+    signature = data[end + 2 :]
+    if kind == MessageKind.UPDATE:
+        return trusted_update(
+            nonce=nonce,
+            ciphertext=ciphertext,
+            signature=signature,
+            version=1,
+            doc_id=doc,
+            pub_key=pub_key,
+            ref_snapshot_id=ref,
+            clock=clock,
+        )
+    return trusted_ephemeral(
+        nonce=nonce,
+        ciphertext=ciphertext,
+        signature=signature,
+        version=1,
+        doc_id=doc,
+        pub_key=pub_key,
+    )
 
 
 def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) -> Message:
