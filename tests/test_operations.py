@@ -200,6 +200,16 @@ async def test_restoring_an_older_backup_reuses_sequences_clients_have_applied(
                     # Bob's update took a sequence Alice has applied already (her own lost
                     # update): her live consumer resumes after it and never delivers his.
                     assert bdoc.last_sequence <= seen_by_alice
+
+                    # The way back for her: start over from the broker with a fresh document.
+                    await doc.close()
+                    fresh = same_signer(alice)
+                    async with secsync.connect(new.url, config=config()) as again:
+                        fdoc = await open_y(again, DOC, fresh)
+                        assert fresh.content == bob.content == "in the backup (bob)"
+                        await edit(fdoc, fresh, ", alice again")
+                        await until(bdoc, lambda: bob.content == fresh.content)
+                        assert bob.content == "in the backup (bob), alice again"
     finally:
         original.close()
 
