@@ -452,16 +452,18 @@ def _federation(results: dict[str, Any], add: Any) -> None:
 
 def _capacity(results: dict[str, Any], add: Any) -> None:
     cap = results.get("capacity")
-    if not cap:
-        return
-    add("## 9. Capacity of one stream")
-    add("")
-    fragment = cap.get("markdown") if isinstance(cap, dict) else None
-    if fragment:
-        for line in str(fragment).splitlines():
-            add(line)
-    else:
+    fragment = str(cap.get("markdown") or "") if isinstance(cap, dict) else ""
+    if not fragment:
+        add("## 9. Capacity of one server and one stream")
+        add("")
         add("*Not measured in this run.*")
+        add("")
+        return
+    lines = fragment.splitlines()
+    if lines and lines[0].startswith("## "):
+        lines[0] = "## 9. " + lines[0][3:]  # numbered like the other sections
+    for line in lines:
+        add(line)
     add("")
 
 

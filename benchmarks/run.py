@@ -1,6 +1,6 @@
 """Run the benchmark suite and write ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 
-    python -m benchmarks.run            # the full run (about 5 minutes on 2 cores)
+    python -m benchmarks.run            # the full run (about 9 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run (< 60 s), written to benchmarks/out/
     python -m benchmarks.run --json run.json   # also keep every number
     python -m benchmarks.run --render run.json # rewrite the report, measuring nothing
@@ -228,6 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return federation.run(quick=sizes.name == "quick")
 
     results["federation"] = section("federation", run_federation)
+
+    def run_capacity() -> dict[str, Any]:
+        from benchmarks import capacity
+
+        measured = capacity.run(out=None, max_docs=5_000 if sizes.name == "quick" else 200_000)
+        return {"markdown": capacity.render(measured), "numbers": measured}
+
+    results["capacity"] = section("capacity", run_capacity)
 
     results["duration_s"] = time.perf_counter() - t0
     results["loadavg_end"] = os.getloadavg()

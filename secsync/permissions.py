@@ -165,6 +165,9 @@ def member_permissions(
         f"{_API}.INFO",
         f"{_API}.CONSUMER.INFO.{stream}.*",
         f"{_API}.CONSUMER.DELETE.{stream}.*",
+        # pages of the short-lived pull consumers that load a document; only consumers the
+        # member could create (filtered on its documents) or learn the random name of
+        f"{_API}.CONSUMER.MSG.NEXT.{stream}.*",
         f"$JS.FC.{stream}.>",  # flow control replies of the ordered push consumer
     ]
     if batch_direct_get:

@@ -206,7 +206,7 @@ class Document:
                 self._emit([StorageFailed(exc)])
         if changes:
             self._dirty = True
-        self._wake.set()
+            self._wake.set()  # not otherwise: the sender polls Automerge documents through here
 
     def checkpoint(self) -> None:
         """Write the full local state now (it is also written regularly and on close)."""
@@ -735,11 +735,14 @@ class Document:
         they go first, byte for byte."""
         while not self._closed:
             timeout = self._next_wait()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-            # that arrives as the event is set, and close() would then wait for ever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            if self._wake.is_set():
+                await asyncio.sleep(0)  # woken meanwhile: go on, but let the others run first
+            else:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event is set; close() would wait for ever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             if self.closed:
                 return

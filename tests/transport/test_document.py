@@ -70,6 +70,33 @@ async def test_two_clients_converge_on_automerge(broker) -> None:
             await until([da, db], lambda: automerge_text(a) == automerge_text(b) == "hi automerge!")
 
 
+async def test_an_idle_automerge_document_is_polled_not_spun(broker) -> None:
+    """Automerge has no change notification: the sender checks every poll_interval, and an
+    idle document must not turn that into a busy loop (which also starves the event loop)."""
+    config = SecsyncConfig(poll_interval=0.05)
+    async with secsync.connect(broker.url, config=config) as client:
+        doc = core.Document()
+        automerge_type(doc, 0, "idle")
+        opened = await client.open(
+            "am-idle", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=doc
+        )
+        await opened.flush(5)
+        polls = 0
+        handle_timer = opened.session.handle_timer
+
+        def counted() -> list:  # type: ignore[type-arg]
+            nonlocal polls
+            polls += 1
+            return handle_timer()
+
+        opened.session.handle_timer = counted  # type: ignore[method-assign]
+        await asyncio.sleep(0.5)  # the idle period being measured, not a synchronisation
+        assert 3 <= polls <= 25, polls  # about one per poll_interval
+        automerge_type(doc, 4, "!")  # and a change is still picked up by the polling
+        await opened.flush(5)
+        assert opened.is_synced
+
+
 async def test_offline_client_catches_up_from_snapshot_and_updates(broker) -> None:
     config = SecsyncConfig(batch_interval=0.002, snapshot_after_updates=5)
     async with secsync.connect(broker.url, config=config) as client:
