@@ -443,7 +443,7 @@ async def time_pull_reads(
     js: Any, loader: Loader, rng: random.Random, stream: str, count: int = DOCUMENT_READS
 ) -> dict[str, float]:
     """The same read as :func:`time_document_reads` (same filter, same start), through a pull
-    consumer instead of the push consumer ``jetstream.messages_scoped`` creates: create it, fetch
+    consumer made by hand, as ``jetstream.messages_scoped`` does it in pages: create it, fetch
     what it reports pending, delete it."""
     from nats.js import api
 
@@ -869,7 +869,7 @@ def render(results: dict[str, Any]) -> str:
         ("direct_get_miss", "direct get of a subject never written"),
         ("scoped_read", "open's first read: consumer on the snapshot subject"),
         ("document_read", "open's second read: consumer on `secsync.s.<h>.<token>.*`"),
-        ("pull_read", "the same read through a pull consumer (create, fetch, delete)"),
+        ("pull_read", "the same read by hand: `add_consumer`, one `fetch`, delete"),
         ("client_open", "`client.open` (both reads, live consumer, decrypt, apply)"),
         ("ensure_stream", "`ensure_stream` (every client connect)"),
         ("cas_update_publish", "update publish with compare-and-set"),
