@@ -28,6 +28,7 @@ from secsync.cluster import Cluster, ClusterNode
 from secsync.config import SecsyncConfig
 from secsync.errors import WrongLastSequenceError
 from secsync.protocol import wire
+from secsync.protocol.events import Event, UpdateStored
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
 
@@ -206,6 +207,14 @@ async def test_resent_cas_publish_is_a_conflict_on_a_single_server(broker: Broke
 # --- the client end to end on the cluster -------------------------------------------------------
 
 
+def _events(doc: Document) -> list[Event]:
+    """The document's events so far, without waiting."""
+    out = []
+    while not doc._events.empty():
+        out.append(doc._events.get_nowait())
+    return out
+
+
 class YClient:
     def __init__(self) -> None:
         self.signer = secsync.SigningKeyPair.generate()
@@ -369,24 +378,50 @@ async def test_clients_ride_out_the_loss_of_the_stream_leader(cluster: Cluster) 
         db = await b.open(c2, "failover")
         assert b.content == "before"
 
+        async def burst() -> list[str]:
+            """Type 60 tokens, flushing every 10; the stream leader dies in the middle."""
+            typed = []
+            for i in range(60):
+                token = f" t{i}"
+                a.text.insert(len(a.text), token)
+                typed.append(token.strip())
+                await asyncio.sleep(0)
+                if i % 10 == 9:
+                    await da.flush(30)
+            return typed
+
         leader = await cluster.astream_leader(config.stream_name)
+        typing = asyncio.ensure_future(burst())
+        await until(db, lambda: "t25" in b.content, timeout=30)  # mid-burst, some stored
         killed_at = time.monotonic()
         leader.kill()
         try:
-            a.text.insert(len(a.text), " during")
+            typed = await asyncio.wait_for(typing, 60)
             await da.flush(30)
             stored_after = time.monotonic() - killed_at
-            await until(db, lambda: b.content == "before during", timeout=30)
+            await until(db, lambda: b.content == a.content, timeout=30)
             converged_after = time.monotonic() - killed_at
             successor = await cluster.astream_leader(config.stream_name)
             assert successor.name != leader.name
         finally:
+            typing.cancel()
             await leader.arestart()
             await cluster.await_ready()
         print(
-            f"\nstream leader {leader.name} killed: stored after {stored_after:.2f} s, "
-            f"converged after {converged_after:.2f} s, new leader {successor.name}"
+            f"\nstream leader {leader.name} killed mid-burst: all stored "
+            f"{stored_after:.2f} s later, converged after {converged_after:.2f} s, "
+            f"new leader {successor.name}"
         )
+        # every token exactly once, on both sides
+        assert b.content.split() == ["before", *typed]
+        # every update the broker acknowledged is in the stream
+        acknowledged = {e.clock for e in _events(da) if isinstance(e, UpdateStored)}
+        in_stream = await jetstream.messages_scoped(
+            c1.js, config.stream_name, da.subjects.update, 1, timeout=10
+        )
+        decoded = [wire.decode(m.data, doc_id="failover") for m in in_stream]
+        mine = {m.clock for m in decoded if m.author == a.signer.public_key}
+        assert acknowledged and acknowledged <= mine
         b.text.insert(0, "> ")
         await db.flush(10)
-        await until(da, lambda: a.content == "> before during")
+        await until(da, lambda: a.content == b.content and a.content.startswith("> before t0"))
