@@ -7,6 +7,7 @@ import contextlib
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import nats
@@ -56,6 +57,7 @@ class SecsyncClient:
         self._nc: Any = None
         self._js: JetStreamContext | None = None
         self._publisher: jetstream.Publisher | None = None
+        self._verify_pool: ThreadPoolExecutor | None = None
         self.connected = asyncio.Event()
         """Set while a connection to the broker is up."""
         self._documents: dict[str, Document] = {}
@@ -208,7 +210,15 @@ class SecsyncClient:
             if not isinstance(key, bytes):
                 raise ConfigurationError("a key provider needs an explicit storage_key")
             storage_key = key
-        session = DocumentSession(doc_id, signing_key, key, crdt, config=self.config, policy=policy)
+        session = DocumentSession(
+            doc_id,
+            signing_key,
+            key,
+            crdt,
+            config=self.config,
+            policy=policy,
+            verify_executor=self._verification_pool(),
+        )
         document = Document(self, session, self.config, awareness, storage_key=storage_key)
         self._documents[doc_id] = document
         try:
@@ -217,6 +227,14 @@ class SecsyncClient:
             await document.close()
             raise
         return document
+
+    def _verification_pool(self) -> ThreadPoolExecutor | None:
+        """One pool of ``verify_threads`` workers shared by every document of this client."""
+        if self.config.verify_threads and self._verify_pool is None:
+            self._verify_pool = ThreadPoolExecutor(
+                max_workers=self.config.verify_threads, thread_name_prefix="secsync-verify"
+            )
+        return self._verify_pool
 
     @property
     def documents(self) -> dict[str, Document]:
@@ -301,6 +319,9 @@ class SecsyncClient:
                 await asyncio.wait_for(self._nc.drain(), self.config.request_timeout)
             with contextlib.suppress(Exception):
                 await self._nc.close()
+        if self._verify_pool is not None:
+            self._verify_pool.shutdown(wait=False)
+            self._verify_pool = None
         if self.store is not None:
             self.store.close()
 

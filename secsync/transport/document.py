@@ -305,6 +305,7 @@ class Document:
         if self._notify is not None:
             self._notify(None)
         self.session.crdt.close()
+        self.session.close()
         self._client._forget(self)
         self._log.info("document_closed")
 

@@ -97,6 +97,30 @@ async def test_an_idle_automerge_document_is_polled_not_spun(broker) -> None:
         assert opened.is_synced
 
 
+async def test_a_reader_verifying_on_worker_threads_converges(broker) -> None:
+    threaded = SecsyncConfig(batch_interval=0.0, verify_threads=1, snapshot_after_updates=50)
+    async with (
+        secsync.connect(broker.url, config=SecsyncConfig(batch_interval=0.0)) as wc,
+        secsync.connect(broker.url, config=threaded) as rc,
+    ):
+        writer, reader = YClient(), YClient()
+        dw = await open_y(wc, "threaded", writer)
+        for i in range(40):  # stored before the reader opens: loaded as one batch
+            writer.text.insert(len(writer.text), f"{i} ")
+            await asyncio.sleep(0)
+        await dw.flush(10)
+        dr = await open_y(rc, "threaded", reader)
+        assert reader.content == writer.content
+        assert rc._verify_pool is not None  # one pool for the client's documents
+        for i in range(40, 200):  # and followed live, in bursts
+            writer.text.insert(len(writer.text), f"{i} ")
+            await asyncio.sleep(0)
+        await dw.flush(10)
+        await until(dr, lambda: reader.content == writer.content)
+        assert reader.content.split() == [str(i) for i in range(200)]
+    assert rc._verify_pool is None  # ended with the client
+
+
 async def test_offline_client_catches_up_from_snapshot_and_updates(broker) -> None:
     config = SecsyncConfig(batch_interval=0.002, snapshot_after_updates=5)
     async with secsync.connect(broker.url, config=config) as client:
