@@ -33,12 +33,12 @@ class SecsyncConfig:
 
     # --- receiving ----------------------------------------------------------------------------
     verify_threads: int = 0
-    """Worker threads that decode and verify the signatures of a batch given to
-    ``DocumentSession.receive_many`` ahead of the session, which still processes the batch in
-    order on the calling thread, with the same results, errors and events as without them.
-    libsodium releases the GIL, so up to the number of cores helps; 0 verifies on the calling
-    thread only. The session owns such a pool (``DocumentSession.close`` ends it) unless it is
-    given one (``verify_executor``)."""
+    """Worker threads that help ``DocumentSession.receive_many`` decode, verify and open a
+    batch before the session processes it, in order on the calling thread, with the same
+    results, errors and events as without them. libsodium releases the GIL and the calling
+    thread takes part, so one less than the number of cores is the useful value (1 on 2 cores);
+    0 does it all on the calling thread. The session owns such a pool (``DocumentSession.close``
+    ends it) unless it is given one (``verify_executor``)."""
 
     # --- bounds on untrusted input ----------------------------------------------------------
     max_message_bytes: int = 64 * 1024 * 1024

@@ -33,29 +33,30 @@ Item = TypeVar("Item")
 
 
 class Prepared:
-    """What was computed ahead for one item of a batch."""
+    """What was computed ahead for one item of a batch (the class attributes are the defaults:
+    an instance sets only what it learnt)."""
 
-    __slots__ = ("aad", "changes", "cipher", "error", "failure", "message", "valid")
-
-    def __init__(self) -> None:
-        self.message: Message | None = None
-        """The decoded (or given) message; ``None`` when decoding failed or was not tried."""
-        self.error: SecsyncError | None = None
-        """The decoder's error, when it refused the bytes."""
-        self.aad: bytes | None = None
-        """The message's AAD when its signature was checked; ``None`` when it was not."""
-        self.valid = False
-        """Whether the signature verifies (meaningful when ``aad`` is set)."""
-        self.cipher: crypto.Cipher | None = None
-        """The key an update with a valid signature was opened with, if it was."""
-        self.failure: str | None = None
-        """Why opening failed (commitment tag or AEAD), when it did."""
-        self.changes: list[bytes] | None = None
-        """The opened update's change list (``None`` if it did not deserialize)."""
+    message: Message | None = None
+    """The decoded (or given) message; ``None`` when decoding failed or was not tried."""
+    error: SecsyncError | None = None
+    """The decoder's error, when it refused the bytes."""
+    aad: bytes | None = None
+    """The message's AAD when its signature was checked; ``None`` when it was not."""
+    valid: bool = False
+    """Whether the signature verifies (meaningful when ``aad`` is set)."""
+    cipher: crypto.Cipher | None = None
+    """The key an update with a valid signature was opened with, if it was."""
+    failure: str | None = None
+    """Why opening failed (commitment tag or AEAD), when it did."""
+    changes: list[bytes] | None = None
+    """The opened update's change list (``None`` if it was not opened or did not deserialize)."""
 
 
 UNPREPARED: Final = Prepared()
 """Nothing computed ahead: the session handles the item as it would without workers."""
+
+_decode = wire.decode
+_signature_valid = sealing.signature_valid
 
 
 def prepare_messages(
@@ -75,12 +76,13 @@ def prepare_messages(
     left to the session (in whole, or from that step on), which raises it where it always did.
     """
     out: list[Prepared] = []
-    checked: list[tuple[Prepared, Update | Snapshot]] = []
+    checked: list[Prepared] = []
+    messages: list[Update | Snapshot] = []
     for item in items:
         result = Prepared()
         if type(item) is bytes:
             try:
-                message = wire.decode(item, doc_id=doc_id, max_bytes=max_bytes)
+                message = _decode(item, doc_id=doc_id, max_bytes=max_bytes)
             except SecsyncError as exc:
                 result.error = exc
                 out.append(result)
@@ -96,35 +98,37 @@ def prepare_messages(
         result.message = message
         out.append(result)
         if isinstance(message, Update | Snapshot):
-            checked.append((result, message))
+            checked.append(result)
+            messages.append(message)
     # From here on, a step that raises leaves the rest of the item to the session.
-    signed: list[tuple[Prepared, Update | Snapshot, bytes]] = []
-    for result, message in checked:
+    aads: list[bytes | None] = []
+    for message in messages:
         aad: bytes | None
         try:
             aad = message.public_data.aad_b64()
         except Exception:
             aad = None
-        if aad is not None:
-            signed.append((result, message, aad))
+        aads.append(aad)
     opened: list[tuple[Prepared, Update, bytes]] = []
-    for result, message, aad in signed:
+    for result, message, aad in zip(checked, messages, aads, strict=True):
+        if aad is None:
+            continue
         valid: bool | None
         try:
-            valid = sealing.signature_valid(message, aad)
+            valid = _signature_valid(message, aad)
         except Exception:
             valid = None
         if valid is None:
             continue
-        result.valid = valid
         result.aad = aad
-        if (
-            valid
-            and cipher is not None
-            and isinstance(message, Update)
-            and message.public_data.ref_snapshot_id == snapshot_id
-        ):
-            opened.append((result, message, aad))
+        if valid:
+            result.valid = True
+            if (
+                cipher is not None
+                and isinstance(message, Update)
+                and message.public_data.ref_snapshot_id == snapshot_id
+            ):
+                opened.append((result, message, aad))
     if cipher is None:
         return out
     plaintexts: list[tuple[Prepared, bytes]] = []
