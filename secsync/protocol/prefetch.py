@@ -27,7 +27,7 @@ from secsync.protocol.changes import deserialize_changes
 from secsync.protocol.messages import Message, Snapshot, Update
 
 DEFAULT_STEP: Final = 16
-"""Items one thread prepares at a time, each step over all of them (see prepare_messages)."""
+"""Items one thread checks at a time, each step over all of them (see check_messages)."""
 
 Item = TypeVar("Item")
 
@@ -59,25 +59,14 @@ _decode = wire.decode
 _signature_valid = sealing.signature_valid
 
 
-def prepare_messages(
-    items: Sequence[object],
-    doc_id: str,
-    max_bytes: int,
-    snapshot_id: bytes | None = None,
-    cipher: crypto.Cipher | None = None,
-) -> list[Prepared]:
-    """Decode ``items`` (native wire bytes, or messages already) and check their signatures;
-    updates on ``snapshot_id`` with a valid signature are also opened with ``cipher`` (the key
-    the session will most likely open them with: it checks that it is) and their changes read.
+def decode_messages(items: Sequence[object], doc_id: str, max_bytes: int) -> list[Prepared]:
+    """Decode ``items`` (native wire bytes, or messages already), for :func:`check_messages`.
 
-    Each step runs over all the items before the next one (the libsodium calls one after the
-    other run faster than mixed with the decoder's Python). Only immutable input is taken
-    ahead (``bytes`` and messages); whatever raises anything but the errors recorded here is
-    left to the session (in whole, or from that step on), which raises it where it always did.
+    Only immutable input is taken ahead (``bytes`` and messages); an item the decoder raises
+    anything else for than its errors is left to the session, which raises it where it always
+    did.
     """
     out: list[Prepared] = []
-    checked: list[Prepared] = []
-    messages: list[Update | Snapshot] = []
     for item in items:
         result = Prepared()
         if type(item) is bytes:
@@ -97,10 +86,29 @@ def prepare_messages(
             continue
         result.message = message
         out.append(result)
+    return out
+
+
+def check_messages(
+    prepared: Sequence[Prepared],
+    snapshot_id: bytes | None = None,
+    cipher: crypto.Cipher | None = None,
+) -> list[Prepared]:
+    """Check the signatures of what :func:`decode_messages` gave; updates on ``snapshot_id``
+    with a valid signature are also opened with ``cipher`` (the key the session will most
+    likely open them with: it checks that it is) and their changes read.
+
+    Each step (AAD, signature, opening, change list) runs over all the items before the next
+    one: the libsodium calls one after the other run faster than mixed with Python. A step
+    that raises leaves the rest of that item to the session.
+    """
+    checked: list[Prepared] = []
+    messages: list[Update | Snapshot] = []
+    for result in prepared:
+        message = result.message
         if isinstance(message, Update | Snapshot):
             checked.append(result)
             messages.append(message)
-    # From here on, a step that raises leaves the rest of the item to the session.
     aads: list[bytes | None] = []
     for message in messages:
         aad: bytes | None
@@ -130,7 +138,7 @@ def prepare_messages(
             ):
                 opened.append((result, message, aad))
     if cipher is None:
-        return out
+        return list(prepared)
     plaintexts: list[tuple[Prepared, bytes]] = []
     for result, update, aad in opened:
         try:
@@ -148,7 +156,7 @@ def prepare_messages(
             result.changes = deserialize_changes(plaintext)
         except Exception:
             result.changes = None  # the session reads it again, and refuses it then
-    return out
+    return list(prepared)
 
 
 def prepare_all(

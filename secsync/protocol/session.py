@@ -75,7 +75,7 @@ from secsync.protocol.messages import (
     UpdatePublicData,
 )
 from secsync.protocol.policy import AllowAll, AuthorPolicy
-from secsync.protocol.prefetch import Prepared, prepare_all, prepare_messages
+from secsync.protocol.prefetch import Prepared, check_messages, decode_messages, prepare_all
 
 log = structlog.get_logger("secsync.session")
 
@@ -631,12 +631,16 @@ class DocumentSession:
             else None
         )
 
-        def work(part: Sequence[Received]) -> list[Prepared]:
-            return prepare_messages(part, doc_id, max_bytes, snapshot_id, cipher)
-
         threads = self.config.verify_threads
         pool = self._verification_pool(threads) if threads > 0 else None
-        prepared = prepare_all(items, work, pool, threads)
+        # Decoding is Python through and through: done here first, it does not contend for
+        # the GIL with the workers' checks, which spend most of their time in libsodium.
+        decoded = decode_messages(items, doc_id, max_bytes)
+
+        def check(part: Sequence[Prepared]) -> list[Prepared]:
+            return check_messages(part, snapshot_id, cipher)
+
+        prepared = prepare_all(decoded, check, pool, threads)
         outer = self._ahead
         try:
             for item, ahead in zip(items, prepared, strict=True):

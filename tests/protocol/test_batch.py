@@ -327,13 +327,13 @@ def test_verification_runs_on_the_given_pool_and_outside_the_calling_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: set[str] = set()
-    original = session_module.prepare_messages
+    original = session_module.check_messages
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         threads.add(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(session_module, "prepare_messages", recording)
+    monkeypatch.setattr(session_module, "check_messages", recording)
     root, batch = scenario()
     batch = batch * 3
     expected = one_by_one(root, batch)
