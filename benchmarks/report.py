@@ -1076,9 +1076,10 @@ def _memory(results: dict[str, Any], add: Any) -> None:
             + (
                 f"; in pages with the events dropped it grows by "
                 f"{(paged['peak_kib'] - paged['rss_after_input_kib']) / 1024:,.1f} MiB. The "
-                "difference is the returned event list: one `UpdateApplied` per update, each "
-                "holding its own copies of the author key and snapshot id bytes decoded from "
-                "its message."
+                "difference is the returned event list: one `UpdateApplied` object per update "
+                "(its author key and snapshot id are shared with the other events, its clock "
+                "is its own). A `Document` keeps at most `event_queue_size` events (10,000 by "
+                "default) for the application."
                 if paged
                 else "."
             )
