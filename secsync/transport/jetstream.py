@@ -109,6 +109,7 @@ HEADER_DESCRIPTION = "Description"
 
 _WRONG_LAST_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _ENSURE_ATTEMPTS = 3
+_UNREADY_RETRIES = 20  # about 4 s in all
 _NO_STREAM = "no stream stores the subject"
 _NO_DIRECT = "no stream answers direct gets (it does not exist or lacks allow_direct)"
 
@@ -770,6 +771,7 @@ async def messages_scoped(
                 remaining = int(info.num_pending or 0)
                 if remaining:
                     sub = await js.pull_subscribe_bind(durable=name, stream=stream)
+                unready = 0
                 while remaining > 0 and sub is not None:
                     try:
                         batch = await sub.fetch(min(remaining, page), timeout=timeout)
@@ -777,6 +779,14 @@ async def messages_scoped(
                         # what did not come is the healing's business (gaps, recovery), not
                         # a reason to fail the read
                         break
+                    except nats.js.errors.ServiceUnavailableError:
+                        # In a cluster a consumer just created may not answer pulls yet
+                        # ("no responders"): ask again shortly, a bounded number of times.
+                        unready += 1
+                        if unready > _UNREADY_RETRIES:
+                            raise
+                        await asyncio.sleep(0.02 * unready)
+                        continue
                     for msg in batch:
                         stored.append(
                             StoredMessage(
