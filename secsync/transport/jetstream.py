@@ -747,7 +747,8 @@ async def messages_scoped(
     The consumer is named and filtered on ``subject_filter``, so its create subject
     (``$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>``) names what is read and
     per-document permissions can allow exactly that; batch direct get cannot be scoped. It is
-    a pull consumer, fetched in pages of ``page`` up to what it reported pending at creation:
+    a pull consumer, fetched in pages of ``page`` up to what it reported pending at creation
+    (waiting, within ``timeout`` per page, for a replica that is still catching up):
     on a large stream a push consumer on the same wildcard filter takes several times longer
     to deliver the same messages (``docs/operations.md``, capacity).
     """
@@ -796,9 +797,9 @@ async def messages_scoped(
                                 headers=_header_dict(msg.headers),
                             )
                         )
+                    # Not "until a message says nothing is pending": a consumer placed on a
+                    # replica that is still catching up (after a leader change) says so early.
                     remaining -= len(batch)
-                    if batch and not batch[-1].metadata.num_pending:
-                        break
             finally:
                 if sub is not None:
                     with contextlib.suppress(Exception):
