@@ -184,6 +184,19 @@ async def test_away_region_reads_from_a_local_mirror_and_writes_to_the_home_stre
     await doc_b.close()
 
 
+async def open_eventually(
+    client: secsync.SecsyncClient, doc_id: str, who: YClient, within: float = 30.0
+) -> Document:
+    """Open, asking again while the meta layer elects a leader (a few seconds at most)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await open_y(client, doc_id, who)
+        except BrokerUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+
+
 async def test_region_outages_and_the_meta_layer_majority(
     supercluster: SuperCluster,
     region_clients: tuple[secsync.SecsyncClient, secsync.SecsyncClient],
@@ -198,7 +211,8 @@ async def test_region_outages_and_the_meta_layer_majority(
         await supercluster.astop_region(AWAY)
         carol = YClient()
         async with secsync.connect(supercluster.region_urls(HOME), config=HOMED_IN_B) as other:
-            doc_c = await open_y(other, "federated-outage", carol)  # 6 of 9 servers: opens
+            # 6 of 9 servers: opens (once the meta layer re-elected, if its leader was in a)
+            doc_c = await open_eventually(other, "federated-outage", carol)
             assert carol.content == "one "
             await edit(doc_c, carol, "two ")
             await until(doc_b, lambda: bob.content == "one two ")
@@ -214,7 +228,7 @@ async def test_region_outages_and_the_meta_layer_majority(
         await supercluster.astart_region(AWAY)
     dave = YClient()
     async with secsync.connect(supercluster.region_urls(HOME), config=HOMED_IN_B) as later:
-        doc_d = await open_y(later, "federated-outage", dave)
+        doc_d = await open_eventually(later, "federated-outage", dave)
         assert dave.content == "one two three "
         await doc_d.close()
     await doc_b.close()
