@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from automerge import core
@@ -81,17 +82,20 @@ async def test_an_idle_automerge_document_is_polled_not_spun(broker) -> None:
             "am-idle", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=doc
         )
         await opened.flush(5)
-        polls = 0
+        polls: list[float] = []
+        fifth = asyncio.Event()
         handle_timer = opened.session.handle_timer
 
         def counted() -> list:  # type: ignore[type-arg]
-            nonlocal polls
-            polls += 1
+            polls.append(time.monotonic())
+            if len(polls) == 5:
+                fifth.set()
             return handle_timer()
 
         opened.session.handle_timer = counted  # type: ignore[method-assign]
-        await asyncio.sleep(0.5)  # the idle period being measured, not a synchronisation
-        assert 3 <= polls <= 25, polls  # about one per poll_interval
+        await asyncio.wait_for(fifth.wait(), 5)
+        # about one poll per poll_interval: four intervals between five polls, not a spin
+        assert polls[4] - polls[0] >= 4 * 0.05 * 0.8, polls
         automerge_type(doc, 4, "!")  # and a change is still picked up by the polling
         await opened.flush(5)
         assert opened.is_synced
