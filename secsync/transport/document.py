@@ -52,6 +52,7 @@ from secsync.protocol.session import DocumentSession
 from secsync.transport import chunks, jetstream
 from secsync.transport.presence import Presence
 from secsync.transport.subjects import DocumentSubjects, snapshot_msg_id, update_msg_id
+from secsync.transport.waiting import wait_woken
 
 if TYPE_CHECKING:
     from secsync.transport.client import SecsyncClient
@@ -541,14 +542,7 @@ class Document:
         # receive_many for a run of updates) once the burst is taken.
         if self._closed or self._receiving_paused:
             return  # not applied, so the catch-up on resume reads it again
-        self._inbox.append(
-            jetstream.StoredMessage(
-                subject=msg.subject,
-                sequence=msg.metadata.sequence.stream,
-                data=msg.data,
-                headers=dict(msg.headers or {}),
-            )
-        )
+        self._inbox.append(jetstream.delivered(msg))
         if len(self._inbox) == 1:
             asyncio.get_running_loop().call_soon(self._drain_inbox)
 
@@ -736,14 +730,7 @@ class Document:
         they go first, byte for byte."""
         while not self._closed:
             timeout = self._next_wait()
-            if self._wake.is_set():
-                await asyncio.sleep(0)  # woken meanwhile: go on, but let the others run first
-            else:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that arrives as the event is set; close() would wait for ever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
+            await wait_woken(self._wake, timeout)
             self._wake.clear()
             if self.closed:
                 return

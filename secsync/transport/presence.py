@@ -19,6 +19,7 @@ from secsync.errors import NoActiveSnapshotError, SecsyncError
 from secsync.protocol.events import Event, MessageRejected, PresenceChanged
 from secsync.protocol.messages import MessageKind
 from secsync.protocol.presence import PresenceTracker
+from secsync.transport.waiting import wait_woken
 
 if TYPE_CHECKING:
     import pycrdt
@@ -99,14 +100,7 @@ class Presence:
                 deadlines.append(expiry)
             # nothing to send and nobody to expire: sleep until woken
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            if self._wake.is_set():
-                await asyncio.sleep(0)  # woken meanwhile: go on, but let the others run first
-            else:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that arrives as the event is set; close() would wait for ever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
+            await wait_woken(self._wake, timeout)
             self._wake.clear()
             now = time.monotonic()
             self._document._emit(self._apply(self.tracker.expire(now)))
