@@ -72,6 +72,7 @@ __all__ = [
     "Publisher",
     "StoredMessage",
     "StreamSettings",
+    "delivered",
     "ensure_mirror",
     "ensure_stream",
     "get_message",
@@ -724,6 +725,16 @@ async def get_message(
     return await _direct_get(js, stream, timeout=timeout, seq=sequence)
 
 
+def delivered(msg: Msg) -> StoredMessage:
+    """A message as a consumer delivered it (its stream sequence from the reply metadata)."""
+    return StoredMessage(
+        subject=msg.subject,
+        sequence=int(msg.metadata.sequence.stream),
+        data=msg.data,
+        headers=_header_dict(msg.headers),
+    )
+
+
 def _from_reply(msg: Msg, headers: dict[str, str]) -> StoredMessage:
     try:
         sequence = int(headers[HEADER_SEQUENCE])
@@ -788,15 +799,7 @@ async def messages_scoped(
                             raise
                         await asyncio.sleep(0.02 * unready)
                         continue
-                    for msg in batch:
-                        stored.append(
-                            StoredMessage(
-                                subject=msg.subject,
-                                sequence=int(msg.metadata.sequence.stream),
-                                data=msg.data,
-                                headers=_header_dict(msg.headers),
-                            )
-                        )
+                    stored.extend(delivered(msg) for msg in batch)
                     # Not "until a message says nothing is pending": a consumer placed on a
                     # replica that is still catching up (after a leader change) says so early.
                     remaining -= len(batch)
