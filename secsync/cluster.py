@@ -256,7 +256,54 @@ class ClusterNode(Broker):
         }
 
 
-class Cluster:
+class ServerGroup:
+    """Context managers and asyncio twins shared by the multi-server launchers.
+
+    A subclass provides ``start`` (returning itself) and ``close``; ``with`` and ``async with``
+    start the group and close it, also when starting fails half-way.
+    """
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def astart(self) -> Self:
+        """:meth:`start` in a worker thread, so that the event loop keeps running."""
+        return await asyncio.to_thread(self.start)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class Cluster(ServerGroup):
     """``size`` (default 3) nats-server nodes with JetStream, routed into one cluster on loopback.
 
     ``root_dir`` holds one directory per node (its JetStream data, server log and lock file);
@@ -491,21 +538,6 @@ class Cluster:
         if self._owns_root:
             shutil.rmtree(self._root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # --- leaders --------------------------------------------------------------------------------
 
     def meta_leader(self, timeout: float = 10.0) -> ClusterNode:
@@ -557,15 +589,8 @@ class Cluster:
 
     # --- asyncio ----------------------------------------------------------------------------------
 
-    async def astart(self) -> Self:
-        """:meth:`start` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.start)
-
     async def astop(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.stop, timeout)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     async def await_ready(self, timeout: float = 20.0) -> str:
         return await asyncio.to_thread(self.wait_ready, timeout)
@@ -576,17 +601,6 @@ class Cluster:
         return await asyncio.to_thread(
             lambda: self.stream_leader(stream, account=account, timeout=timeout)
         )
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.__enter__)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -50,7 +50,6 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import structlog
@@ -70,6 +69,7 @@ from secsync.cluster import (
     MIN_SIZE,
     Cluster,
     ClusterNode,
+    ServerGroup,
     _conf_array,
     monitor_json,
     probe_api,
@@ -441,7 +441,7 @@ class Region(Cluster):
         self._meta_size = meta_size
 
 
-class SuperCluster:
+class SuperCluster(ServerGroup):
     """Regions of ``size`` JetStream nodes each (default two regions, ``a`` and ``b``, of three),
     joined by gateways, on loopback; every server tagged ``region:<name>``.
 
@@ -707,21 +707,6 @@ class SuperCluster:
         if self._owns_root:
             shutil.rmtree(self._root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # --- regions, partitions, leaders -----------------------------------------------------------
 
     def stop_region(self, region: str, timeout: float | None = None) -> None:
@@ -808,17 +793,11 @@ class SuperCluster:
 
     # --- asyncio ----------------------------------------------------------------------------------
 
-    async def astart(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
     async def astop(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.stop, timeout)
 
     async def akill(self) -> None:
         await asyncio.to_thread(self.kill)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     async def await_ready(self, timeout: float = 30.0) -> str:
         return await asyncio.to_thread(self.wait_ready, timeout)
@@ -847,17 +826,6 @@ class SuperCluster:
         return await asyncio.to_thread(
             lambda: self.stream_leader(stream, account=account, timeout=timeout)
         )
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.__enter__)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -1057,7 +1025,7 @@ class LeafNode(Broker):
         }
 
 
-class LeafTopology:
+class LeafTopology(ServerGroup):
     """A hub with JetStream and ``leaves`` (default 1) device-local leaf servers, on loopback.
 
     Clients of a leaf (:attr:`leaf_url`, :attr:`leaf_urls`) use the hub's JetStream through it;
@@ -1295,31 +1263,10 @@ class LeafTopology:
         if self._owns_root:
             shutil.rmtree(self._root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # --- asyncio ----------------------------------------------------------------------------------
-
-    async def astart(self) -> Self:
-        return await asyncio.to_thread(self.start)
 
     async def astop(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.stop, timeout)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     async def await_ready(self, timeout: float = 30.0) -> None:
         await asyncio.to_thread(self.wait_ready, timeout)
@@ -1332,17 +1279,6 @@ class LeafTopology:
 
     async def astart_hub(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.start_hub, timeout)
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.__enter__)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
     # --- internals --------------------------------------------------------------------------------
 
