@@ -8,12 +8,10 @@ the module; tests that stop or cut something restore it before they end.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import nats
 import nats.errors
@@ -41,6 +39,7 @@ from secsync.transport.jetstream import (
     messages_scoped,
     publish,
 )
+from tests.servers import nats_server_children, no_server_left_running  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -49,31 +48,6 @@ MSG_ID = "Nats-Msg-Id"
 
 
 # --- servers ------------------------------------------------------------------------------------
-
-
-def _nats_server_children() -> set[int]:
-    """Live nats-server processes whose parent is this test process (Linux /proc)."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
-        if comm == "nats-server" and int(ppid) == os.getpid() and state != "Z":
-            found.add(int(entry.name))
-    return found
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_server_left_running() -> Iterator[None]:
-    """Every nats-server this module starts is stopped by the time it ends (torn down last)."""
-    before = _nats_server_children()
-    yield
-    assert _nats_server_children() - before == set()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +62,7 @@ def supercluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuperClus
     finally:
         made.close()
         assert not any(node.running for node in made.nodes)
-        assert not set(pids) & _nats_server_children()
+        assert not set(pids) & nats_server_children()
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +283,7 @@ async def test_kill_and_restart_one_node(supercluster: SuperCluster) -> None:
     node.kill()
     try:
         assert not node.running
-        assert old_pid not in _nats_server_children()
+        assert old_pid not in nats_server_children()
         others = [n.url for n in supercluster.region_nodes("a") if n is not node]
         async with connected(others) as nc:  # the region still serves
             # A request may land while the meta layer notices the loss (the killed node's
@@ -341,7 +315,7 @@ async def test_stop_and_start_a_region(supercluster: SuperCluster) -> None:
         pids = [node.pid for node in supercluster.region_nodes("b")]
         await supercluster.astop_region("b")
         assert not any(node.running for node in supercluster.region_nodes("b"))
-        assert not set(pids) & _nats_server_children()
+        assert not set(pids) & nats_server_children()
         # region a's stream takes writes without region b (and without a meta leader)
         assert await publish(js, f"{root}.x", b"while b is away") == (1, False)
         started = time.monotonic()
@@ -463,7 +437,7 @@ async def test_hub_away_and_back(leaves: LeafTopology) -> None:
         await leaves.astop_hub()
         try:
             assert not leaves.hub.running
-            assert hub_pid not in _nats_server_children()
+            assert hub_pid not in nats_server_children()
             assert all(leaf.hub_connections() == [] for leaf in leaves.leaves)
             # JetStream requests fail at once: nothing on the leaf answers them
             started = time.monotonic()

@@ -8,12 +8,10 @@ single server), runs the client end to end on the cluster, and last kills the st
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -33,6 +31,7 @@ from secsync.protocol.events import Event, UpdateStored
 from secsync.protocol.messages import Update
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
+from tests.servers import nats_server_children, no_server_left_running  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -50,31 +49,6 @@ R3 = SecsyncConfig(
 # --- servers ------------------------------------------------------------------------------------
 
 
-def _nats_server_children() -> set[int]:
-    """Live nats-server processes whose parent is this test process (Linux /proc)."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
-        if comm == "nats-server" and int(ppid) == os.getpid() and state != "Z":
-            found.add(int(entry.name))
-    return found
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_server_left_running() -> Iterator[None]:
-    """Every nats-server this module starts is stopped by the time it ends (torn down last)."""
-    before = _nats_server_children()
-    yield
-    assert _nats_server_children() - before == set()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     made = Cluster(tmp_path_factory.mktemp("cluster"))
@@ -87,7 +61,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         made.close()
         assert not any(node.running for node in made.nodes)
-        assert not set(pids) & _nats_server_children()
+        assert not set(pids) & nats_server_children()
 
 
 async def _ignore_error(exc: Exception) -> None:
