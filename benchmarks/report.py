@@ -509,6 +509,49 @@ def _machine(results: dict[str, Any], add: Any) -> None:
     add("")
 
 
+def _stage_table(
+    measured: dict[str, Any],
+    stages: Sequence[tuple[str, str, str]],
+    own: tuple[str, ...],
+    total: str,
+    crypto_keys: tuple[str, str],
+) -> list[str]:
+    """The per-stage table of §1: each stage next to its raw call, the total, the crypto."""
+    raw = measured["raw"]
+    rows = []
+    for key, name, raw_name in stages:
+        mine = key in own
+        rows.append(
+            [
+                name,
+                f1(measured.get(key)),
+                raw_name,
+                "—" if mine else f1(raw.get(key)),
+                "" if mine else ratio(measured.get(key), raw.get(key)),
+            ]
+        )
+    rows.append(
+        [
+            f"**total (`{total}`)**",
+            f"**{f1(measured['session'])}**",
+            "sum of the raw calls",
+            f"**{f1(raw['total'])}**",
+            f"**{ratio(measured['session'], raw['total'])}**",
+        ]
+    )
+    crypto = sum(measured.get(key) or 0 for key in crypto_keys)
+    rows.append(
+        [
+            f"{' + '.join(crypto_keys)} only",
+            f1(crypto),
+            "libsodium + HMAC only",
+            f1(raw["crypto"]),
+            ratio(crypto, raw["crypto"]),
+        ]
+    )
+    return table(["stage", "secsync µs", "raw call", "raw µs", "secsync / raw"], rows, "lrlrr")
+
+
 def _per_message(results: dict[str, Any], add: Any, png: str | None, note: str | None) -> None:
     micro = results.get("micro")
     add("## 1. Per message")
@@ -532,39 +575,8 @@ def _per_message(results: dict[str, Any], add: Any, png: str | None, note: str |
     add("### Load: decode → verify → decrypt → apply")
     add("")
     raw = load["raw"]
-    rows = []
-    for key, name, raw_name in LOAD_STAGES:
-        mine = key in ("other", "interleaving")
-        rows.append(
-            [
-                name,
-                f1(load.get(key)),
-                raw_name,
-                "—" if mine else f1(raw.get(key)),
-                "" if mine else ratio(load.get(key), raw.get(key)),
-            ]
-        )
-    rows.append(
-        [
-            "**total (`receive_many`)**",
-            f"**{f1(load['session'])}**",
-            "sum of the raw calls",
-            f"**{f1(raw['total'])}**",
-            f"**{ratio(load['session'], raw['total'])}**",
-        ]
-    )
-    crypto = (load.get("verify") or 0) + (load.get("decrypt") or 0)
-    rows.append(
-        [
-            "verify + decrypt only",
-            f1(crypto),
-            "libsodium + HMAC only",
-            f1(raw["crypto"]),
-            ratio(crypto, raw["crypto"]),
-        ]
-    )
-    for line in table(
-        ["stage", "secsync µs", "raw call", "raw µs", "secsync / raw"], rows, "lrlrr"
+    for line in _stage_table(
+        load, LOAD_STAGES, ("other", "interleaving"), "receive_many", ("verify", "decrypt")
     ):
         add(line)
     add(
@@ -581,39 +593,12 @@ def _per_message(results: dict[str, Any], add: Any, png: str | None, note: str |
     add("### Create: serialize → AAD → encrypt → sign → encode")
     add("")
     raw = create["raw"]
-    rows = []
-    for key, name, raw_name in CREATE_STAGES:
-        mine = key in ("other", "aad", "interleaving")
-        rows.append(
-            [
-                name,
-                f1(create.get(key)),
-                raw_name,
-                "—" if mine else f1(raw.get(key)),
-                "" if mine else ratio(create.get(key), raw.get(key)),
-            ]
-        )
-    rows.append(
-        [
-            "**total (`data_to_send` + `wire.encode`)**",
-            f"**{f1(create['session'])}**",
-            "sum of the raw calls",
-            f"**{f1(raw['total'])}**",
-            f"**{ratio(create['session'], raw['total'])}**",
-        ]
-    )
-    crypto = (create.get("encrypt") or 0) + (create.get("sign") or 0)
-    rows.append(
-        [
-            "encrypt + sign only",
-            f1(crypto),
-            "libsodium + HMAC only",
-            f1(raw["crypto"]),
-            ratio(crypto, raw["crypto"]),
-        ]
-    )
-    for line in table(
-        ["stage", "secsync µs", "raw call", "raw µs", "secsync / raw"], rows, "lrlrr"
+    for line in _stage_table(
+        create,
+        CREATE_STAGES,
+        ("other", "aad", "interleaving"),
+        "data_to_send` + `wire.encode",
+        ("encrypt", "sign"),
     ):
         add(line)
     add(
