@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TRACE = REPO.parent / "shared" / "data" / "automerge-paper.json.gz"
+TRACE = REPO / "data" / "automerge-paper.json.gz"
 DOC_ID = "benchmark-6e46c006-5541-11ec-bf63-0242ac130002"
 EMPTY_YJS_STATE = b"\x00\x00"
 

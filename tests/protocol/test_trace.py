@@ -13,7 +13,7 @@ from secsync.config import SecsyncConfig
 from secsync.protocol.messages import Snapshot
 from tests.factories import AMPeer, MemoryBroker, Participant, YPeer
 
-TRACE = Path(__file__).resolve().parents[3] / "shared" / "data" / "automerge-paper.json.gz"
+TRACE = Path(__file__).resolve().parents[2] / "data" / "automerge-paper.json.gz"
 
 
 def load_trace() -> dict:
