@@ -467,7 +467,17 @@ class InvalidShareLinkError(AccessError):
     code = 1001
 
 
-class WrongPassphraseError(AccessError):
+class WrongKeyError(AccessError):
+    """The key does not open this document: its stored snapshots do not decrypt with it.
+
+    Raised by ``open`` before anything is written: a client never writes over a document it
+    could not read.
+    """
+
+    code = 1005
+
+
+class WrongPassphraseError(WrongKeyError):
     """The link or passphrase does not open this document (its snapshot does not decrypt)."""
 
     code = 1002

@@ -23,7 +23,7 @@ import nacl.pwhash.argon2id
 from secsync.errors import (
     InvalidShareLinkError,
     SecsyncError,
-    SnapshotDecryptionError,
+    WrongKeyError,
     WrongPassphraseError,
 )
 from secsync.protocol.encoding import b64decode, b64encode
@@ -105,13 +105,12 @@ async def open_shared(
 
     link = ShareLink.parse(link) if isinstance(link, str) else link
     key = link.document_key(passphrase)
-    document = await client.open(
-        link.doc_id,
-        key=key,
-        signing_key=signing_key or _SigningKeyPair.generate(),
-        crdt=crdt,
-    )
-    if any(error.code == SnapshotDecryptionError.code for error in document.load_errors):
-        await document.close()
-        raise WrongPassphraseError()
-    return document
+    try:
+        return await client.open(
+            link.doc_id,
+            key=key,
+            signing_key=signing_key or _SigningKeyPair.generate(),
+            crdt=crdt,
+        )
+    except WrongKeyError:
+        raise WrongPassphraseError() from None

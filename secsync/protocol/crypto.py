@@ -80,7 +80,13 @@ class SigningKeyPair:
 
     @classmethod
     def from_b64(cls, text: str) -> SigningKeyPair:
+        """From the text form :meth:`to_b64` writes (``signingSecretKey`` of ``keygen``)."""
         return cls.from_secret(b64decode(text.strip()))
+
+    def to_b64(self) -> str:
+        """The secret key as text (unpadded base64url of the 64-byte form): store it like a
+        password; :meth:`from_b64` reads it back."""
+        return b64encode(self.secret_key)
 
     @property
     def public_key(self) -> bytes:

@@ -26,11 +26,13 @@ from secsync.errors import (
     EphemeralAuthorRejectedError,
     EphemeralError,
     NoActiveSnapshotError,
+    NotAMemberError,
     SecsyncError,
     SessionError,
     SnapshotAncestryError,
     SnapshotApplyError,
     SnapshotAuthorRejectedError,
+    SnapshotDecryptionError,
     SnapshotDocumentIdError,
     SnapshotKeyError,
     SnapshotMissesUpdatesError,
@@ -61,7 +63,7 @@ from secsync.protocol.events import (
     UpdateApplied,
     UpdateStored,
 )
-from secsync.protocol.keys import KeyProvider, StaticKey
+from secsync.protocol.keys import KeyProvider, key_provider, signing_key_pair
 from secsync.protocol.messages import (
     INITIAL_PARENT_PROOF,
     EphemeralMessage,
@@ -150,14 +152,27 @@ class _SnapshotInFlight:
     key: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotChoice:
+    """Which of a document's stored snapshots to load (see :meth:`DocumentSession.choose`)."""
+
+    index: int | None
+    """Position of the snapshot to load among the candidates; ``None``: none can be loaded."""
+    rejected: tuple[MessageRejected, ...]
+    """Why each newer candidate was passed over, newest first."""
+    unreadable: bool
+    """A candidate was validly signed for this document but did not open with our key: the
+    document has history this client cannot read, so it must not write a first snapshot."""
+
+
 class DocumentSession:
     """Protocol state of one document: snapshots, per-author clocks and queues, my outbox."""
 
     def __init__(
         self,
         doc_id: str,
-        signer: crypto.SigningKeyPair,
-        keys: KeyProvider | bytes,
+        signer: crypto.SigningKeyPair | str,
+        keys: KeyProvider | bytes | str,
         crdt: object,
         *,
         config: SecsyncConfig | None = None,
@@ -169,13 +184,15 @@ class DocumentSession:
         session starts its own thread pool the first time it needs it (:meth:`close` ends it).
         """
         self.doc_id = doc_id
-        self.signer = signer
-        self.keys: KeyProvider = StaticKey(keys) if isinstance(keys, bytes) else keys
+        self.signer = signing_key_pair(signer)
+        self.keys: KeyProvider = key_provider(keys)
         self.crdt: CrdtAdapter = adapter_for(crdt)
         self.config = config or SecsyncConfig()
         self.policy: AuthorPolicy = policy or AllowAll()
-        self.ephemeral = EphemeralSessions(doc_id, signer)
-        self._log = log.bind(doc=crypto.document_token(doc_id)[:8], me=_short(signer.public_key))
+        self.ephemeral = EphemeralSessions(doc_id, self.signer)
+        self._log = log.bind(
+            doc=crypto.document_token(doc_id)[:8], me=_short(self.signer.public_key)
+        )
 
         self.loaded = False
         self._active: _Active | None = None
@@ -185,6 +202,9 @@ class DocumentSession:
         self._deferred: dict[bytes, list[Update]] = {}
         # Snapshots whose parent has not arrived yet, by parent id (for out-of-order delivery).
         self._future_snapshots: OrderedDict[bytes, Snapshot] = OrderedDict()
+        # Validly signed snapshots that did not open with our key: updates on them are refused
+        # at once instead of waiting for a snapshot that will never open.
+        self._unreadable: OrderedDict[bytes, None] = OrderedDict()
         self._deferred_count = 0
         self._deferred_since = 0.0
         self._deferred_recovery_asked = False
@@ -263,6 +283,7 @@ class DocumentSession:
         active = self._active
         return {
             "v": 1,
+            "loaded": self.loaded,
             "active": None
             if active is None
             else {
@@ -332,7 +353,9 @@ class DocumentSession:
                 )
         except (KeyError, TypeError, ValueError, AssertionError, SecsyncError) as exc:
             raise SessionError(f"saved session state is unusable: {exc}") from None
-        self.loaded = True
+        # a session saved before it ever loaded from the broker still has to (and to check
+        # that its key opens what is stored)
+        self.loaded = bool(state.get("loaded", True))
 
     # --- local changes and sending ----------------------------------------------------------
 
@@ -537,6 +560,57 @@ class DocumentSession:
         self.loaded = True
         events += self.receive_many(updates, now=now)
         return events
+
+    def choose(self, candidates: Sequence[Snapshot]) -> SnapshotChoice:
+        """Pick the snapshot to load from a document's stored snapshots, oldest first.
+
+        The newest message on the snapshot subject is only a hint: anyone who may publish
+        there can store junk, or a snapshot sealed under another key (a client that opened the
+        document with the wrong key, say). The choice is the newest candidate that passes the
+        policy, signature, document and key checks and decrypts; newer ones are reported. A
+        :class:`NotAMemberError` from the key provider ends the search, so a removed member
+        never falls back to an older epoch.
+        """
+        rejected: list[MessageRejected] = []
+        unreadable = False
+        for index in range(len(candidates) - 1, -1, -1):
+            snapshot = candidates[index]
+            try:
+                self._check_openable(snapshot)
+            except SnapshotDecryptionError as exc:
+                unreadable = True
+                self._note_unreadable(snapshot.snapshot_id)
+                rejected.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
+                continue
+            except NotAMemberError as exc:
+                rejected.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
+                return SnapshotChoice(None, tuple(rejected), True)
+            except SecsyncError as exc:
+                rejected.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
+                continue
+            return SnapshotChoice(index, tuple(rejected), unreadable)
+        return SnapshotChoice(None, tuple(rejected), unreadable)
+
+    def _check_openable(self, snapshot: Snapshot) -> None:
+        """The checks a snapshot must pass before it is applied, without applying it."""
+        self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
+        aad = sealing.verify(snapshot)
+        if snapshot.public_data.doc_id != self.doc_id:
+            raise SnapshotDocumentIdError()
+        sealing.open_sealed(snapshot, self._snapshot_key(snapshot.info()), aad)
+
+    def _snapshot_key(self, info: SnapshotInfo) -> bytes:
+        try:
+            return self.keys.snapshot_key(info)
+        except SecsyncError:
+            raise  # the key provider's own verdict (e.g. not a member, forged membership)
+        except Exception as exc:
+            raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
+
+    def _note_unreadable(self, snapshot_id: bytes) -> None:
+        self._unreadable[snapshot_id] = None
+        while len(self._unreadable) > self.config.superseded_snapshots_kept:
+            self._unreadable.popitem(last=False)
 
     def receive(
         self,
@@ -828,12 +902,7 @@ class DocumentSession:
                 return None
             else:
                 direct_child = True
-        try:
-            key = self.keys.snapshot_key(info)
-        except SecsyncError:
-            raise  # the key provider's own verdict (e.g. not a member, forged membership)
-        except Exception as exc:
-            raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
+        key = self._snapshot_key(info)
         if direct_child:
             assert active is not None
             if (
@@ -848,7 +917,12 @@ class DocumentSession:
                     f"{public.parent_snapshot_update_clocks.get(self.public_key, -1)}, "
                     f"the broker confirmed {mine}"
                 )
-        plaintext = sealing.open_sealed(snapshot, key, aad)
+        try:
+            plaintext = sealing.open_sealed(snapshot, key, aad)
+        except SnapshotDecryptionError:
+            self._note_unreadable(public.snapshot_id)
+            raise
+        self._unreadable.pop(public.snapshot_id, None)
         carried = self._carry_over(snapshot, direct_child)
         try:
             self.crdt.apply_snapshot(plaintext)
@@ -955,6 +1029,8 @@ class DocumentSession:
         active = self._active
         ref = public.ref_snapshot_id
         if active is None or ref != active.info.snapshot_id:
+            if ref in self._unreadable:
+                raise UpdateSnapshotMismatchError("update builds on a snapshot that did not open")
             included = self._superseded.get(ref)
             if included is not None:
                 if public.clock <= included.get(public.pub_key, -1):

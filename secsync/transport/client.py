@@ -22,7 +22,13 @@ from secsync.errors import (
     SecsyncError,
 )
 from secsync.protocol.crypto import SigningKeyPair
-from secsync.protocol.keys import KeyProvider
+from secsync.protocol.keys import (
+    KeyProvider,
+    StaticKey,
+    document_key,
+    key_provider,
+    signing_key_pair,
+)
 from secsync.protocol.policy import AuthorPolicy
 from secsync.protocol.session import DocumentSession
 from secsync.store import LocalStore
@@ -191,14 +197,21 @@ class SecsyncClient:
         self,
         doc_id: str,
         *,
-        key: KeyProvider | bytes,
-        signing_key: SigningKeyPair,
+        key: KeyProvider | bytes | str,
+        signing_key: SigningKeyPair | str,
         crdt: object,
         policy: AuthorPolicy | None = None,
         awareness: Any = None,
-        storage_key: bytes | None = None,
+        storage_key: bytes | str | None = None,
     ) -> Document:
         """Load ``doc_id`` into the application's CRDT object and keep it in sync.
+
+        ``key`` is the document key (32 bytes, or the base64url text ``secsync keygen`` and
+        :func:`secsync.encode_key` write) or a :class:`KeyProvider` (closed groups);
+        ``signing_key`` is the identity that signs every change (a :class:`SigningKeyPair`
+        or its text form, :meth:`SigningKeyPair.to_b64`). Anything else raises
+        :class:`InvalidKeyError` at once. A document whose stored snapshots do not open with
+        the key raises :class:`WrongKeyError`, and nothing is written to it.
 
         For a Yjs document, ``awareness`` (a ``pycrdt.Awareness`` of that document) is kept in
         step with the other participants; one is created when none is given. With a local
@@ -206,14 +219,18 @@ class SecsyncClient:
         """
         if doc_id in self._documents:
             raise ConfigurationError("this document is already open on this client")
-        if self.store is not None and storage_key is None:
-            if not isinstance(key, bytes):
+        keys = key_provider(key)
+        signer = signing_key_pair(signing_key)
+        if storage_key is not None:
+            storage_key = document_key(storage_key, parameter="storage_key")
+        elif self.store is not None:
+            if not isinstance(keys, StaticKey):
                 raise ConfigurationError("a key provider needs an explicit storage_key")
-            storage_key = key
+            storage_key = keys.key
         session = DocumentSession(
             doc_id,
-            signing_key,
-            key,
+            signer,
+            keys,
             crdt,
             config=self.config,
             policy=policy,

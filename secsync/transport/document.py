@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pycrdt
@@ -26,10 +27,12 @@ from secsync.errors import (
     BrokerUnavailableError,
     DocumentClosedError,
     DuplicateBatchError,
+    NotAMemberError,
     PayloadTooLargeError,
     SecsyncError,
     StreamNotFoundError,
     TransportError,
+    WrongKeyError,
     WrongLastSequenceError,
 )
 from secsync.protocol import wire
@@ -66,6 +69,16 @@ MSG_ID = "Nats-Msg-Id"
 HEADER_ROOM = 4096
 # Codes of snapshot rejections that mean "the stored history is not what we hold".
 _UNVERIFIABLE_SNAPSHOT = frozenset({102, 112, 115})
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """What :meth:`Document._fetch_latest` found."""
+
+    snapshot: Snapshot | None
+    sequence: int  # where the chosen snapshot's message ends (0: none)
+    judged: int  # the last snapshot-subject sequence weighed when choosing
+    after: list[jetstream.StoredMessage]  # stored after the chosen snapshot, in order
 
 
 class Document:
@@ -105,6 +118,7 @@ class Document:
         self._progress = asyncio.Event()
         self._can_send = asyncio.Event()  # set whenever online and not paused may have begun
         self._closed = False
+        self._started = False  # set once open() succeeded
         self._last_seq = 0
         self._snapshot_seq: dict[bytes, int] = {}
         self._reassembler = chunks.Reassembler()
@@ -285,8 +299,9 @@ class Document:
             self._online_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._online_task
-        with contextlib.suppress(SecsyncError):
-            self.checkpoint()
+        if self._started:  # a failed open leaves no state behind
+            with contextlib.suppress(SecsyncError):
+                self.checkpoint()
         self._closed = True
         self._wake.set()
         self._progress.set()
@@ -346,6 +361,7 @@ class Document:
             self._send_loop(self.session.unacknowledged_messages()),
             name=f"secsync-send-{self.doc_id}",
         )
+        self._started = True
 
     def _restore(self) -> bool:
         """Resume from the local store: content, outbox, sequences. True if there was state."""
@@ -404,20 +420,24 @@ class Document:
                     ]
                 )
             else:
-                snapshot_msg, seq, stored = await self._fetch_latest()
+                latest = await self._fetch_latest()
+                snapshot_msg = latest.snapshot
                 loaded = self.session.load(snapshot_msg)
                 self.load_errors = [e.error for e in loaded if isinstance(e, MessageRejected)]
                 self._emit(loaded)
                 if snapshot_msg is not None:
-                    self._snapshot_seq[snapshot_msg.snapshot_id] = seq
-                self._last_seq = seq
-                self._handle_stored_many(stored)
+                    # updates on it are stored only while no snapshot message follows those
+                    # weighed when choosing it
+                    self._snapshot_seq[snapshot_msg.snapshot_id] = latest.judged
+                self._last_seq = latest.sequence
+                self._handle_stored_many(latest.after)
+                self._last_seq = max(self._last_seq, latest.judged)
                 self._emit(
                     [
                         DocumentLoaded(
                             snapshot_msg.snapshot_id if snapshot_msg else None,
-                            len(stored),
-                            seq,
+                            len(latest.after),
+                            latest.sequence,
                         )
                     ]
                 )
@@ -460,19 +480,23 @@ class Document:
         if connected and not self._online and self._online_task is None:
             self._online_task = asyncio.create_task(self._stay_online())
 
-    async def _fetch_latest(self) -> tuple[Snapshot | None, int, list[jetstream.StoredMessage]]:
-        """The latest snapshot, the sequence its message ends at, and what was stored after.
+    async def _fetch_latest(self) -> _Latest:
+        """The snapshot to load, and what was stored after it.
 
         The last message on the snapshot subject is only a hint: anyone who may write there
-        can store junk or replay an old snapshot. So the snapshot subject is read whole (it
-        holds one message per snapshot epoch, fewer after compaction) and the newest message
-        that decodes as a snapshot, and whose id no earlier message carried, is the latest.
+        can store junk, replay an old snapshot, or seal one under another key. So the snapshot
+        subject is read whole (it holds one message per snapshot epoch, fewer after
+        compaction); every message that decodes as a snapshot, and whose id no earlier message
+        carried, is a candidate, and the session chooses (:meth:`DocumentSession.choose`).
+        Raises :class:`WrongKeyError` (or the key provider's :class:`NotAMemberError`) when
+        the document has snapshots and none of them opens with our key.
         """
-        candidates = await self._read(self.subjects.snapshot, 1)
+        stored_snapshots = await self._read(self.subjects.snapshot, 1)
         assembler = chunks.Reassembler()
         seen: set[bytes] = set()
-        latest: tuple[Snapshot, int] | None = None
-        for message in candidates:
+        candidates: list[Snapshot] = []
+        sequences: list[int] = []
+        for message in stored_snapshots:
             try:
                 data = assembler.feed(message.sequence, message.data, message.headers)
             except SecsyncError:
@@ -485,13 +509,27 @@ class Document:
             if decoded.snapshot_id in seen:
                 continue  # a replay of an earlier snapshot is never the latest
             seen.add(decoded.snapshot_id)
-            latest = (decoded, message.sequence)
-        if latest is None:
+            candidates.append(decoded)
+            sequences.append(message.sequence)
+        judged = stored_snapshots[-1].sequence if stored_snapshots else 0
+        choice = self.session.choose(candidates)
+        self._emit(list(choice.rejected))
+        if choice.index is None:
+            if choice.unreadable:
+                refusal = choice.rejected[-1].error if choice.rejected else None
+                if isinstance(refusal, NotAMemberError):
+                    raise refusal
+                raise WrongKeyError(
+                    "the key does not open this document: none of its "
+                    f"{len(candidates)} stored snapshot(s) decrypts with it; nothing was written"
+                )
             after = await self._read(self.subjects.stored, 1)
-            return None, 0, after
-        snapshot, last = latest
-        rest = await self._read(self.subjects.stored, last + 1)
-        return snapshot, last, rest
+            return _Latest(None, 0, judged, after)
+        snapshot, sequence = candidates[choice.index], sequences[choice.index]
+        rest = await self._read(self.subjects.stored, sequence + 1)
+        # Snapshot messages up to `judged` were weighed above and passed over: not again.
+        rest = [m for m in rest if m.subject != self.subjects.snapshot or m.sequence > judged]
+        return _Latest(snapshot, sequence, judged, rest)
 
     # --- live delivery ----------------------------------------------------------------------
 
@@ -688,17 +726,18 @@ class Document:
                 wanted = [m for m in decoded if m is not None and m.author == event.author]
                 self._emit(self.session.receive_many(wanted))
                 return
-            snapshot, seq, updates = await self._fetch_latest()
+            latest = await self._fetch_latest()
+            snapshot = latest.snapshot
             if snapshot is None:
                 return
-            frames = [u.data for u in updates if u.subject == self.subjects.update]
+            frames = [u.data for u in latest.after if u.subject == self.subjects.update]
             self._log.warning("recovering", reason=event.reason)
             events = self.session.recover(
                 snapshot,
                 [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
                 reason=event.reason,
             )
-            self._snapshot_seq[snapshot.snapshot_id] = seq
+            self._snapshot_seq[snapshot.snapshot_id] = latest.judged
             self._emit(events)
             self._wake.set()
         except SecsyncError as exc:
