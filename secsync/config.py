@@ -102,7 +102,8 @@ class SecsyncConfig:
     """A peer not heard from for this long is removed (no ghost cursors)."""
     store_path: str | None = None
     """SQLite file for offline work (local-first): documents, outbox and sequences survive
-    restarts and the broker may be absent. ``None`` keeps everything in memory."""
+    restarts and the broker may be absent (``~`` is expanded). ``None`` keeps everything in
+    memory."""
     checkpoint_interval: float = 1.0
     """Seconds between full local checkpoints; single changes are logged at once regardless."""
     event_queue_size: int = 10_000

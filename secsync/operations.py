@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from secsync.errors import (
     BrokerRequestError,
     BrokerUnavailableError,
     SecsyncError,
     TransportError,
 )
+from secsync.logs import get_logger
 from secsync.transport import jetstream
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ __all__ = [
     "restore_stream",
 ]
 
-log = structlog.get_logger("secsync.operations")
+log = get_logger("secsync.operations")
 
 #: The stream's config and state at the time of the snapshot (JSON).
 METADATA_FILE = "backup.json"

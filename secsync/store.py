@@ -59,7 +59,7 @@ class LocalStore:
     """An SQLite file holding the encrypted local state of any number of documents."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # "~/..." is the home directory, not a folder "~"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:

@@ -46,3 +46,16 @@ def test_rows_cannot_be_moved_between_documents(tmp_path) -> None:
     db.close()
     with pytest.raises(LocalStoreError):
         LocalStore(tmp_path / "s.db").load("b", KEY)
+
+
+def test_a_path_under_the_home_directory_is_expanded(tmp_path, monkeypatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    store = LocalStore("~/.secsync/docs.db")
+    store.append_changes("t", KEY, [b"c"])
+    store.close()
+    assert (home / ".secsync" / "docs.db").is_file()
+    assert not (workdir / "~").exists()  # no literal "~" folder

@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any, TypeAlias
 
 from secsync.errors import SecsyncError
+from secsync.protocol.encoding import b64encode
 from secsync.protocol.messages import MessageKind
 
+_SHORT = 8  # base64url characters of an id or a public key shown in a repr
 
-@dataclass(frozen=True, slots=True)
-class SnapshotApplied:
+
+class BaseEvent:
+    """Base class of every event. Its ``repr`` is made to be read: ids and public keys as the
+    first characters of their base64url form, payloads by their size only (they are
+    plaintext), errors with their code."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name == "payload" and isinstance(value, bytes):
+                shown = f"<{len(value)} bytes>"
+            elif isinstance(value, bytes):
+                shown = b64encode(value)[:_SHORT] if value else "''"
+            elif isinstance(value, Enum):
+                shown = value.name.lower()
+            elif isinstance(value, SecsyncError):
+                shown = f"{type(value).__name__}({value})"
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SnapshotApplied(BaseEvent):
     """A snapshot became the active one and its content was merged into the document."""
 
     snapshot_id: bytes
@@ -21,8 +52,8 @@ class SnapshotApplied:
     """Local changes not in the snapshot, queued again to be sent on top of it."""
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateApplied:
+@dataclass(frozen=True, slots=True, repr=False)
+class UpdateApplied(BaseEvent):
     """A remote update was verified, decrypted and applied."""
 
     snapshot_id: bytes
@@ -30,16 +61,16 @@ class UpdateApplied:
     clock: int
 
 
-@dataclass(frozen=True, slots=True)
-class EphemeralReceived:
+@dataclass(frozen=True, slots=True, repr=False)
+class EphemeralReceived(BaseEvent):
     """A verified ephemeral (presence) payload from a peer."""
 
     author: bytes
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PresenceChanged:
+@dataclass(frozen=True, slots=True, repr=False)
+class PresenceChanged(BaseEvent):
     """A peer's presence state changed; ``state`` is ``None`` when the peer left or timed out."""
 
     author: bytes
@@ -48,8 +79,8 @@ class PresenceChanged:
     timed_out: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRejected:
+@dataclass(frozen=True, slots=True, repr=False)
+class MessageRejected(BaseEvent):
     """A message was refused; the document and session state are unchanged."""
 
     error: SecsyncError
@@ -57,23 +88,23 @@ class MessageRejected:
     author: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotStored:
+@dataclass(frozen=True, slots=True, repr=False)
+class SnapshotStored(BaseEvent):
     """The broker stored a snapshot of ours."""
 
     snapshot_id: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateStored:
+@dataclass(frozen=True, slots=True, repr=False)
+class UpdateStored(BaseEvent):
     """The broker stored an update of ours."""
 
     snapshot_id: bytes
     clock: int
 
 
-@dataclass(frozen=True, slots=True)
-class GapDetected:
+@dataclass(frozen=True, slots=True, repr=False)
+class GapDetected(BaseEvent):
     """Updates of ``author`` wait for a predecessor; the transport should fetch it."""
 
     snapshot_id: bytes
@@ -82,15 +113,15 @@ class GapDetected:
     queued: int
 
 
-@dataclass(frozen=True, slots=True)
-class RecoveryNeeded:
+@dataclass(frozen=True, slots=True, repr=False)
+class RecoveryNeeded(BaseEvent):
     """The session cannot go on from what it has; load the latest snapshot and ``recover``."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentLoaded:
+@dataclass(frozen=True, slots=True, repr=False)
+class DocumentLoaded(BaseEvent):
     """A document finished loading: the latest snapshot and the updates stored after it."""
 
     snapshot_id: bytes | None
@@ -100,8 +131,8 @@ class DocumentLoaded:
     """True when loaded from the local store (the broker may be catching up after it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PublishFailed:
+@dataclass(frozen=True, slots=True, repr=False)
+class PublishFailed(BaseEvent):
     """The broker refused or did not acknowledge a publish; ``retrying`` says what happens."""
 
     error: SecsyncError
@@ -109,23 +140,23 @@ class PublishFailed:
     retrying: bool
 
 
-@dataclass(frozen=True, slots=True)
-class SyncFailed:
+@dataclass(frozen=True, slots=True, repr=False)
+class SyncFailed(BaseEvent):
     """The document could not catch up with the broker and stopped trying (e.g. access was
     revoked); it keeps working locally."""
 
     error: SecsyncError
 
 
-@dataclass(frozen=True, slots=True)
-class StorageFailed:
+@dataclass(frozen=True, slots=True, repr=False)
+class StorageFailed(BaseEvent):
     """The local store could not be written; changes stay in memory until it can."""
 
     error: SecsyncError
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionChanged:
+@dataclass(frozen=True, slots=True, repr=False)
+class ConnectionChanged(BaseEvent):
     """The connection to the broker was lost (``connected=False``) or restored."""
 
     connected: bool

@@ -16,8 +16,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import structlog
-
 from secsync.config import SecsyncConfig
 from secsync.crdt import CrdtAdapter, adapter_for
 from secsync.errors import (
@@ -25,6 +23,7 @@ from secsync.errors import (
     CreateUpdateError,
     EphemeralAuthorRejectedError,
     EphemeralError,
+    EphemeralNoSessionError,
     NoActiveSnapshotError,
     NotAMemberError,
     SecsyncError,
@@ -48,6 +47,7 @@ from secsync.errors import (
     UpdateReplayError,
     UpdateSnapshotMismatchError,
 )
+from secsync.logs import get_logger
 from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.changes import deserialize_changes, serialize_changes
 from secsync.protocol.encoding import b64encode
@@ -79,7 +79,7 @@ from secsync.protocol.messages import (
 from secsync.protocol.policy import AllowAll, AuthorPolicy
 from secsync.protocol.prefetch import Prepared, check_messages, decode_messages, prepare_all
 
-log = structlog.get_logger("secsync.session")
+log = get_logger("secsync.session")
 
 # receive_many takes a batch in parts of this many messages: each part is decoded and checked
 # (on verify_threads threads too) before it is processed, so that at most this many are held.
@@ -217,6 +217,7 @@ class DocumentSession:
         self._snapshot_in_flight: _SnapshotInFlight | None = None
         self._outbox: list[Message] = []
         self._snapshot_requested = False
+        self._first_snapshot_wanted = False
 
         self._verify_executor = verify_executor
         self._own_executor: ThreadPoolExecutor | None = None
@@ -373,7 +374,7 @@ class DocumentSession:
         if not self.loaded or self._snapshot_in_flight is not None:
             return out
         if self._active is None:
-            if self._pending or self._snapshot_requested:
+            if self._pending or self._snapshot_requested or self._first_snapshot_wanted:
                 out.append(self._create_snapshot())
             return out
         if (self._pending or self._snapshot_requested) and self._should_snapshot():
@@ -401,6 +402,12 @@ class DocumentSession:
         """Write a snapshot at the next opportunity, and again after losing a race, until one
         of ours is stored (membership changes and key rotations use this)."""
         self._snapshot_requested = True
+
+    def want_first_snapshot(self) -> None:
+        """If the document has no snapshot, write a first one (empty if there are no changes
+        yet) at the next opportunity: presence needs a snapshot's key. Anyone else's first
+        snapshot does just as well."""
+        self._first_snapshot_wanted = True
 
     def create_snapshot(self) -> Snapshot:
         """Write a snapshot now (for example after a key rotation) whatever the policy says."""
@@ -795,7 +802,12 @@ class DocumentSession:
     def _rejected(
         self, error: SecsyncError, kind: MessageKind | None, author: bytes | None
     ) -> MessageRejected:
-        self._log.warning(
+        # A presence message from a session not proven yet starts the handshake: normal when
+        # peers meet, so not worth a warning (the event still says it was not applied).
+        report = (
+            self._log.debug if isinstance(error, EphemeralNoSessionError) else self._log.warning
+        )
+        report(
             "message_rejected",
             code=error.code,
             error=type(error).__name__,

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import nats
-import structlog
 from nats.js import JetStreamContext
 
 from secsync.config import SecsyncConfig
@@ -21,6 +20,7 @@ from secsync.errors import (
     PermissionDeniedError,
     SecsyncError,
 )
+from secsync.logs import get_logger
 from secsync.protocol.crypto import SigningKeyPair
 from secsync.protocol.keys import (
     KeyProvider,
@@ -36,7 +36,7 @@ from secsync.transport import jetstream
 from secsync.transport.document import Document
 from secsync.transport.subjects import stream_subjects
 
-log = structlog.get_logger("secsync.client")
+log = get_logger("secsync.client")
 
 # A permission violation reported by the server explains publishes that time out for this long.
 _DENIAL_MEMORY = 60.0

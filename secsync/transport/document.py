@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pycrdt
-import structlog
 
 from secsync.config import SecsyncConfig
 from secsync.errors import (
@@ -35,6 +34,7 @@ from secsync.errors import (
     WrongKeyError,
     WrongLastSequenceError,
 )
+from secsync.logs import get_logger
 from secsync.protocol import wire
 from secsync.protocol.events import (
     ConnectionChanged,
@@ -60,7 +60,7 @@ from secsync.transport.waiting import wait_woken
 if TYPE_CHECKING:
     from secsync.transport.client import SecsyncClient
 
-log = structlog.get_logger("secsync.document")
+log = get_logger("secsync.document")
 
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
@@ -450,10 +450,8 @@ class Document:
         self._online = True
         self._can_send.set()
         self._dirty = True
+        self.presence.greet()
         self.presence.start()
-        with contextlib.suppress(SecsyncError):
-            # ask the peers online to prove their sessions, so presence flows at once
-            await self._publish_ephemeral(self.session.ephemeral_initialize())
         self._wake.set()
         self._log.info("document_online", last_sequence=self._last_seq)
 
@@ -1052,6 +1050,8 @@ class Document:
     # --- events -----------------------------------------------------------------------------
 
     def _emit(self, events: list[Event]) -> None:
+        if not self.presence.keyed and self.session.active_snapshot is not None:
+            self.presence.key_available()
         for event in events:
             if self._events.qsize() >= self.config.event_queue_size:
                 with contextlib.suppress(asyncio.QueueEmpty):

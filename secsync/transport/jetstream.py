@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.js import api
 
 from secsync.errors import (
@@ -56,6 +55,7 @@ from secsync.errors import (
     TransportError,
     WrongLastSequenceError,
 )
+from secsync.logs import get_logger
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -82,7 +82,7 @@ __all__ = [
     "publish_batch",
 ]
 
-log = structlog.get_logger("secsync.jetstream")
+log = get_logger("secsync.jetstream")
 
 API_PREFIX = "$JS.API"
 

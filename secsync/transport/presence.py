@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from secsync.errors import NoActiveSnapshotError, SecsyncError
+from secsync.logs import get_logger
 from secsync.protocol.events import Event, MessageRejected, PresenceChanged
-from secsync.protocol.messages import MessageKind
+from secsync.protocol.messages import EphemeralMessage, MessageKind
 from secsync.protocol.presence import PresenceTracker
 from secsync.transport.waiting import wait_woken
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from secsync.transport.document import Document
 
-log = structlog.get_logger("secsync.presence")
+log = get_logger("secsync.presence")
 
 
 class Presence:
@@ -45,6 +45,8 @@ class Presence:
         self.awareness = awareness
         self._dirty = False
         self._last_sent = 0.0
+        self._keyed = document.session.active_snapshot is not None
+        self._greeted = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._subscription: str | None = None
@@ -60,7 +62,9 @@ class Presence:
     def set_local_state(self, state: Any) -> None:
         """Share ``state`` (JSON-compatible; ``None`` to hide) with the peers, throttled.
 
-        With a Yjs awareness, this sets its local state (which is then sent).
+        With a Yjs awareness, this sets its local state (which is then sent). Presence is
+        sealed under the key of the document's snapshot: on a document that has none yet, a
+        first (empty) snapshot is written, and the state goes out once it is stored.
         """
         if self.awareness is not None:
             self.awareness.set_local_state(state)
@@ -70,6 +74,25 @@ class Presence:
     def _changed(self, state: Any) -> None:
         self.tracker.local_state = state
         self._dirty = True
+        self._wake.set()
+        if state is not None and self._document.session.active_snapshot is None:
+            self._document.session.want_first_snapshot()
+            self._document.notify_changed()
+
+    @property
+    def keyed(self) -> bool:
+        """True once the document has a snapshot whose key seals presence."""
+        return self._keyed
+
+    def key_available(self) -> None:
+        """The document has a snapshot (a key) now: say hello and send what waited for it."""
+        if not self._keyed:
+            self._keyed = True
+            self._wake.set()
+
+    def greet(self) -> None:
+        """Ask the peers online to prove their sessions (again), as soon as there is a key."""
+        self._greeted = False
         self._wake.set()
 
     def _on_awareness(self, topic: str, args: tuple[Any, Any]) -> None:
@@ -109,18 +132,28 @@ class Presence:
                 self.tracker.local_state is not None
                 and now - self._last_sent >= cfg.presence_heartbeat
             )
+            if self._keyed and not self._greeted:
+                # ask the peers online to prove their sessions, so presence flows at once
+                await self._send(self._document.session.ephemeral_initialize, hello=True)
+                self._greeted = True  # best effort, as presence is
             if due or heartbeat:
-                await self._send(self.tracker.heartbeat())
-                self._dirty = False
+                sent = await self._send(
+                    lambda: self._document.session.send_ephemeral(self.tracker.heartbeat())
+                )
                 self._last_sent = now
+                self._dirty = self._dirty and not sent  # kept until there is a key to send it
 
-    async def _send(self, payload: bytes) -> None:
+    async def _send(self, seal: Callable[[], EphemeralMessage], *, hello: bool = False) -> bool:
+        """Seal and publish one ephemeral message; False if there is no key for it yet."""
         try:
-            await self._document._publish_ephemeral(self._document.session.send_ephemeral(payload))
+            message = seal()
         except NoActiveSnapshotError:
-            pass  # no key yet: the document has no snapshot; nothing to be present in
+            return False  # no snapshot yet, so no key: sent once there is one
         except SecsyncError as exc:
-            log.warning("presence_not_sent", code=exc.code)
+            log.warning("presence_not_sent", code=exc.code, hello=hello)
+            return False
+        await self._document._publish_ephemeral(message)
+        return True
 
     def receive(self, author: bytes, payload: bytes) -> list[Event]:
         """A verified ephemeral payload from ``author``."""
@@ -157,7 +190,8 @@ class Presence:
                 await self._task
         if self.tracker.local_state is not None:
             self.tracker.local_state = None
-            await self._send(self.tracker.heartbeat())
+            payload = self.tracker.heartbeat()
+            await self._send(lambda: self._document.session.send_ephemeral(payload))
         if self.awareness is not None and self._subscription is not None:
             self.awareness.unobserve(self._subscription)
 

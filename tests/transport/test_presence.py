@@ -125,3 +125,28 @@ async def test_replayed_and_forged_presence_is_rejected(broker) -> None:
     finally:
         await c1.close()
         await c2.close()
+
+
+async def test_presence_works_on_a_document_nobody_has_written(broker) -> None:
+    """Presence needs a snapshot's key: setting a state on an empty document writes a first,
+    empty snapshot, and both sides see each other without anyone editing."""
+    c1 = await secsync.connect(broker.url, config=CONFIG)
+    c2 = await secsync.connect(broker.url, config=CONFIG)
+    try:
+        ya, yb = pycrdt.Doc(), pycrdt.Doc()
+        ka, kb = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
+        da = await c1.open("fresh-presence", key=KEY, signing_key=ka, crdt=ya)
+        db = await c2.open("fresh-presence", key=KEY, signing_key=kb, crdt=yb)
+        assert da.session.active_snapshot is None and db.session.active_snapshot is None
+        da.presence.set_local_state({"user": "alice"})
+        db.presence.set_local_state({"user": "bob"})
+        await wait_event(db, lambda e: isinstance(e, PresenceChanged) and e.state is not None)
+        await wait_event(da, lambda e: isinstance(e, PresenceChanged) and e.state is not None)
+        assert db.presence.states[ka.public_key] == {"user": "alice"}
+        assert da.presence.states[kb.public_key] == {"user": "bob"}
+        # one first snapshot for both (the loser of the race adopts the winner's), no text
+        assert da.session.active_snapshot == db.session.active_snapshot
+        assert str(ya.get("text", type=pycrdt.Text)) == ""
+    finally:
+        await c1.close()
+        await c2.close()

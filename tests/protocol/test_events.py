@@ -1,0 +1,40 @@
+"""Events print readably: ids and keys short, payloads by size, errors with their code."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from secsync.errors import UpdateReplayError
+from secsync.protocol import crypto, events
+from secsync.protocol.encoding import b64encode
+from secsync.protocol.messages import MessageKind
+
+
+def test_every_event_is_a_base_event_with_a_readable_repr() -> None:
+    classes = [
+        getattr(events, name)
+        for name in dir(events)
+        if isinstance(getattr(events, name), type)
+        and dataclasses.is_dataclass(getattr(events, name))
+    ]
+    assert len(classes) == 14
+    for cls in classes:
+        assert issubclass(cls, events.BaseEvent)
+        assert "__repr__" not in cls.__dict__  # the readable one, not the dataclass one
+
+
+def test_ids_and_keys_are_short_base64url_and_payloads_are_hidden() -> None:
+    snapshot_id, author = crypto.generate_id(), crypto.SigningKeyPair.generate().public_key
+    applied = events.SnapshotApplied(snapshot_id, author)
+    assert repr(applied) == (
+        f"SnapshotApplied(snapshot_id={b64encode(snapshot_id)[:8]}, "
+        f"author={b64encode(author)[:8]}, recovered=False, rebased_changes=0)"
+    )
+    assert "\\x" not in repr(applied) and "b'" not in repr(applied)
+    received = events.EphemeralReceived(author, b'{"cursor": "secret plaintext"}')
+    assert "secret" not in str(received) and "<30 bytes>" in str(received)
+    rejected = events.MessageRejected(UpdateReplayError("old"), MessageKind.UPDATE, author)
+    assert "UpdateReplayError([214] old)" in str(rejected) and "kind=update" in str(rejected)
+    # still plain frozen dataclasses
+    assert applied == events.SnapshotApplied(snapshot_id, author)
+    assert hash(applied) == hash(events.SnapshotApplied(snapshot_id, author))

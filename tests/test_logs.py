@@ -1,0 +1,60 @@
+"""A library does not print: secsync's log records go to the standard logging module only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from secsync.broker import Broker
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    import pycrdt
+    import secsync
+
+    if sys.argv[2] == "configured":
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
+
+    async def main():
+        key, me = secsync.generate_key(), secsync.SigningKeyPair.generate()
+        ydoc = pycrdt.Doc()
+        text = ydoc.get("text", type=pycrdt.Text)
+        async with secsync.connect(sys.argv[1]) as client:
+            doc = await client.open(sys.argv[2], key=key, signing_key=me, crdt=ydoc)
+            text.insert(0, "hello")
+            await doc.flush(5)
+        try:
+            async with secsync.connect(sys.argv[1]) as client:  # a wrong key: warnings
+                await client.open(
+                    sys.argv[2], key=secsync.generate_key(), signing_key=me, crdt=pycrdt.Doc()
+                )
+        except secsync.SecsyncError:
+            pass
+
+    asyncio.run(main())
+    """
+)
+
+
+def _run(url: str, mode: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, url, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def test_nothing_is_printed_unless_the_application_asks(broker: Broker) -> None:
+    quiet = _run(broker.url, "unconfigured")
+    assert quiet.stdout == ""
+    assert quiet.stderr == ""  # not even warnings through logging's last resort
+    loud = _run(broker.url, "configured")
+    assert loud.stdout == ""
+    lines = loud.stderr.splitlines()
+    assert any(line.startswith("secsync.client connected servers=") for line in lines)
+    assert any(line.startswith("secsync.session snapshot_created doc=") for line in lines)
+    assert any("message_rejected" in line and "code=101" in line for line in lines)
