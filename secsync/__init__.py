@@ -1,9 +1,19 @@
-"""secsync: end-to-end encrypted CRDT documents (Yjs, Automerge) over NATS JetStream."""
+"""secsync: end-to-end encrypted CRDT documents (Yjs, Automerge) over NATS JetStream.
 
-from secsync.config import SecsyncConfig
-from secsync.errors import SecsyncError
-from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
-from secsync.transport import Document, SecsyncClient, connect
+The names below are imported on first use (PEP 562), so that ``import secsync`` and the
+command line do not pay for nats, asyncio and the CRDT libraries until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from secsync.config import SecsyncConfig
+    from secsync.errors import SecsyncError
+    from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
+    from secsync.transport import Document, SecsyncClient, connect
 
 __version__ = "0.1.0"
 
@@ -19,3 +29,29 @@ __all__ = [
     "connect",
     "generate_key",
 ]
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "Document": "secsync.transport",
+    "DocumentSession": "secsync.protocol",
+    "SecsyncClient": "secsync.transport",
+    "SecsyncConfig": "secsync.config",
+    "SecsyncError": "secsync.errors",
+    "SigningKeyPair": "secsync.protocol",
+    "StaticKey": "secsync.protocol",
+    "connect": "secsync.transport",
+    "generate_key": "secsync.protocol",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'secsync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -38,6 +38,7 @@ from secsync.broker import (
     Broker,
     _conf_string,
     _free_ports,
+    config_file,
     find_nats_server,
 )
 from secsync.errors import TransportError
@@ -65,8 +66,8 @@ _T = TypeVar("_T")
 
 
 def cluster_config_path() -> Path:
-    """``broker-config/cluster.conf`` of the repository that holds this package."""
-    return Path(__file__).resolve().parent.parent / "broker-config" / "cluster.conf"
+    """The cluster node config, ``broker-config/cluster.conf``."""
+    return config_file("cluster.conf")
 
 
 def _route_url(port: int) -> str:

@@ -55,14 +55,14 @@ from typing import Any, Self, TypeVar
 import structlog
 
 from secsync.broker import (
-    DEFAULT_REGIONS,
     LOOPBACK,
-    TOPOLOGIES,
     Broker,
     _conf_string,
     _free_ports,
+    config_file,
     find_nats_server,
 )
+from secsync.broker_options import DEFAULT_REGIONS, TOPOLOGIES
 from secsync.cluster import (
     DEFAULT_ACCOUNT,
     DEFAULT_SIZE,
@@ -99,21 +99,16 @@ _RELAY_TIMEOUT = 10.0
 _T = TypeVar("_T")
 
 
-def config_dir() -> Path:
-    """``broker-config/`` of the repository that holds this package."""
-    return Path(__file__).resolve().parent.parent / "broker-config"
-
-
 def supercluster_config_path() -> Path:
-    return config_dir() / "supercluster.conf"
+    return config_file("supercluster.conf")
 
 
 def hub_config_path() -> Path:
-    return config_dir() / "hub.conf"
+    return config_file("hub.conf")
 
 
 def leaf_config_path() -> Path:
-    return config_dir() / "leaf.conf"
+    return config_file("leaf.conf")
 
 
 def region_tag(region: str) -> str:
