@@ -275,14 +275,23 @@ class Broker:
                     return self
                 except TransportError:
                     run_log = self._last_run_log()
-                    lost_race = "address already in use" in run_log
-                    if lost_race and not (choose_port or choose_http_port):
-                        raise TransportError(
-                            f"port {_port_in_use(run_log) or self._port} on {LOOPBACK} is "
-                            f"already in use (server log: {self.log_path})"
-                        ) from None
-                    if not lost_race:
+                    if "address already in use" not in run_log:
                         raise
+                    taken = _port_in_use(run_log)
+                    fixed = {
+                        str(port)
+                        for port, chosen in (
+                            (self._port, choose_port),
+                            (self._http_port, choose_http_port),
+                        )
+                        if not chosen
+                    }
+                    if taken in fixed or not (choose_port or choose_http_port):
+                        # a port we were given: new ports for the others would not help
+                        raise TransportError(
+                            f"cannot listen on {LOOPBACK}:{taken or self._port}: address already "
+                            f"in use (server log: {self.log_path})"
+                        ) from None
                     if attempt == _START_ATTEMPTS:
                         raise
                     log.info("broker.port_taken", port=self._port, http_port=self._http_port)

@@ -276,24 +276,22 @@ def cmd_seal(args: argparse.Namespace, inputs: Inputs) -> int:
     from secsync.protocol import sealing, wire
     from secsync.protocol.encoding import b64decode
 
-    signer = _signer(
-        inputs.required_secret(
-            args.signing_key,
-            args.signing_key_file,
-            ENV_SIGNING_KEY,
-            what="a signing key",
-            option="--signing-key",
-        )
+    signing_text = inputs.required_secret(
+        args.signing_key,
+        args.signing_key_file,
+        ENV_SIGNING_KEY,
+        what="a signing key",
+        option="--signing-key",
     )
-    key = _key(
-        inputs.required_secret(
-            args.key, args.key_file, ENV_KEY, what="a document key", option="--key"
-        )
+    key_text = inputs.required_secret(
+        args.key, args.key_file, ENV_KEY, what="a document key", option="--key"
     )
+    plaintext = inputs.read(args.file, "the plaintext")  # every input first, then the checks
+    signer = _signer(signing_text)
+    key = _key(key_text)
     obj = _json_object(args.public_data.encode("utf-8"), "--public-data")
     public = _public_data(args.kind, obj, signer)
     nonce = b64decode(args.nonce) if args.nonce else None
-    plaintext = inputs.read(args.file, "the plaintext")
     message = sealing.seal(public, plaintext, key, signer, nonce=nonce)
     if args.format == "msgpack":
         sys.stdout.buffer.write(wire.encode(message))
@@ -320,12 +318,12 @@ def cmd_open(args: argparse.Namespace, inputs: Inputs) -> int:
     from secsync.protocol import sealing
     from secsync.protocol.encoding import b64encode
 
-    key = _key(
-        inputs.required_secret(
-            args.key, args.key_file, ENV_KEY, what="a document key", option="--key"
-        )
+    key_text = inputs.required_secret(
+        args.key, args.key_file, ENV_KEY, what="a document key", option="--key"
     )
-    message = _load_message(inputs.read(args.file, "the message"), args.doc_id)
+    data = inputs.read(args.file, "the message")  # every input first, then what they say
+    key = _key(key_text)
+    message = _load_message(data, args.doc_id)
     plaintext = sealing.open_message(message, key)
     if args.raw:
         sys.stdout.buffer.write(plaintext)
@@ -438,7 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
         "is stdin.",
         parents=[verbose],
     )
-    parser.set_defaults(verbose=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     keygen = sub.add_parser(
@@ -541,6 +538,8 @@ def _exclusive(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # -v before or after the subcommand; the parsers share one SUPPRESS-default action for it
+    args.verbose = getattr(args, "verbose", False)
     configure_logging(args.verbose)
     try:
         _exclusive(args)
