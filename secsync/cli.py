@@ -93,7 +93,6 @@ def route_structlog_to_logging() -> None:
         processors=[structlog.stdlib.filter_by_level, _one_line],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
     )
 
 

@@ -1,10 +1,12 @@
 import asyncio
 import io
 import json
+import logging
 import subprocess
 import sys
 
 import pytest
+import structlog
 
 from secsync import cli
 from secsync.protocol.encoding import b64encode
@@ -23,12 +25,22 @@ def run(argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
         buffer = buf
 
     old = sys.stdin, sys.stdout, sys.stderr
+    # The CLI configures structlog for its process; the other tests here keep theirs.
+    configured, config = structlog.is_configured(), structlog.get_config()
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     sys.stdin, sys.stdout, sys.stderr = In(), Out(), err  # type: ignore[assignment]
     try:
         code = cli.main(argv)
         text = sys.stdout.getvalue()  # type: ignore[attr-defined]
     finally:
         sys.stdin, sys.stdout, sys.stderr = old
+        if configured:
+            structlog.configure(**config)
+        else:
+            structlog.reset_defaults()
+        root.setLevel(level)
+        root.handlers[:] = handlers
     return code, text + buf.getvalue().decode("latin-1"), err.getvalue()
 
 
