@@ -26,7 +26,7 @@ from nats.errors import MaxPayloadError
 from nats.js.api import ConsumerConfig, StorageType
 from nats.js.errors import NotFoundError
 
-from secsync.broker import Broker, find_nats_server, free_port, run_broker
+from secsync.broker import Broker, config_file, find_nats_server, free_port, run_broker
 from secsync.errors import TransportError
 
 MiB = 1024 * 1024
@@ -453,3 +453,12 @@ def test_run_broker_other_topologies_choose_their_ports(
     assert run_broker(args) == 1
     assert "--port and --http-port apply to --topology single only" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()  # nothing was started
+
+
+def test_configs_are_found_in_a_checkout_too() -> None:
+    """Editable installs and the tests read broker-config/ itself (no packaged copy there)."""
+    repository = Path(__file__).resolve().parent.parent / "broker-config"
+    for path in repository.glob("*.conf"):
+        assert config_file(path.name).read_bytes() == path.read_bytes()
+    with pytest.raises(TransportError, match=r"broker config nope\.conf not found"):
+        config_file("nope.conf")
