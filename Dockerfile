@@ -15,6 +15,7 @@ WORKDIR /app
 # Only what the package build needs (BuildKit sends just these files of the context).
 COPY pyproject.toml README.md ./
 COPY secsync ./secsync
+COPY broker-config ./broker-config
 RUN pip install . \
     && useradd --create-home --uid 10001 secsync \
     && mkdir /secrets \

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m secsync.demo
+	$(BIN)/secsync demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check secsync tests interop benchmarks

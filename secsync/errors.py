@@ -504,3 +504,9 @@ def error_for_code(code: int) -> type[SecsyncError]:
         found.setdefault(cls.code, cls)
         stack.extend(cls.__subclasses__())
     return found.get(code, SecsyncError)
+
+
+class DocumentNotFoundError(TransportError):
+    """The broker holds nothing for this document: no snapshot and no update."""
+
+    code = 909

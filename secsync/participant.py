@@ -6,7 +6,8 @@ per participant against the 3-node cluster) or a topology from ``secsync broker 
 
 It connects to the given broker URLs (retrying until the broker answers, or working offline
 from a local store), opens one end-to-end encrypted Yjs text, types ``--lines`` lines of its
-own, prints the changes it receives with their authors, and ends once the text holds
+own, reports the changes it receives with their authors (one line a second at most, however
+fast the others type), and ends once the text holds
 ``--expect-lines`` lines (everybody's) or when stopped (SIGTERM, Ctrl-C), printing the text on a
 ``RESULT {json}`` line. Exit code 0 when the expected lines arrived.
 
@@ -27,6 +28,8 @@ Every option can come from the environment instead (containers then need no comm
     --replicas N           SECSYNC_STREAM_REPLICAS  replicas of the stream if it is created (3 on
                                                     a cluster)
     --store PATH           SECSYNC_STORE_PATH       local store for offline work (SQLite)
+    --verbose              SECSYNC_VERBOSE=1        library logs (stderr) from INFO on, not
+                                                    warnings and errors only
 
 The key file is the shared secret of the document: whoever reads it can read the document.
 """
@@ -49,13 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
-import structlog
 
 DEFAULT_DOC_ID = "demo-document"
 DEFAULT_SERVERS = ("nats://127.0.0.1:4222",)
 CLOSE_TIMEOUT = 5.0
+REPORT_INTERVAL = 1.0  # seconds between two "received ..." lines
 
-log = structlog.get_logger("secsync.participant")
+log = logging.getLogger("secsync.participant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class ParticipantOptions:
     store_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     """Further :class:`secsync.SecsyncConfig` fields (tests: stream name, batching)."""
+    verbose: bool = False
+    """Library logs from INFO on (the command line's ``--verbose``)."""
 
     @property
     def wanted_lines(self) -> int:
@@ -161,6 +166,12 @@ async def participate(
         doc.presence.set_local_state({"name": options.name})
         out(f"connected to {','.join(options.servers)}: document {options.doc_id!r} as {me}")
         names: dict[bytes, str] = {}
+        tally = _Tally()
+
+        def report_received() -> None:
+            if tally.count:
+                out(f"{tally.summary()}; the text has {line_count(str(text))} lines")
+            tally.reset()
 
         def report(event: object) -> None:
             if isinstance(event, PresenceChanged):
@@ -173,8 +184,9 @@ async def participate(
                     out(f"{names.pop(event.author)} left")
             elif isinstance(event, UpdateApplied | SnapshotApplied):
                 who = names.get(event.author) or b64encode(event.author)[:8]
-                what = "a change" if isinstance(event, UpdateApplied) else "a snapshot"
-                out(f"received {what} by {who}; the text has {line_count(str(text))} lines")
+                tally.add(who, snapshot=isinstance(event, SnapshotApplied))
+                if tally.age() >= REPORT_INTERVAL:
+                    report_received()
 
         async def next_event(until: float) -> bool:
             """Report the next event; False once ``until`` passed or a stop was requested."""
@@ -210,6 +222,7 @@ async def participate(
         wanted = options.wanted_lines
         while (wanted == 0 or line_count(str(text)) < wanted) and await next_event(deadline):
             pass
+        report_received()
         done = wanted > 0 and line_count(str(text)) >= wanted
         final = str(text)
         if not done and wanted:
@@ -218,6 +231,40 @@ async def participate(
         return done, final
     finally:
         await client.close()
+
+
+class _Tally:
+    """Changes received since the last report, by author."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.by: dict[str, int] = {}
+        self.snapshots = 0
+        self.since = time.monotonic()
+
+    @property
+    def count(self) -> int:
+        return sum(self.by.values()) + self.snapshots
+
+    def add(self, who: str, *, snapshot: bool = False) -> None:
+        if snapshot:
+            self.snapshots += 1
+        else:
+            self.by[who] = self.by.get(who, 0) + 1
+
+    def age(self) -> float:
+        return time.monotonic() - self.since
+
+    def summary(self) -> str:
+        """``received 12 changes (7 by bob, 5 by carol)``, snapshots counted apart."""
+        changes = sum(self.by.values())
+        parts = [f"{changes} change{'s' if changes != 1 else ''}"] if changes else []
+        if self.snapshots:
+            parts.append(f"{self.snapshots} snapshot{'s' if self.snapshots != 1 else ''}")
+        by = ", ".join(f"{count} by {who}" for who, count in sorted(self.by.items()))
+        return "received " + " and ".join(parts) + (f" ({by})" if by else "")
 
 
 async def _close(doc: Any) -> None:
@@ -230,7 +277,7 @@ async def _close(doc: Any) -> None:
         async with bound:
             await doc.close()
     if bound.expired():
-        log.warning("participant.close_timeout", seconds=CLOSE_TIMEOUT)
+        log.warning("closing the document took over %s s; going on without it", CLOSE_TIMEOUT)
     if not doc.closed:
         await doc.close()
 
@@ -263,6 +310,9 @@ def parse_options(argv: Sequence[str] | None = None) -> ParticipantOptions:
         "--replicas", type=int, default=int(_env("SECSYNC_STREAM_REPLICAS", "1") or 1)
     )
     parser.add_argument("--store", default=_env("SECSYNC_STORE_PATH"))
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=_env("SECSYNC_VERBOSE") not in (None, "0")
+    )
     args = parser.parse_args(argv)
     if not args.name:
         parser.error("--name (or SECSYNC_NAME) is required")
@@ -283,6 +333,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ParticipantOptions:
         timeout=args.timeout,
         replicas=args.replicas,
         store_path=args.store,
+        verbose=args.verbose,
     )
 
 
@@ -297,9 +348,11 @@ async def _main(options: ParticipantOptions) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from secsync.cli import configure_logging
+
     options = parse_options(argv)
-    # The output speaks for itself; library logs only when something goes wrong.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # The output speaks for itself; library logs (stderr) only when something goes wrong.
+    configure_logging(options.verbose)
     return asyncio.run(_main(options))
 
 

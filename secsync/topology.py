@@ -52,17 +52,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-import structlog
-
 from secsync.broker import (
-    DEFAULT_REGIONS,
     LOOPBACK,
-    TOPOLOGIES,
     Broker,
     _conf_string,
     _free_ports,
+    config_file,
     find_nats_server,
 )
+from secsync.broker_options import DEFAULT_REGIONS, TOPOLOGIES
 from secsync.cluster import (
     DEFAULT_ACCOUNT,
     DEFAULT_SIZE,
@@ -75,8 +73,9 @@ from secsync.cluster import (
     probe_api,
 )
 from secsync.errors import TransportError
+from secsync.logs import get_logger
 
-log = structlog.get_logger("secsync.topology")
+log = get_logger("secsync.topology")
 
 ENV_SERVER_TAG = "SECSYNC_NATS_SERVER_TAG"
 ENV_GATEWAY_PORT = "SECSYNC_NATS_GATEWAY_PORT"
@@ -99,21 +98,16 @@ _RELAY_TIMEOUT = 10.0
 _T = TypeVar("_T")
 
 
-def config_dir() -> Path:
-    """``broker-config/`` of the repository that holds this package."""
-    return Path(__file__).resolve().parent.parent / "broker-config"
-
-
 def supercluster_config_path() -> Path:
-    return config_dir() / "supercluster.conf"
+    return config_file("supercluster.conf")
 
 
 def hub_config_path() -> Path:
-    return config_dir() / "hub.conf"
+    return config_file("hub.conf")
 
 
 def leaf_config_path() -> Path:
-    return config_dir() / "leaf.conf"
+    return config_file("leaf.conf")
 
 
 def region_tag(region: str) -> str:

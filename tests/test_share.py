@@ -77,7 +77,7 @@ async def test_cli_share_and_join(broker) -> None:
             timeout=60,
         )
 
-    first = join("--passphrase=pw", "--append=written by the CLI")
+    first = join("--passphrase=pw", "--create", "--append=written by the CLI")
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "written by the CLI"
     again = join("--passphrase=pw")
