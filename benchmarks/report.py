@@ -1332,9 +1332,10 @@ def _reproduce(results: dict[str, Any], add: Any) -> None:
     add("")
     add(
         "The trace is read from `data/automerge-paper.json.gz`, shipped in the repository "
-        "(CC BY 4.0, see `data/README.md`). The run starts its own nats-server on free loopback ports and removes it "
-        "afterwards. Run it on an otherwise idle machine: every section reports medians of "
-        "several repetitions after a warm-up, but other load still shows. Options: "
+        "(CC BY 4.0, see `data/README.md`). The run starts its own nats-server on free "
+        "loopback ports and removes it afterwards. Run it on an otherwise idle machine: "
+        "every section reports medians of several repetitions after a warm-up, but other "
+        "load still shows. Options: "
         "`--only SECTION` (repeatable), `--out DIR`, `--json FILE` (every number), "
         "`--render FILE` (the report again from such a file, measuring nothing)."
     )

@@ -495,6 +495,12 @@ class NotAMemberError(AccessError):
     code = 1004
 
 
+class GroupTooLargeError(MembershipError):
+    """The group would exceed the size a snapshot can carry (members or membership changes)."""
+
+    code = 1010
+
+
 def error_for_code(code: int) -> type[SecsyncError]:
     """Return the error class registered for ``code`` (the first defined one on a tie)."""
     found: dict[int, type[SecsyncError]] = {}

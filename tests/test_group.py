@@ -9,13 +9,15 @@ import pytest
 
 import secsync
 from secsync.config import SecsyncConfig
-from secsync.group import Group
+from secsync.errors import GroupTooLargeError
+from secsync.group import MAX_MEMBERS, Group
 from secsync.protocol import crypto
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import MessageRejected, SnapshotApplied
-from secsync.protocol.messages import Snapshot
+from secsync.protocol.messages import EphemeralPublicData, MessageKind, Snapshot
 from secsync.protocol.session import DocumentSession
 from tests.factories import DOC_ID, MemoryBroker, Participant
+from tests.security.forge import group_snapshot, op, seal_to
 
 
 class Member:
@@ -85,14 +87,34 @@ def test_outsider_and_reader_updates_are_ignored_by_every_member() -> None:
 
 
 def test_forged_membership_change_is_rejected() -> None:
-    _, (admin, writer) = founded(1)
+    broker, (admin, writer) = founded(1)
     mallory = crypto.SigningKeyPair.generate()
     writer.group.add(mallory.public_key, "admin")  # a writer is not allowed to do this
     writer.session.request_snapshot()
-    writer.p.sync()
+    with pytest.raises(secsync.SecsyncError, match="only an admin"):
+        writer.session.data_to_send()  # the honest API refuses at once
+    # played by hand: the writer signs the change itself and publishes the snapshot
+    current = writer.group._epochs[writer.group._active]  # type: ignore[index]
+    members = [*current.members, mallory.public_key]
+    sealed = seal_to(members, current.key)
+    change = op(
+        writer.signer, current.links[-1], [(mallory.public_key, "admin")], current.key, sealed
+    )
+    parent = writer.session.active_snapshot
+    forged = group_snapshot(
+        writer.signer,
+        DOC_ID,
+        [*current.chain, change],
+        current.key,
+        sealed,
+        text="x",
+        parent=parent,
+    )
+    assert broker.publish(forged, len(broker.log))  # the broker does not judge
     admin.p.sync()
     assert 1003 in admin.codes()
     assert mallory.public_key not in admin.group.members
+    assert admin.session.active_snapshot == parent
 
 
 def test_removed_member_reads_nothing_new_while_others_continue() -> None:
@@ -159,7 +181,7 @@ async def test_removed_member_still_connected_reads_nothing_through_nats(broker)
         )
         ya.get("text", type=pycrdt.Text).insert(0, "shared")
         await da.flush(5)
-        gone_group = Group(gone_key)
+        gone_group = Group(gone_key, roles)  # type: ignore[arg-type]
         dg = await c2.open(
             "group", key=gone_group, signing_key=gone_key, crdt=yg, policy=gone_group
         )
@@ -194,7 +216,7 @@ async def test_two_admins_remove_two_members_concurrently_through_nats(broker) -
     try:
         for name, signer in signers.items():
             clients[name] = await secsync.connect(broker.url, config=config)
-            groups[name] = Group(signer, roles if name == "a1" else None)  # type: ignore[arg-type]
+            groups[name] = Group(signer, roles)  # type: ignore[arg-type]
             ydocs[name] = pycrdt.Doc()
             docs[name] = await clients[name].open(
                 "group-race",
@@ -263,3 +285,43 @@ def test_keys_never_reach_the_logs(caplog) -> None:
     for secret in secrets:
         assert secret not in out
         assert secret[:12] not in out
+
+
+def test_a_restarted_member_keeps_the_verified_roster() -> None:
+    broker, (admin, writer) = founded(1)
+    carol = Member(broker)
+    admin.group.add(carol.key, "writer")  # a member who is not a founder
+    admin.session.request_snapshot()
+    admin.p.sync()
+    writer.p.sync()
+    assert carol.key in writer.group.members
+    state, content = writer.session.export_state(), writer.doc.get_update()
+
+    group = Group(writer.signer, writer.group.founders)  # type: ignore[arg-type]
+    doc = pycrdt.Doc()
+    doc.apply_update(content)
+    session = DocumentSession(DOC_ID, writer.signer, group, doc, policy=group)
+    session.restore_state(state)
+    assert group.members == admin.group.members  # the verified roster, not the founders
+    hello = EphemeralPublicData(doc_id=DOC_ID, pub_key=carol.key)
+    assert group.may_author(MessageKind.EPHEMERAL, carol.key, hello)  # her presence counts
+
+
+def test_a_group_holds_a_thousand_members_and_refuses_more() -> None:
+    admin = crypto.SigningKeyPair.generate()
+    others = [crypto.SigningKeyPair.generate() for _ in range(MAX_MEMBERS - 1)]
+    founders = {admin.public_key: "admin"} | {o.public_key: "writer" for o in others}
+    broker = MemoryBroker()
+    founder = Member(broker, admin, founders)
+    founder.text.insert(0, "a big room")
+    founder.p.sync()
+    snapshot = broker.log[0]
+    assert isinstance(snapshot, Snapshot)
+    last = Member(broker, max(others, key=lambda o: o.public_key), founders)  # sealed last
+    last.p.sync()
+    assert str(last.text) == "a big room"
+    assert len(last.group.members) == MAX_MEMBERS
+    with pytest.raises(GroupTooLargeError):
+        founder.group.add(crypto.SigningKeyPair.generate().public_key)
+    with pytest.raises(GroupTooLargeError):
+        Group(admin, founders | {crypto.SigningKeyPair.generate().public_key: "reader"})

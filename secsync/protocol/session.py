@@ -24,8 +24,8 @@ from secsync.errors import (
     EphemeralAuthorRejectedError,
     EphemeralError,
     EphemeralNoSessionError,
+    MembershipError,
     NoActiveSnapshotError,
-    NotAMemberError,
     SecsyncError,
     SessionError,
     SnapshotAncestryError,
@@ -336,6 +336,10 @@ class DocumentSession:
                     updates=active["updates"],
                     update_bytes=active["bytes"],
                 )
+                activated = getattr(self.keys, "snapshot_activated", None)
+                if activated is not None:
+                    # the key provider re-verified the stored snapshot above: its roster rules
+                    activated(info)
             self._superseded = OrderedDict((k, dict(v)) for k, v in state["superseded"])
             self._local_clock = state["local_clock"]
             self._pending = list(state["pending"]) + self._pending
@@ -572,38 +576,64 @@ class DocumentSession:
         """Pick the snapshot to load from a document's stored snapshots, oldest first.
 
         The newest message on the snapshot subject is only a hint: anyone who may publish
-        there can store junk, or a snapshot sealed under another key (a client that opened the
-        document with the wrong key, say). The choice is the newest candidate that passes the
-        policy, signature, document and key checks and decrypts; newer ones are reported. A
-        :class:`NotAMemberError` from the key provider ends the search, so a removed member
-        never falls back to an older epoch.
+        there can store junk, a snapshot sealed under another key (a client that opened the
+        document with the wrong key, say), or, in a closed group, an old epoch replayed or a
+        roster nobody entitled wrote. The choice is the newest candidate that passes the
+        policy, signature, document, key-provider and decryption checks, and whose membership
+        chain (when the key provider has one, see ``secsync.group``) extends that of every
+        older accepted candidate: a stale or forked chain is passed over. Everything passed
+        over is reported.
         """
-        rejected: list[MessageRejected] = []
+        rejected: list[tuple[int, MessageRejected]] = []
         unreadable = False
-        for index in range(len(candidates) - 1, -1, -1):
+        chain_of = getattr(self.keys, "membership_chain", None)
+        accepted: tuple[bytes, ...] | None = None
+        best: int | None = None
+        # Without membership chains the newest candidate that opens is the choice: look from
+        # the end and stop there. With them, every candidate counts (a stale chain can only be
+        # told by the chains stored before it), in stream order.
+        order = range(len(candidates)) if chain_of is not None else range(len(candidates))[::-1]
+        for index in order:
+            if chain_of is None and best is not None:
+                break
             snapshot = candidates[index]
             try:
-                self._check_openable(snapshot)
-            except SnapshotDecryptionError as exc:
-                unreadable = True
-                self._note_unreadable(snapshot.snapshot_id)
-                rejected.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
+                aad = self._check_signed(snapshot)
+            except SecsyncError as exc:  # junk: nobody's history
+                rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
                 continue
-            except NotAMemberError as exc:
-                rejected.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
-                return SnapshotChoice(None, tuple(rejected), True)
+            try:
+                self._check_opens(snapshot, aad)
+                chain = chain_of(snapshot.info()) if chain_of is not None else None
+                if chain is not None and accepted is not None:
+                    if chain == accepted[: len(chain)] and len(chain) < len(accepted):
+                        raise SnapshotReplayError("a snapshot of an older membership chain")
+                    if chain[: len(accepted)] != accepted:
+                        raise MembershipError("a membership chain that forks from an earlier one")
             except SecsyncError as exc:
-                rejected.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
+                # validly signed for this document, but not for us to load: history exists
+                unreadable = True
+                if isinstance(exc, SnapshotDecryptionError):
+                    self._note_unreadable(snapshot.snapshot_id)
+                rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
                 continue
-            return SnapshotChoice(index, tuple(rejected), unreadable)
-        return SnapshotChoice(None, tuple(rejected), unreadable)
+            if chain is not None:
+                accepted = chain
+            best = index
+        # Newer candidates were passed over; older ones are history the choice replaced.
+        rejected.sort(key=lambda item: -item[0])  # newest first
+        passed = [r for i, r in rejected if best is None or i > best]
+        return SnapshotChoice(best, tuple(passed), unreadable)
 
-    def _check_openable(self, snapshot: Snapshot) -> None:
-        """The checks a snapshot must pass before it is applied, without applying it."""
+    def _check_signed(self, snapshot: Snapshot) -> bytes:
+        """Policy, signature and document checks of a stored snapshot; returns its AAD."""
         self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
         aad = sealing.verify(snapshot)
         if snapshot.public_data.doc_id != self.doc_id:
             raise SnapshotDocumentIdError()
+        return aad
+
+    def _check_opens(self, snapshot: Snapshot, aad: bytes) -> None:
         sealing.open_sealed(snapshot, self._snapshot_key(snapshot.info()), aad)
 
     def _snapshot_key(self, info: SnapshotInfo) -> bytes:

@@ -68,6 +68,9 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 MAX_DOC_ID_LENGTH: Final = 1024
 MAX_CLOCK_ENTRIES: Final = 100_000
 MAX_EXTRA_BYTES: Final = 16 * 1024
+MAX_SNAPSHOT_EXTRA_BYTES: Final = 512 * 1024
+"""Snapshots carry more public data than other messages: a closed group's sealed keys and
+membership chain (``secsync.group``) travel in every snapshot."""
 
 _PARSE_ERRORS: dict[int, type[MalformedMessageError]] = {
     MessageKind.SNAPSHOT: SnapshotParseError,
@@ -132,7 +135,9 @@ def _doc_id(value: object, expected: str | None) -> str:
     return value
 
 
-def _extra(value: object, fields: frozenset[str]) -> dict[str, JsonValue]:
+def _extra(
+    value: object, fields: frozenset[str], limit: int = MAX_EXTRA_BYTES
+) -> dict[str, JsonValue]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -141,7 +146,7 @@ def _extra(value: object, fields: frozenset[str]) -> dict[str, JsonValue]:
     assert isinstance(checked, dict)
     if fields & checked.keys():
         raise ValueError("extra public data repeats a protocol field")
-    if len(json.dumps(checked)) > MAX_EXTRA_BYTES:
+    if len(json.dumps(checked)) > limit:
         raise ValueError("extra public data too large")
     return checked
 
@@ -394,7 +399,7 @@ def _decode_body(version: int, kind: int, items: list[Any], doc_id: str | None) 
                 parent_snapshot_id=parent_id,
                 parent_snapshot_proof=_bytes(items[6], HASH_BYTES, "parentSnapshotProof"),
                 parent_snapshot_update_clocks=_clocks(items[7]),
-                extra=_extra(items[8], SNAPSHOT_FIELDS),
+                extra=_extra(items[8], SNAPSHOT_FIELDS, MAX_SNAPSHOT_EXTRA_BYTES),
             ),
         )
     if len(items) != 8:
@@ -488,7 +493,11 @@ def _from_json(obj: Mapping[str, Any], kind: MessageKind) -> Message:
         raise ValueError("docId must be a string of bounded length")
     pub_key = _b64(public["pubKey"], PUBLIC_KEY_BYTES, "pubKey")
     if kind == MessageKind.SNAPSHOT:
-        extra = _extra({k: v for k, v in public.items() if k not in SNAPSHOT_FIELDS}, frozenset())
+        extra = _extra(
+            {k: v for k, v in public.items() if k not in SNAPSHOT_FIELDS},
+            frozenset(),
+            MAX_SNAPSHOT_EXTRA_BYTES,
+        )
         clocks_obj = public["parentSnapshotUpdateClocks"]
         if not isinstance(clocks_obj, Mapping) or len(clocks_obj) > MAX_CLOCK_ENTRIES:
             raise ValueError("parentSnapshotUpdateClocks must be an object")

@@ -23,10 +23,10 @@ import pycrdt
 
 from secsync.config import SecsyncConfig
 from secsync.errors import (
+    AccessError,
     BrokerUnavailableError,
     DocumentClosedError,
     DuplicateBatchError,
-    NotAMemberError,
     PayloadTooLargeError,
     SecsyncError,
     StreamNotFoundError,
@@ -514,9 +514,10 @@ class Document:
         self._emit(list(choice.rejected))
         if choice.index is None:
             if choice.unreadable:
-                refusal = choice.rejected[-1].error if choice.rejected else None
-                if isinstance(refusal, NotAMemberError):
-                    raise refusal
+                # the key provider's own verdict says most (not a member, a forged roster)
+                for rejection in choice.rejected:
+                    if isinstance(rejection.error, AccessError):
+                        raise rejection.error
                 raise WrongKeyError(
                     "the key does not open this document: none of its "
                     f"{len(candidates)} stored snapshot(s) decrypts with it; nothing was written"
