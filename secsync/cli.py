@@ -183,16 +183,14 @@ def _b64(data: bytes) -> str:
 
 
 def cmd_keygen(args: argparse.Namespace, inputs: Inputs) -> int:
-    # PyNaCl itself, not secsync.protocol.crypto: that package loads the whole protocol core
-    # (asyncio with it). The keys have the same forms; a test loads them back through crypto.
-    import nacl.signing
+    from secsync.protocol.crypto import SigningKeyPair, generate_key
+    from secsync.protocol.keys import encode_key
 
-    signing_key = nacl.signing.SigningKey.generate()
-    public = bytes(signing_key.verify_key)
+    pair = SigningKeyPair.generate()
     out = {
-        "signingSecretKey": _b64(bytes(signing_key) + public),  # libsodium's seed ‖ public key
-        "signingPublicKey": _b64(public),
-        "documentKey": _b64(os.urandom(32)),
+        "signingSecretKey": pair.to_b64(),  # libsodium's seed ‖ public key
+        "signingPublicKey": _b64(pair.public_key),
+        "documentKey": encode_key(generate_key()),
     }
     print(json.dumps(out, indent=2))
     return 0

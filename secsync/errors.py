@@ -462,7 +462,7 @@ class AccessError(SecsyncError):
 
 
 class InvalidShareLinkError(AccessError):
-    """Not a share link of the form ``<document id>#<secret>``."""
+    """Not a share link of the form <document id>#<secret>."""
 
     code = 1001
 

@@ -1,32 +1,42 @@
-"""The sans-IO protocol core: crypto, wire format, document session. No I/O in here."""
+"""The sans-IO protocol core: crypto, wire format, document session. No I/O in here.
 
-from secsync.protocol.crypto import SigningKeyPair, generate_key
-from secsync.protocol.events import (
-    EphemeralReceived,
-    Event,
-    GapDetected,
-    MessageRejected,
-    RecoveryNeeded,
-    SnapshotApplied,
-    SnapshotStored,
-    UpdateApplied,
-    UpdateStored,
-)
-from secsync.protocol.keys import KeyProvider, StaticKey
-from secsync.protocol.messages import (
-    EphemeralMessage,
-    EphemeralPublicData,
-    Message,
-    MessageKind,
-    ProofChainEntry,
-    Snapshot,
-    SnapshotInfo,
-    SnapshotPublicData,
-    Update,
-    UpdatePublicData,
-)
-from secsync.protocol.policy import AllowAll, AllowList, AuthorPolicy
-from secsync.protocol.session import DocumentSession
+The names below are imported on first use (PEP 562): ``secsync.protocol.crypto`` and the other
+modules load without the document session and the CRDT libraries it brings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from secsync.protocol.crypto import SigningKeyPair, generate_key
+    from secsync.protocol.events import (
+        EphemeralReceived,
+        Event,
+        GapDetected,
+        MessageRejected,
+        RecoveryNeeded,
+        SnapshotApplied,
+        SnapshotStored,
+        UpdateApplied,
+        UpdateStored,
+    )
+    from secsync.protocol.keys import KeyProvider, StaticKey
+    from secsync.protocol.messages import (
+        EphemeralMessage,
+        EphemeralPublicData,
+        Message,
+        MessageKind,
+        ProofChainEntry,
+        Snapshot,
+        SnapshotInfo,
+        SnapshotPublicData,
+        Update,
+        UpdatePublicData,
+    )
+    from secsync.protocol.policy import AllowAll, AllowList, AuthorPolicy
+    from secsync.protocol.session import DocumentSession
 
 __all__ = [
     "AllowAll",
@@ -57,3 +67,46 @@ __all__ = [
     "UpdateStored",
     "generate_key",
 ]
+
+_LAZY = {
+    "AllowAll": "secsync.protocol.policy",
+    "AllowList": "secsync.protocol.policy",
+    "AuthorPolicy": "secsync.protocol.policy",
+    "DocumentSession": "secsync.protocol.session",
+    "EphemeralMessage": "secsync.protocol.messages",
+    "EphemeralPublicData": "secsync.protocol.messages",
+    "EphemeralReceived": "secsync.protocol.events",
+    "Event": "secsync.protocol.events",
+    "GapDetected": "secsync.protocol.events",
+    "KeyProvider": "secsync.protocol.keys",
+    "Message": "secsync.protocol.messages",
+    "MessageKind": "secsync.protocol.messages",
+    "MessageRejected": "secsync.protocol.events",
+    "ProofChainEntry": "secsync.protocol.messages",
+    "RecoveryNeeded": "secsync.protocol.events",
+    "SigningKeyPair": "secsync.protocol.crypto",
+    "Snapshot": "secsync.protocol.messages",
+    "SnapshotApplied": "secsync.protocol.events",
+    "SnapshotInfo": "secsync.protocol.messages",
+    "SnapshotPublicData": "secsync.protocol.messages",
+    "SnapshotStored": "secsync.protocol.events",
+    "StaticKey": "secsync.protocol.keys",
+    "Update": "secsync.protocol.messages",
+    "UpdateApplied": "secsync.protocol.events",
+    "UpdatePublicData": "secsync.protocol.messages",
+    "UpdateStored": "secsync.protocol.events",
+    "generate_key": "secsync.protocol.crypto",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'secsync.protocol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
