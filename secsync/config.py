@@ -46,6 +46,13 @@ class SecsyncConfig:
     """Out-of-order updates waiting for a predecessor, per author."""
     max_deferred_updates: int = 10_000
     """Updates waiting for a snapshot that has not arrived yet."""
+    max_queued_bytes_per_author: int = 16 * 1024 * 1024
+    """Bytes of updates one author may have waiting (for a predecessor or a snapshot)."""
+    max_queued_bytes: int = 64 * 1024 * 1024
+    """Bytes of waiting updates in all, whoever wrote them: a flood under many fresh
+    identities is refused past this (``UpdateQueueFullError``), never kept."""
+    max_waiting_authors: int = 1_000
+    """Distinct authors that may have updates waiting at once."""
     superseded_snapshots_kept: int = 16
     """How many superseded snapshots are remembered to recognize their late updates."""
 

@@ -49,6 +49,7 @@ from secsync.errors import (
 )
 from secsync.logs import get_logger
 from secsync.protocol import crypto, sealing, wire
+from secsync.protocol.budget import QueueBudget
 from secsync.protocol.changes import deserialize_changes, serialize_changes
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
@@ -85,6 +86,11 @@ log = get_logger("secsync.session")
 # (on verify_threads threads too) before it is processed, so that at most this many are held.
 BATCH_CHUNK: Final = 512
 _SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 items]
+
+
+def _held_size(update: Update) -> int:
+    """What a waiting update costs the budget: its ciphertext, the bulk of what is held."""
+    return len(update.ciphertext) + 256
 
 
 def _next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
@@ -206,6 +212,12 @@ class DocumentSession:
         # at once instead of waiting for a snapshot that will never open.
         self._unreadable: OrderedDict[bytes, None] = OrderedDict()
         self._deferred_count = 0
+        cfg = self.config
+        self._budget = QueueBudget(
+            per_author=cfg.max_queued_bytes_per_author,
+            total=cfg.max_queued_bytes,
+            authors=cfg.max_waiting_authors,
+        )
         self._deferred_since = 0.0
         self._deferred_recovery_asked = False
 
@@ -901,6 +913,8 @@ class DocumentSession:
         deferred = self._deferred.pop(snapshot_id, [])
         self._deferred_count -= len(deferred)
         for update in deferred:
+            self._budget.release(update.author, _held_size(update))
+        for update in deferred:
             self._receive_update(update, now, events)
 
     def _process_snapshot(
@@ -1042,6 +1056,9 @@ class DocumentSession:
         activated = getattr(self.keys, "snapshot_activated", None)
         if activated is not None:
             activated(self._active.info)
+        for waiting in self._waiting.values():  # they waited on the old snapshot: dropped
+            for update in waiting.updates.values():
+                self._budget.release(update.author, _held_size(update))
         self._waiting.clear()
         self._confirmed = {}
         self._in_flight = OrderedDict()
@@ -1138,15 +1155,21 @@ class DocumentSession:
         return sealing.verify(message)
 
     def _enqueue(self, update: Update, now: float) -> None:
-        waiting = self._waiting.setdefault(update.author, _Waiting(since=now))
-        if update.clock in waiting.updates:
+        waiting = self._waiting.get(update.author)
+        if waiting is not None and update.clock in waiting.updates:
             if waiting.updates[update.clock] == update:
                 return  # the same message twice while waiting
             raise UpdateReplayError("another update with the same clock is already waiting")
-        if len(waiting.updates) >= self.config.max_queued_updates_per_author:
+        if (
+            waiting is not None
+            and len(waiting.updates) >= self.config.max_queued_updates_per_author
+        ):
             raise UpdateQueueFullError(
                 f"{len(waiting.updates)} updates of this author already wait for a gap"
             )
+        self._budget.admit(update.author, _held_size(update))
+        if waiting is None:
+            waiting = self._waiting[update.author] = _Waiting(since=now)
         if not waiting.updates:
             waiting.since = now
             waiting.refetch_asked = waiting.recovery_asked = False
@@ -1158,6 +1181,7 @@ class DocumentSession:
             following = waiting.updates.pop(active.clocks[author] + 1, None)
             if following is None:
                 return
+            self._budget.release(author, _held_size(following))
             try:
                 self._apply_update(following, active, events)
             except SecsyncError as exc:
@@ -1168,6 +1192,7 @@ class DocumentSession:
     def _defer(self, update: Update, now: float) -> None:
         if self._deferred_count >= self.config.max_deferred_updates:
             raise UpdateQueueFullError("too many updates wait for an unknown snapshot")
+        self._budget.admit(update.author, _held_size(update))
         if not self._deferred:
             self._deferred_since = now
             self._deferred_recovery_asked = False
