@@ -119,8 +119,22 @@ def check_user_key(key: str) -> str:
         or raw[0] != nkeys.PREFIX_BYTE_USER
         or int.from_bytes(raw[-2:], "little") != nkeys.crc16(raw[:-2])
     ):
-        raise ConfigurationError(f"not a user public nkey: {key!r:.70}")
+        raise ConfigurationError(_not_a_user_key(key))
     return key
+
+
+def _not_a_user_key(key: object) -> str:
+    """The error text for ``key``; it never repeats a secret passed by mistake."""
+    if not isinstance(key, str):
+        return f"not a user public nkey: a {type(key).__name__}"
+    text = key.strip()
+    if text[:1] in ("S", "s"):
+        return (
+            "not a user public nkey: this looks like an nkey seed, which is secret; give the "
+            "public key (U...) printed next to it by `python -m secsync.permissions keygen`"
+        )
+    # nothing of the value itself: a mangled seed (a character lost, case changed) is secret too
+    return f"not a user public nkey (U..., 56 characters): got {len(text)} characters"
 
 
 def inbox_prefix(public_key: str) -> str:

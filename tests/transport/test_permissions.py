@@ -157,6 +157,40 @@ def test_generator_refuses_bad_keys_and_shared_credentials() -> None:
         permissions.member_permissions(key, ["d"], config=SecsyncConfig(stream_name="A.B"))
 
 
+def test_a_seed_passed_as_a_public_key_is_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed = permissions.new_user_seed()
+    other = permissions.public_key(permissions.new_user_seed())
+    body = seed[2:]  # what makes it secret: everything after the "SU" prefix
+    mangled = [seed, f"  {seed}\n", seed.lower(), seed[1:], seed[:-1], seed + "A"]
+
+    def leaks(text: str) -> bool:
+        return any(body[i : i + 8].lower() in text.lower() for i in range(len(body) - 7))
+
+    for bad in mangled:
+        calls: list[tuple[Any, tuple[Any, ...]]] = [
+            (permissions.check_user_key, (bad,)),
+            (permissions.inbox_prefix, (bad,)),
+            (permissions.accounts_config, ({bad: ["d"]}, other)),
+            (permissions.accounts_config, ({other: ["d"]}, bad)),
+        ]
+        for function, args in calls:
+            with pytest.raises(ConfigurationError) as info:
+                function(*args)
+            assert not leaks(str(info.value)), (bad, str(info.value))
+            assert info.value.__cause__ is None and info.value.__context__ is None
+    with pytest.raises(ConfigurationError, match="looks like an nkey seed"):
+        permissions.check_user_key(seed)
+    # the command line, which prints the error
+    members = tmp_path / "members.json"
+    members.write_text(json.dumps({other: ["d1"]}))
+    args = ["write", "--members", str(members), "--privileged", seed, "--out", str(tmp_path)]
+    assert permissions.main(args) == 1
+    printed = capsys.readouterr()
+    assert "nkey seed" in printed.err and not leaks(printed.out + printed.err)
+
+
 def test_command_line_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert permissions.main(["keygen"]) == 0
     printed = capsys.readouterr().out
