@@ -81,6 +81,16 @@ class SecsyncConfig:
     stream itself. See ``secsync.transport.jetstream.ensure_mirror``."""
     max_consumers: int = 10_000
     """Explicit consumer limit of the stream; nats-server 2.15 defaults to 1000 per stream."""
+    stream_max_bytes: int = 0
+    """Bound on the bytes the stream stores, for every document together (0: none at the
+    stream; the account's JetStream quota still applies). A full stream refuses new messages
+    (``StorageLimitError``) instead of dropping the oldest, which would be other documents'
+    history. Set by whoever provisions the stream."""
+    stream_max_msg_size: int = 0
+    """Largest message (payload and headers) the stream stores (0: the broker's
+    ``max_payload`` is the bound). Set by whoever provisions the stream; clients that write to
+    it need ``max_part_bytes`` at most this less 4 KiB of header room, or their large updates
+    and snapshots are refused (``PayloadTooLargeError``)."""
     duplicate_window: float = 120.0
     """Seconds in which a retried publish with the same message id is stored once."""
     batch_interval: float = 0.02
@@ -125,5 +135,9 @@ class SecsyncConfig:
             raise ConfigurationError("change_encoding must be 'native' or 'secsync-json'")
         if self.gap_recover_after < self.gap_refetch_after:
             raise ConfigurationError("gap_recover_after must not be below gap_refetch_after")
+        if 0 < self.stream_max_bytes < 1024 * 1024:
+            raise ConfigurationError("stream_max_bytes must be 0 (none) or at least 1 MiB")
+        if 0 < self.stream_max_msg_size < 64 * 1024:
+            raise ConfigurationError("stream_max_msg_size must be 0 (none) or at least 64 KiB")
         if self.max_update_plaintext_bytes < 1024:
             raise ConfigurationError("max_update_plaintext_bytes must be at least 1024")

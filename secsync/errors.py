@@ -501,6 +501,18 @@ class GroupTooLargeError(MembershipError):
     code = 1010
 
 
+class StorageLimitError(BrokerRequestError):
+    """The broker refused to store: a storage limit is reached.
+
+    The stream's ``max_bytes`` (err_code 10077 "maximum bytes exceeded"; the stream refuses
+    new messages rather than dropping old ones), the account's JetStream quota (10002
+    "resource limits exceeded for account"), or, when a stream is created, the storage left
+    for it (10047). Nothing was stored; writes succeed again once space is freed (compaction).
+    """
+
+    code = 910
+
+
 def error_for_code(code: int) -> type[SecsyncError]:
     """Return the error class registered for ``code`` (the first defined one on a tie)."""
     found: dict[int, type[SecsyncError]] = {}

@@ -50,6 +50,8 @@ from secsync.transport.subjects import SNAPSHOT, UPDATE, DocumentSubjects
 __all__ = [
     "ACCOUNT",
     "ACCOUNTS_FILE",
+    "DEFAULT_MAX_FILE",
+    "DEFAULT_MAX_MEMORY",
     "SECURE_CONF",
     "Permissions",
     "accounts_config",
@@ -71,6 +73,10 @@ ACCOUNTS_FILE = "secure-accounts.conf"
 SECURE_CONF = "secure.conf"
 
 _API = "$JS.API"
+DEFAULT_MAX_FILE = 10 * 1024**3
+"""Account JetStream quota on file storage written by :func:`accounts_config` (10 GiB)."""
+DEFAULT_MAX_MEMORY = 64 * 1024**2
+"""Account JetStream quota on memory storage (64 MiB): secsync stores nothing in memory."""
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _PUBLIC_KEY_BYTES = 35  # prefix byte, ed25519 public key, CRC-16
 
@@ -175,8 +181,9 @@ def member_permissions(
     """
     config = _layout(config)
     stream = config.stream_name
+    # No $JS.API.INFO: secsync clients never ask for it, and its answer (the account's
+    # storage, stream and consumer counts) shows every member's activity in the account.
     publish = [
-        f"{_API}.INFO",
         f"{_API}.CONSUMER.INFO.{stream}.*",
         f"{_API}.CONSUMER.DELETE.{stream}.*",
         # pages of the short-lived pull consumers that load a document; only consumers the
@@ -251,13 +258,20 @@ def accounts_config(
     config: SecsyncConfig | None = None,
     account: str = ACCOUNT,
     batch_direct_get: bool = False,
+    max_file: int = DEFAULT_MAX_FILE,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> str:
     """The ``accounts { ... }`` block for ``secure.conf``: the privileged user and the members.
 
     ``members`` maps each user's public nkey to the ids of the documents it may use. The text
     names document tokens only, never document ids. Users appear sorted, so the same table
-    gives the same text.
+    gives the same text. ``max_file`` and ``max_memory`` (bytes) bound what the whole account
+    stores in JetStream, so no member can fill the broker's disk; every stream of the account,
+    and the stream's ``max_bytes`` (``SecsyncConfig.stream_max_bytes``), must fit in them.
     """
+    for name, value in (("max_file", max_file), ("max_memory", max_memory)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1024 * 1024:
+            raise ConfigurationError(f"{name} must be a number of bytes of at least 1 MiB")
     config = _layout(config)
     if not _NAME.fullmatch(account):
         raise ConfigurationError(f"account name {account!r} is not one plain token")
@@ -270,7 +284,9 @@ def accounts_config(
         f"{len(members)} member(s) and the privileged user.",
         "accounts {",
         f"  {account} {{",
-        "    jetstream: enabled",
+        f"    # JetStream quotas of the whole account: {_size(max_file)} on disk,"
+        f" {_size(max_memory)} in memory",
+        f"    jetstream {{ max_file: {max_file}, max_memory: {max_memory} }}",
         "    users: [",
     ]
     lines += _user(
@@ -288,6 +304,13 @@ def accounts_config(
     return "\n".join(lines)
 
 
+def _size(value: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2)):
+        if value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} bytes"
+
+
 def default_template() -> Path:
     """``broker-config/secure.conf`` of the repository that holds this package."""
     return Path(__file__).resolve().parent.parent / "broker-config" / SECURE_CONF
@@ -301,13 +324,22 @@ def write_config(
     template: str | os.PathLike[str] | None = None,
     config: SecsyncConfig | None = None,
     batch_direct_get: bool = False,
+    max_file: int = DEFAULT_MAX_FILE,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Path:
     """Write ``secure.conf`` (a copy of ``template``) and the accounts file into ``directory``.
 
     Returns the path of ``secure.conf``, for ``Broker(config=...)`` or ``nats-server -c``. The
     accounts file is replaced atomically, so a reload never reads half of it.
     """
-    text = accounts_config(members, privileged, config=config, batch_direct_get=batch_direct_get)
+    text = accounts_config(
+        members,
+        privileged,
+        config=config,
+        batch_direct_get=batch_direct_get,
+        max_file=max_file,
+        max_memory=max_memory,
+    )
     target_dir = Path(directory)
     target_dir.mkdir(parents=True, exist_ok=True)
     source = Path(template) if template is not None else default_template()
@@ -434,6 +466,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="grant the unfiltered batch direct get (opens every stored message to members; "
         "secsync clients do not need it)",
     )
+    write.add_argument(
+        "--max-file",
+        type=int,
+        default=DEFAULT_MAX_FILE,
+        metavar="BYTES",
+        help="the account's JetStream quota on disk (default: 10 GiB)",
+    )
+    write.add_argument(
+        "--max-memory",
+        type=int,
+        default=DEFAULT_MAX_MEMORY,
+        metavar="BYTES",
+        help="the account's JetStream quota in memory (default: 64 MiB)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
@@ -446,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.privileged,
             config=SecsyncConfig(stream_name=args.stream, subject_root=args.subject_root),
             batch_direct_get=args.batch_direct_get,
+            max_file=args.max_file,
+            max_memory=args.max_memory,
         )
     except (SecsyncError, OSError, ValueError) as exc:
         print(f"secsync.permissions: {exc}", file=sys.stderr)

@@ -153,6 +153,8 @@ class SecsyncClient:
                         placement_tags=tuple(self.config.stream_placement_tags),
                         max_consumers=self.config.max_consumers,
                         duplicate_window=self.config.duplicate_window,
+                        max_bytes=self.config.stream_max_bytes or -1,
+                        max_msg_size=self.config.stream_max_msg_size or -1,
                     ),
                 )
             except SecsyncError:

@@ -18,6 +18,7 @@ err_code 10071 ``wrong last sequence: N``, 10164          :class:`WrongLastSeque
 err_code 10054 (stream ``max_msg_size``), MaxPayloadError :class:`PayloadTooLargeError`
 NoStreamResponseError, no responders, err_code 10059      :class:`StreamNotFoundError`
 err_code 10201 (batch with a duplicate message id)        :class:`DuplicateBatchError`
+err_code 10077, 10002, 10047 (stream or account full)     :class:`StorageLimitError`
 timeouts, code 503, closed/reconnecting/draining conn.    :class:`BrokerUnavailableError`
 any other API error                                       :class:`BrokerRequestError`
 any other nats-py error                                   :class:`TransportError`
@@ -51,6 +52,7 @@ from secsync.errors import (
     DuplicateBatchError,
     PayloadTooLargeError,
     SecsyncError,
+    StorageLimitError,
     StreamNotFoundError,
     TransportError,
     WrongLastSequenceError,
@@ -98,6 +100,9 @@ ERR_STREAM_NOT_FOUND = 10059
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
 ERR_BATCH_DUPLICATE_MSG_ID = 10201
+ERR_STORE_FAILED = 10077  # "maximum bytes exceeded" of a discard-new stream (code 503)
+ERR_ACCOUNT_LIMITS = 10002  # "resource limits exceeded for account"
+ERR_INSUFFICIENT_STORAGE = 10047  # a stream's max_bytes does not fit what is left
 
 HEADER_BATCH_ID = "Nats-Batch-Id"
 HEADER_BATCH_SEQUENCE = "Nats-Batch-Sequence"
@@ -142,6 +147,9 @@ class StreamSettings:
     max_msg_size: int = -1
     placement_cluster: str | None = None
     placement_tags: tuple[str, ...] = ()
+    max_bytes: int = -1
+    """Bound on the stream's stored bytes (-1: none). With a bound the stream discards *new*
+    messages when full: dropping the oldest would delete other documents' history."""
 
 
 # --- error mapping ------------------------------------------------------------------------------
@@ -162,6 +170,9 @@ def _api_error(
         return PayloadTooLargeError(f"{text}{where}")
     if err_code == ERR_STREAM_NOT_FOUND:
         return StreamNotFoundError(f"{text}{where}")
+    if err_code in (ERR_STORE_FAILED, ERR_ACCOUNT_LIMITS, ERR_INSUFFICIENT_STORAGE):
+        # before the 503 test: a full stream answers 503, and it is not away
+        return StorageLimitError(f"{text}{where}", err_code=err_code)
     if code == 503:
         return BrokerUnavailableError(f"{text}{where}")
     return BrokerRequestError(
@@ -265,17 +276,22 @@ def _placement(settings: StreamSettings) -> api.Placement | None:
     )
 
 
+def _discard(settings: StreamSettings) -> api.DiscardPolicy:
+    return api.DiscardPolicy.NEW if settings.max_bytes > 0 else api.DiscardPolicy.OLD
+
+
 def _managed(settings: StreamSettings) -> dict[str, Any]:
     """The managed stream config fields, as nats-py ``StreamConfig`` keyword arguments."""
     return {
         "subjects": list(settings.subjects),
         "retention": api.RetentionPolicy.LIMITS,
-        "discard": api.DiscardPolicy.OLD,
+        "discard": _discard(settings),
         "storage": api.StorageType.FILE,
         "num_replicas": settings.replicas,
         "max_consumers": settings.max_consumers,
         "duplicate_window": settings.duplicate_window,
         "max_msg_size": settings.max_msg_size,
+        "max_bytes": settings.max_bytes,
         "placement": _placement(settings),
         "allow_direct": True,
         "allow_atomic": True,
@@ -300,12 +316,13 @@ def _matches(config: api.StreamConfig, settings: StreamSettings) -> bool:
     return (
         list(config.subjects or ()) == list(settings.subjects)
         and same(config.retention, api.RetentionPolicy.LIMITS)
-        and same(config.discard, api.DiscardPolicy.OLD)
+        and same(config.discard, _discard(settings))
         and same(config.storage, api.StorageType.FILE)
         and (config.num_replicas or 1) == settings.replicas
         and config.max_consumers == settings.max_consumers
         and _nanoseconds(config.duplicate_window) == _nanoseconds(settings.duplicate_window)
         and config.max_msg_size == settings.max_msg_size
+        and (config.max_bytes or -1) == settings.max_bytes
         and _placement_key(config.placement) == _placement_key(_placement(settings))
         and bool(config.allow_direct)
         and bool(config.allow_atomic)

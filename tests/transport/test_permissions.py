@@ -12,6 +12,7 @@ bound of 3 s, so an error that only came from a timeout fails the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,7 +33,9 @@ from secsync.config import SecsyncConfig
 from secsync.errors import (
     BrokerUnavailableError,
     ConfigurationError,
+    PayloadTooLargeError,
     PermissionDeniedError,
+    StorageLimitError,
     TransportError,
 )
 from secsync.protocol.events import PublishFailed
@@ -47,6 +50,14 @@ SECURE = SecsyncConfig(
 )
 REFUSAL_BOUND = 3.0  # a refusal must arrive well before the 10 s timeouts
 D1, D2, SHARED = (DocumentSubjects.of(d) for d in ("d1", "d2", "shared"))
+MiB = 1024 * 1024
+REPOSITORY = Path(__file__).resolve().parents[2]
+# The throwaway keys of broker-config/secure-accounts.conf (their seeds were discarded).
+EXAMPLE_PRIVILEGED = "UC7OKPTHYEGNIS7HEBAPIIGIXMDNGKHEJSMTDEVJCVUFLXK5KOZ6DVVU"
+EXAMPLE_MEMBERS = {
+    "UASLUN6D6HDVDXPIXSC7SSDVIFBL46MHNZE32XEAVX4YDC5LNQ4HSUTB": ["notes"],
+    "UCV3QLTIG2OD2O6IGHPSC2VZKRTJWUW4UIXZCBY6ZAUL4R6FU7HVLLO2": ["notes", "plan"],
+}
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -77,18 +88,25 @@ class Secure:
             pass
 
 
-@pytest.fixture
-async def unprovisioned(tmp_path: Path) -> AsyncIterator[Secure]:
+@contextlib.asynccontextmanager
+async def secure_broker(tmp_path: Path, **options: Any) -> AsyncIterator[Secure]:
+    """A started broker with the generated configuration (``options`` for ``write_config``)."""
     seeds = {who: permissions.new_user_seed() for who in ("privileged", "a", "b")}
     keys = {who: permissions.public_key(seed) for who, seed in seeds.items()}
     members = {keys["a"]: ["d1", "shared"], keys["b"]: ["d2", "shared"]}
-    conf = permissions.write_config(tmp_path / "conf", members, keys["privileged"])
+    conf = permissions.write_config(tmp_path / "conf", members, keys["privileged"], **options)
     secure = Secure(Broker(tmp_path / "broker", config=conf), conf.parent, seeds)
     await secure.broker.astart()
     try:
         yield secure
     finally:
         await asyncio.to_thread(secure.broker.close)
+
+
+@pytest.fixture
+async def unprovisioned(tmp_path: Path) -> AsyncIterator[Secure]:
+    async with secure_broker(tmp_path) as secure:
+        yield secure
 
 
 @pytest.fixture
@@ -189,6 +207,28 @@ def test_a_seed_passed_as_a_public_key_is_never_echoed(
     assert permissions.main(args) == 1
     printed = capsys.readouterr()
     assert "nkey seed" in printed.err and not leaks(printed.out + printed.err)
+
+
+def test_the_example_accounts_file_is_what_the_generator_writes() -> None:
+    """The example in broker-config/ cannot go stale: no unscoped batch direct get, no
+    account usage, the account quotas."""
+    text = (REPOSITORY / "broker-config" / permissions.ACCOUNTS_FILE).read_text()
+    assert text == permissions.accounts_config(EXAMPLE_MEMBERS, EXAMPLE_PRIVILEGED)
+    assert f'"$JS.API.DIRECT.GET.{STREAM}"' not in text and '"$JS.API.INFO"' not in text
+    assert f"max_file: {permissions.DEFAULT_MAX_FILE}" in text
+
+
+def test_account_quotas_are_bounded() -> None:
+    privileged = permissions.public_key(permissions.new_user_seed())
+    text = permissions.accounts_config({}, privileged, max_file=64 * MiB, max_memory=2 * MiB)
+    assert f"jetstream {{ max_file: {64 * MiB}, max_memory: {2 * MiB} }}" in text
+    for bad in (0, -1, 1000, True):
+        with pytest.raises(ConfigurationError):
+            permissions.accounts_config({}, privileged, max_file=bad)
+    with pytest.raises(ConfigurationError):
+        SecsyncConfig(stream_max_bytes=1000)
+    with pytest.raises(ConfigurationError):
+        SecsyncConfig(stream_max_msg_size=1000)
 
 
 def test_command_line_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -426,6 +466,81 @@ async def test_reads_are_scoped_to_the_members_documents(secure: Secure) -> None
     async with secure.connect("a") as client:
         leaked = await jetstream.messages_after(client.nc, STREAM, D2.stored, 1, timeout=10)
         assert leaked and all(m.subject == D2.snapshot for m in leaked)
+
+
+async def test_account_usage_is_refused_and_not_needed(secure: Secure) -> None:
+    """$JS.API.INFO would show every member the whole account's storage and activity."""
+    async with secure.connect("a") as client:
+        error = await refused(client.js.account_info())
+        assert error.subject == "$JS.API.INFO"
+        a = YClient()
+        doc = await open_y(client, "d1", a)  # the client works without it
+        a.text.insert(0, "no account info needed")
+        await doc.flush(5)
+    async with secure.connect("a") as client:
+        again = YClient()
+        await open_y(client, "d1", again)
+        assert again.content == "no account info needed"
+    async with secure.connect("privileged") as admin:  # the quota the account file sets
+        limits = (await admin.js.account_info()).limits
+        assert limits.max_storage == permissions.DEFAULT_MAX_FILE
+        assert limits.max_memory == permissions.DEFAULT_MAX_MEMORY
+
+
+# --- storage limits -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["stream", "account"])
+async def test_a_member_cannot_fill_the_broker(tmp_path: Path, limit: str) -> None:
+    """Member a writes junk to its own document until the broker refuses (the stream's
+    max_bytes, or the account's quota): typed errors, nothing of b's document evicted, and
+    once the privileged user purges a's junk, b's waiting change is stored."""
+    quota = {"max_file": 6 * MiB} if limit == "account" else {}
+    stream_limits = {"stream_max_bytes": 3 * MiB} if limit == "stream" else {}
+    async with secure_broker(tmp_path, **quota) as secure:
+        provisioning = dataclasses.replace(
+            SECURE, provision_stream=True, stream_max_msg_size=MiB, **stream_limits
+        )
+        async with secure.connect("privileged", provisioning) as admin:
+            config = (await admin.js.stream_info(STREAM)).config
+            assert config.max_msg_size == MiB
+            assert config.max_bytes == (3 * MiB if limit == "stream" else -1)
+            assert config.discard == (
+                api.DiscardPolicy.NEW if limit == "stream" else api.DiscardPolicy.OLD
+            )
+        async with secure.connect("b") as cb:
+            b = YClient()
+            db = await open_y(cb, "d2", b)
+            b.text.insert(0, "b's work")
+            await db.flush(5)
+            async with secure.connect("a") as ca:
+                # one message: above the stream's max_msg_size, above the server's max_payload
+                with pytest.raises(PayloadTooLargeError):
+                    await jetstream.publish(ca.js, D1.update, os.urandom(2 * MiB), timeout=10)
+                with pytest.raises(PayloadTooLargeError):
+                    await jetstream.publish(ca.js, D1.update, os.urandom(9 * MiB), timeout=10)
+                # until even small messages are refused: a full stream still takes what fits
+                for size in (256 * 1024, 4096, 64):
+                    with pytest.raises(StorageLimitError) as full:
+                        for _ in range(200):
+                            await jetstream.publish(ca.js, D1.update, os.urandom(size), timeout=10)
+                assert full.value.err_code == (10077 if limit == "stream" else 10002)
+            # b's writes wait (refused, retried) while the broker is full ...
+            b.text.insert(len(b.text), ", then more")
+            async with asyncio.timeout(10):
+                while not isinstance(event := await db.next_event(), PublishFailed):
+                    pass
+            assert isinstance(event.error, StorageLimitError) and event.retrying
+            # ... and nothing b stored was dropped to make room
+            async with secure.connect("b") as reader:
+                await open_y(reader, "d2", early := YClient())
+                assert early.content == "b's work"
+            async with secure.connect("privileged") as admin:
+                await admin.js.purge_stream(STREAM, subject=D1.update)
+            await db.flush(20)  # the retry lands once there is room
+        async with secure.connect("b") as reader:
+            await open_y(reader, "d2", late := YClient())
+            assert late.content == "b's work, then more"
 
 
 # --- the privileged user ----------------------------------------------------------------------
