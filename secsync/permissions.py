@@ -312,8 +312,10 @@ def _size(value: int) -> str:
 
 
 def default_template() -> Path:
-    """``broker-config/secure.conf`` of the repository that holds this package."""
-    return Path(__file__).resolve().parent.parent / "broker-config" / SECURE_CONF
+    """``broker-config/secure.conf`` as shipped with secsync (package data, or the checkout)."""
+    from secsync.broker import config_file
+
+    return config_file(SECURE_CONF)
 
 
 def write_config(
