@@ -124,6 +124,11 @@ class Inputs:
     def passphrase(self, args: argparse.Namespace) -> str | None:
         if args.passphrase is not None:
             return str(args.passphrase)
+        if getattr(args, "ask_passphrase", False):
+            import getpass
+
+            # read from the terminal, not echoed, kept out of argv and the shell's history
+            return getpass.getpass("passphrase: ")
         if args.passphrase_file is not None:
             # Only the line end goes: spaces may belong to the passphrase.
             return self.text(args.passphrase_file, "passphrase file").rstrip("\r\n")
@@ -449,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     join.add_argument("--passphrase-file", metavar="PATH", help="read the passphrase from PATH")
     join.add_argument("--passphrase-env", metavar="VAR", help="read the passphrase from $VAR")
+    join.add_argument(
+        "--ask-passphrase",
+        action="store_true",
+        help="ask for the passphrase on the terminal (not echoed)",
+    )
     join.add_argument("--text", default="text", help="name of the Yjs text to print")
     join.add_argument("--append", help="append this to the text before printing")
     join.add_argument(

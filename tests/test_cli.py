@@ -371,3 +371,16 @@ def test_passphrase_from_a_file_keeps_its_spaces(tmp_path, monkeypatch) -> None:
     parsed = cli.build_parser().parse_args(["join", "d#x", "--passphrase-env", "MY_PW"])
     with pytest.raises(cli.UsageError, match=r"\$MY_PW is not set"):
         inputs.passphrase(parsed)
+
+
+def test_the_passphrase_can_be_asked_for_on_the_terminal(monkeypatch) -> None:
+    asked: list[str] = []
+
+    def fake_getpass(prompt: str) -> str:
+        asked.append(prompt)
+        return "typed, not echoed"
+
+    monkeypatch.setattr("getpass.getpass", fake_getpass)
+    parsed = cli.build_parser().parse_args(["join", "d#x", "--ask-passphrase"])
+    assert cli.Inputs({}).passphrase(parsed) == "typed, not echoed"
+    assert asked == ["passphrase: "]
