@@ -8,8 +8,11 @@ single server), runs the client end to end on the cluster, and last kills the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -335,6 +338,109 @@ async def test_retried_snapshot_publish_is_stored_once(
         assert b.content == "xy"
         assert db.session.active_snapshot is not None
         assert db.session.active_snapshot.snapshot_id == snap.snapshot_id
+
+
+# --- writers at full speed: acknowledged means stored ---------------------------------------------
+
+# Each case runs once in CI; SECSYNC_CLUSTER_RUNS=N repeats every case N times.
+RUNS = range(int(os.environ.get("SECSYNC_CLUSTER_RUNS", "1")))
+TOKENS_PER_WRITER = 400
+
+
+async def type_tokens(doc: Document, who: YClient, tag: str, count: int) -> list[str]:
+    """Type ``count`` tokens one at a time (each its own update, batch_interval=0), then wait
+    until every one is acknowledged; the tokens."""
+    typed = []
+    for i in range(count):
+        token = f"{tag}{i}"
+        who.text.insert(len(who.text), f" {token}")
+        typed.append(token)
+        await asyncio.sleep(0)  # yield to the sender: one update per token, not one burst
+    await doc.flush(90)
+    return typed
+
+
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("snapshots", ["never", "default"])
+@pytest.mark.parametrize("writers", [2, 3])
+async def test_every_acknowledged_token_is_stored_once(
+    cluster: Cluster, writers: int, snapshots: str, run: int
+) -> None:
+    """Writers on different nodes type at full speed into one document; once each one's flush
+    returned (all acknowledged), a fresh reader holds every token exactly once and the writers
+    converge on the same text. Default configuration but for the stream's replicas."""
+    name, root = unique("full")
+    config = SecsyncConfig(
+        stream_name=name, subject_root=root, stream_replicas=3, batch_interval=0.0
+    )
+    if snapshots == "never":
+        config = replace(config, snapshot_after_updates=0, snapshot_after_bytes=0)
+    urls = cluster.urls
+    doc_id = f"full-speed-{writers}-{snapshots}-{run}"
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                secsync.connect(rotated(urls, i), config=config, dont_randomize=True)
+            )
+            for i in range(writers)
+        ]
+        people = [YClient() for _ in range(writers)]
+        docs = [await p.open(c, doc_id) for p, c in zip(people, clients, strict=True)]
+        started = time.monotonic()
+        typed = await asyncio.gather(
+            *(
+                type_tokens(d, p, "abcdefgh"[i], TOKENS_PER_WRITER)
+                for i, (d, p) in enumerate(zip(docs, people, strict=True))
+            )
+        )
+        acknowledged_after = time.monotonic() - started
+        acknowledged = [t for tokens in typed for t in tokens]
+
+        reader = YClient()
+        later = await stack.enter_async_context(secsync.connect(urls, config=config))
+        fresh = await reader.open(later, doc_id)
+        present = Counter(reader.content.split())
+        missing = [t for t in acknowledged if present[t] == 0]
+        doubled = [t for t in acknowledged if present[t] > 1]
+        print(
+            f"\n{writers} writers, snapshots {snapshots}, run {run}: "
+            f"acknowledged {len(acknowledged)}, present {sum(present[t] > 0 for t in acknowledged)}, "
+            f"lost {len(missing)}, doubled {len(doubled)}; all acknowledged after "
+            f"{acknowledged_after:.2f} s"
+        )
+        assert missing == []
+        assert doubled == []
+        assert sorted(present) == sorted(acknowledged)
+        # the writers converge on the reader's text
+        everyone = [*docs, fresh]
+        await until_all(
+            everyone, lambda: all(p.content == reader.content for p in people), timeout=30
+        )
+        for doc in everyone:
+            await doc.close()
+    await clients_js_cleanup(urls, name)
+
+
+async def until_all(
+    docs: list[Document], predicate: Callable[[], bool], timeout: float = 15.0
+) -> None:
+    """Wait until ``predicate`` holds, re-checking after each event of any of ``docs``."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            waiting = [asyncio.ensure_future(d.next_event()) for d in docs]
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waiting:
+                    task.cancel()
+
+
+async def clients_js_cleanup(urls: list[str], stream: str) -> None:
+    nc = await connect(urls)
+    try:
+        await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 # --- failover (last: it kills a node of the module's cluster, and restarts it) -----------------
