@@ -494,3 +494,20 @@ def error_for_code(code: int) -> type[SecsyncError]:
         found.setdefault(cls.code, cls)
         stack.extend(cls.__subclasses__())
     return found.get(code, SecsyncError)
+
+
+# --- 9xx, continued -----------------------------------------------------------------------------
+
+
+class CompareAndSetBusyError(TransportError):
+    """Compare-and-set not evaluated: another write expecting the same subject was still being
+    stored (a clustered stream, err_code 10164). Nothing was stored; the same publish, sent
+    again shortly, is decided on its merits."""
+
+    code = 909
+
+
+class DuplicateMismatchError(TransportError):
+    """The broker answered "duplicate" for our message id, but stores other bytes under it."""
+
+    code = 910

@@ -400,11 +400,12 @@ async def test_every_acknowledged_token_is_stored_once(
         later = await stack.enter_async_context(secsync.connect(urls, config=config))
         fresh = await reader.open(later, doc_id)
         present = Counter(reader.content.split())
+        found = sum(present[t] > 0 for t in acknowledged)
         missing = [t for t in acknowledged if present[t] == 0]
         doubled = [t for t in acknowledged if present[t] > 1]
         print(
             f"\n{writers} writers, snapshots {snapshots}, run {run}: "
-            f"acknowledged {len(acknowledged)}, present {sum(present[t] > 0 for t in acknowledged)}, "
+            f"acknowledged {len(acknowledged)}, present {found}, "
             f"lost {len(missing)}, doubled {len(doubled)}; all acknowledged after "
             f"{acknowledged_after:.2f} s"
         )
