@@ -118,6 +118,8 @@ class _Active:
     """Last applied (or, for us, confirmed) clock per author."""
     updates: int = 0
     update_bytes: int = 0
+    skipped: dict[bytes, list[tuple[int, int]]] = field(default_factory=dict)
+    """Per author, the ranges of clocks recovery skipped (never received, content absent)."""
     cipher: crypto.Cipher | bytes = field(init=False, repr=False)
     """The key, ready for many messages (a malformed key stays as it is and fails as before)."""
     authors: dict[bytes, bytes] = field(init=False, repr=False, default_factory=dict)
@@ -294,6 +296,7 @@ class DocumentSession:
                 "clocks": dict(active.clocks),
                 "updates": active.updates,
                 "bytes": active.update_bytes,
+                "skipped": {a: [list(r) for r in rs] for a, rs in active.skipped.items()},
             },
             "superseded": [[k, dict(v)] for k, v in self._superseded.items()],
             "local_clock": self._local_clock,
@@ -332,6 +335,10 @@ class DocumentSession:
                     clocks=dict(active["clocks"]),
                     updates=active["updates"],
                     update_bytes=active["bytes"],
+                    skipped={
+                        a: [(lo, hi) for lo, hi in rs]
+                        for a, rs in active.get("skipped", {}).items()
+                    },
                 )
             self._superseded = OrderedDict((k, dict(v)) for k, v in state["superseded"])
             self._local_clock = state["local_clock"]
@@ -421,7 +428,7 @@ class DocumentSession:
             snapshot_id=snapshot_id,
             parent_snapshot_id=active.info.snapshot_id if active else b"",
             parent_snapshot_proof=active.info.child_proof() if active else INITIAL_PARENT_PROOF,
-            parent_snapshot_update_clocks=dict(active.clocks) if active else {},
+            parent_snapshot_update_clocks=self._included_clocks(active) if active else {},
             extra=extra,
         )
         snapshot = sealing.seal(public, state, key, self.signer)
@@ -434,6 +441,22 @@ class DocumentSession:
             bytes=len(snapshot.ciphertext),
         )
         return snapshot
+
+    @staticmethod
+    def _included_clocks(active: _Active) -> dict[bytes, int]:
+        """The clocks a snapshot of ours may claim to include: below what recovery skipped.
+
+        Claiming a skipped clock would tell its author (who has it stored) that the snapshot
+        holds its content; claiming less makes the author refuse the snapshot (102), recover
+        from it and send again what it lacks.
+        """
+        included = {}
+        for author, clock in active.clocks.items():
+            ranges = active.skipped.get(author)
+            claimed = min(clock, min(lo for lo, _ in ranges) - 1) if ranges else clock
+            if claimed >= 0:
+                included[author] = claimed
+        return included
 
     def _create_updates(self) -> list[Update]:
         active = self._active
@@ -764,6 +787,7 @@ class DocumentSession:
                     f"clocks {expected}..{following - 1} never arrived and were skipped"
                 )
                 events.append(self._rejected(error, MessageKind.UPDATE, author))
+                active.skipped.setdefault(author, []).append((expected, following - 1))
                 active.clocks[author] = following - 1
                 self._drain(author, active, events)
                 if author not in self._waiting:
@@ -1029,6 +1053,12 @@ class DocumentSession:
             elif public.clock <= current:
                 return  # our own, already confirmed by the broker's acknowledgement
         if public.clock <= current:
+            ranges = active.skipped.get(public.pub_key, ())
+            if any(lo <= public.clock <= hi for lo, hi in ranges):
+                # a clock recovery gave up on arrives after all: its content is applied (CRDT
+                # changes are idempotent, a second copy changes nothing); the clock stays
+                self._apply_update(update, active, events, aad, late=True)
+                return
             raise UpdateReplayError(f"clock {public.clock} is not above {current}")
         if public.clock > current + 1:
             self._enqueue(update, now)
@@ -1037,7 +1067,13 @@ class DocumentSession:
         self._drain(public.pub_key, active, events)
 
     def _apply_update(
-        self, update: Update, active: _Active, events: list[Event], aad: bytes | None = None
+        self,
+        update: Update,
+        active: _Active,
+        events: list[Event],
+        aad: bytes | None = None,
+        *,
+        late: bool = False,
     ) -> None:
         ahead = self._ahead
         if ahead is not None and ahead.message is update and ahead.cipher is active.cipher:
@@ -1058,6 +1094,9 @@ class DocumentSession:
         # per author instead of holding the copies decoded from each message.
         author = active.authors.setdefault(public.pub_key, public.pub_key)
         clock = public.clock
+        if late:
+            events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+            return
         active.clocks[author] = clock
         active.updates += 1
         active.update_bytes += len(update.ciphertext)

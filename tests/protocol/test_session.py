@@ -345,6 +345,29 @@ def test_unfilled_gap_asks_to_refetch_then_to_recover() -> None:
     assert expected.endswith(peer.content[-1:])
 
 
+def test_clocks_skipped_by_recovery_are_not_claimed_and_are_applied_late() -> None:
+    """Recovery gave up on clocks 0..1 of an author. A snapshot written afterwards claims that
+    author's updates only below them (its author, who has them stored, refuses it with 102
+    and sends again what it lacks), and the skipped updates, should they arrive after all,
+    are applied."""
+    author, snap, updates, expected = _history(3)
+    peer = YPeer()
+    peer.session.load(snap, now=0.0)
+    peer.session.receive(updates[2], now=0.0)
+    assert 202 in codes(peer.session.recover(snap, [updates[2]], reason="gap", now=20.0))
+    assert peer.session.update_clocks == {author.public_key: 2}
+    snapshot = peer.session.create_snapshot()
+    assert author.public_key not in snapshot.public_data.parent_snapshot_update_clocks
+    peer.session.snapshot_rejected(snapshot.snapshot_id)
+    events = peer.session.receive_many(updates[:2])
+    assert [e.clock for e in events if isinstance(e, UpdateApplied)] == [0, 1]
+    assert codes(events) == []
+    assert peer.content == expected
+    assert peer.session.update_clocks == {author.public_key: 2}
+    # replays below the skipped clock are still replays
+    assert codes(peer.session.receive(updates[2])) == [214]
+
+
 def test_update_for_a_snapshot_not_yet_received_is_deferred() -> None:
     _author, snap, updates, expected = _history(2)
     peer = YPeer()

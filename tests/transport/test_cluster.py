@@ -28,7 +28,7 @@ import secsync
 from secsync.broker import Broker
 from secsync.cluster import Cluster, ClusterNode
 from secsync.config import SecsyncConfig
-from secsync.errors import WrongLastSequenceError
+from secsync.errors import CompareAndSetBusyError, WrongLastSequenceError
 from secsync.protocol import wire
 from secsync.protocol.events import Event, UpdateStored
 from secsync.protocol.messages import Update
@@ -181,6 +181,38 @@ async def test_resent_cas_publish_is_a_conflict_on_a_single_server(broker: Broke
         assert (last.sequence, last.headers[MSG_ID]) == (1, "snap-1")
     finally:
         await nc.close()
+
+
+async def test_concurrent_compare_and_set_publishes_are_busy_not_refused(
+    cluster_nc: Client,
+) -> None:
+    """Updates of a document all expect the same snapshot subject sequence. A clustered stream
+    evaluates one such expectation at a time: the others are answered 10164 while it is in
+    process, stored nothing, and the same publish sent again is stored."""
+    js = cluster_nc.jetstream()
+    name, root = unique("busy")
+    await ensure_stream(js, StreamSettings(name=name, subjects=(f"{root}.s.>",), replicas=3))
+    snap, upd = f"{root}.s.d.snap", f"{root}.s.d.upd"
+    assert await publish(js, snap, b"s", headers={MSG_ID: "s"}) == (1, False)
+    publisher = jetstream.Publisher(cluster_nc, timeout=5.0)
+    await publisher.start()
+    try:
+        headers = [
+            {MSG_ID: f"u{i}", EXPECTED_SEQ: "1", EXPECTED_SEQ_SUBJECT: snap} for i in range(40)
+        ]
+        futures = [await publisher.publish(upd, b"u%d" % i, h) for i, h in enumerate(headers)]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        await publisher.close()
+    busy = [i for i, o in enumerate(outcomes) if isinstance(o, CompareAndSetBusyError)]
+    stored = [i for i, o in enumerate(outcomes) if isinstance(o, tuple)]
+    print(f"\n40 concurrent compare-and-set publishes: {len(stored)} stored, {len(busy)} busy")
+    assert busy and stored and len(busy) + len(stored) == 40
+    assert (await _messages(js, name))[0] == 1 + len(stored)  # a busy answer stored nothing
+    for i in busy:  # the same bytes and headers again, one at a time
+        assert (await publish(js, upd, b"u%d" % i, headers=headers[i]))[1] is False
+    assert (await _messages(js, name))[0] == 41
+    await js.delete_stream(name)
 
 
 # --- the client end to end on the cluster -------------------------------------------------------
@@ -448,7 +480,8 @@ async def clients_js_cleanup(urls: list[str], stream: str) -> None:
 
 
 async def test_clients_ride_out_the_loss_of_the_stream_leader(cluster: Cluster) -> None:
-    config = replace(R3, retry_initial=0.05, retry_max=0.5)
+    # the default configuration, retries and timeouts included (docs/operations.md quotes it)
+    config = SecsyncConfig(stream_replicas=3)
     urls = cluster.urls
     async with (
         secsync.connect(rotated(urls, 0), config=config, dont_randomize=True) as c1,
