@@ -678,6 +678,14 @@ class Document:
             events = self.session.receive(data) if data is not None else []
             self._emit(events)
             applied = next((e for e in events if isinstance(e, SnapshotApplied)), None)
+            if applied is None and any(
+                isinstance(e, MessageRejected) and e.error.code in _UNVERIFIABLE_SNAPSHOT
+                for e in events
+            ):
+                # A real snapshot that does not fit what we hold (it leaves out an update of
+                # ours, or forks): others build on it, so it is no junk to write over. It stays
+                # unresolved until the recovery this refusal started adopts it.
+                return
             if applied is not None:
                 self._snapshot_seq[applied.snapshot_id] = last
             else:
@@ -753,6 +761,9 @@ class Document:
             reason=event.reason,
         )
         self._snapshot_seq[snapshot.snapshot_id] = seq
+        active = self.session.active_snapshot
+        if active is not None and active.snapshot_id == snapshot.snapshot_id:
+            self._unresolved = {u for u in self._unresolved if u > seq}  # settled: adopted
         self._emit(events)
         self._wake.set()
 
@@ -974,22 +985,26 @@ class Document:
         ``outcome``: what an earlier attempt, published with the headers ``sent``, came to
         (then it is settled first, not resent).
         Transient answers are retried with the same bytes and message id: no answer (backoff
-        up to ``retry_max``), 10164 (``busy_retry_*``). A duplicate counts only once the stored
-        bytes are ours; a compare-and-set mismatch only once the document's latest snapshot is
-        established not to be the one the update builds on.
+        up to ``retry_max``), 10164 (``busy_retry_*``, the same headers too). A duplicate
+        counts only once the stored bytes are ours; a compare-and-set mismatch only once the
+        document's latest snapshot is established not to be the one the update builds on. A
+        snapshot the session gave up on meanwhile (it applied another one) is not sent again.
         """
         subject = self.subjects.snapshot if isinstance(message, Snapshot) else self.subjects.update
         payload = wire.encode(message, include_doc_id=False)
         delay = self.config.retry_initial
         busy = self.config.busy_retry_initial
+        headers = sent if sent is not None and outcome is not None else self._headers(message)
         while True:
             if self._closed:
                 raise DocumentClosedError()
-            if outcome is None or sent is None:
-                headers = self._headers(message)
+            if isinstance(message, Snapshot) and self._abandoned(message):
+                # Its expectation would now be computed on top of the snapshot that replaced
+                # it: stored, it would fork the history. Its changes were queued again.
+                self._emit(self.session.snapshot_rejected(message.snapshot_id))
+                return
+            if outcome is None:
                 outcome = await self._attempt(subject, payload, headers)
-            else:
-                headers = sent
             try:
                 if isinstance(outcome, tuple):
                     first, last, duplicate = outcome
@@ -1014,6 +1029,7 @@ class Document:
             except WrongLastSequenceError as exc:
                 if isinstance(message, Update):
                     if await self._still_latest(message, headers):
+                        headers = self._headers(message)
                         continue  # our expectation was off, not the document: send again
                     self._conflict(message, exc)
                     return
@@ -1037,13 +1053,22 @@ class Document:
                 self._emit([PublishFailed(exc, subject, retrying=True)])
                 delay = self.config.retry_max
             finally:
-                outcome = sent = None
+                outcome = None
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(self.config.retry_max, delay * 2)
+            headers = self._headers(message)
         expected = (
             int(headers[EXPECTED_LAST_SUBJECT_SEQ]) if isinstance(message, Snapshot) else None
         )
         self._stored(message, first, last, expected)
+
+    def _abandoned(self, snapshot: Snapshot) -> bool:
+        """Whether the session neither waits for ``snapshot`` nor holds it as the active one."""
+        waiting = self.session.unacknowledged_messages()
+        active = self.session.active_snapshot
+        return not (waiting and waiting[0] is snapshot) and (
+            active is None or active.snapshot_id != snapshot.snapshot_id
+        )
 
     async def _attempt(self, subject: str, payload: bytes, headers: dict[str, str]) -> _Outcome:
         try:

@@ -380,20 +380,23 @@ TOKENS_PER_WRITER = 400
 
 
 async def type_tokens(doc: Document, who: YClient, tag: str, count: int) -> list[str]:
-    """Type ``count`` tokens one at a time (each its own update, batch_interval=0), then wait
-    until every one is acknowledged; the tokens."""
+    """Type ``count`` tokens one at a time (each its own update, batch_interval=0), waiting
+    after every hundred until all are acknowledged; the tokens. (While updates are in flight
+    the session writes no snapshot: the pauses let the snapshot policy act.)"""
     typed = []
     for i in range(count):
         token = f"{tag}{i}"
         who.text.insert(len(who.text), f" {token}")
         typed.append(token)
         await asyncio.sleep(0)  # yield to the sender: one update per token, not one burst
+        if i % 100 == 99:
+            await doc.flush(90)
     await doc.flush(90)
     return typed
 
 
 @pytest.mark.parametrize("run", RUNS)
-@pytest.mark.parametrize("snapshots", ["never", "default"])
+@pytest.mark.parametrize("snapshots", ["never", "default", "every-50"])
 @pytest.mark.parametrize("writers", [2, 3])
 async def test_every_acknowledged_token_is_stored_once(
     cluster: Cluster, writers: int, snapshots: str, run: int
@@ -407,6 +410,8 @@ async def test_every_acknowledged_token_is_stored_once(
     )
     if snapshots == "never":
         config = replace(config, snapshot_after_updates=0, snapshot_after_bytes=0)
+    elif snapshots == "every-50":  # the default (500) is reached only in longer runs
+        config = replace(config, snapshot_after_updates=50)
     urls = cluster.urls
     doc_id = f"full-speed-{writers}-{snapshots}-{run}"
     async with contextlib.AsyncExitStack() as stack:
@@ -435,15 +440,23 @@ async def test_every_acknowledged_token_is_stored_once(
         found = sum(present[t] > 0 for t in acknowledged)
         missing = [t for t in acknowledged if present[t] == 0]
         doubled = [t for t in acknowledged if present[t] > 1]
+        snapshot_messages = await jetstream.messages_scoped(
+            later.js, name, fresh.subjects.snapshot, 1
+        )
         print(
             f"\n{writers} writers, snapshots {snapshots}, run {run}: "
             f"acknowledged {len(acknowledged)}, present {found}, "
-            f"lost {len(missing)}, doubled {len(doubled)}; all acknowledged after "
+            f"lost {len(missing)}, doubled {len(doubled)}; snapshots stored "
+            f"{len(snapshot_messages)}; all acknowledged after "
             f"{acknowledged_after:.2f} s"
         )
         assert missing == []
         assert doubled == []
         assert sorted(present) == sorted(acknowledged)
+        if snapshots == "never":
+            assert len(snapshot_messages) == 1  # the initial one
+        elif snapshots == "every-50":
+            assert len(snapshot_messages) > 2  # written while the writers typed
         # the writers converge on the reader's text
         everyone = [*docs, fresh]
         await until_all(
