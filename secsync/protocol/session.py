@@ -551,8 +551,9 @@ class DocumentSession:
 
         Call it only for a real compare-and-set mismatch, never for a transient refusal (a
         publish that may still land). Nothing rolls back: no clock is ever sealed twice, so a
-        message id never stands for two contents. The update stays unacknowledged and no
-        further update or snapshot is written on this snapshot; once the newer snapshot is
+        message id never stands for two contents. The update waits as it was sealed (it counts
+        in ``pending_changes``, no longer in ``unacknowledged``) and no further update or
+        snapshot is written on this snapshot (:attr:`refused`); once the newer snapshot is
         applied, every change it may lack (this update's included) is sealed again on it
         (rebase). If the refusal turns out not to have been a newer snapshot,
         :meth:`resend_refused` returns the refused updates to publish again as they are.

@@ -841,7 +841,9 @@ class Document:
 
         Updates on one snapshot carry the same compare-and-set expectation, so they need not
         wait for each other; receivers order them by clock. The acknowledgement is handled in
-        a callback (:meth:`_acknowledged`); only a failed publish gets a task, to retry.
+        a callback (:meth:`_acknowledged`); whatever did not end in a plain acknowledgement is
+        settled by the retry task (:meth:`_retry_all`), and while it has work, new updates
+        queue behind it.
         """
         await self._window.acquire()
         if self._retries:
@@ -1000,8 +1002,8 @@ class Document:
                 raise DocumentClosedError()
             if isinstance(message, Snapshot) and self._abandoned(message):
                 # Its expectation would now be computed on top of the snapshot that replaced
-                # it: stored, it would fork the history. Its changes were queued again.
-                self._emit(self.session.snapshot_rejected(message.snapshot_id))
+                # it: stored, it would fork the history. Its changes were queued again on the
+                # snapshot the session applied instead (rebase).
                 return
             if outcome is None:
                 outcome = await self._attempt(subject, payload, headers)
