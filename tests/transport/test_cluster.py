@@ -28,9 +28,13 @@ import secsync
 from secsync.broker import Broker
 from secsync.cluster import Cluster, ClusterNode
 from secsync.config import SecsyncConfig
-from secsync.errors import CompareAndSetBusyError, WrongLastSequenceError
+from secsync.errors import (
+    BrokerUnavailableError,
+    CompareAndSetBusyError,
+    WrongLastSequenceError,
+)
 from secsync.protocol import wire
-from secsync.protocol.events import Event, UpdateStored
+from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded, UpdateStored
 from secsync.protocol.messages import Update
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
@@ -485,6 +489,46 @@ async def clients_js_cleanup(urls: list[str], stream: str) -> None:
     nc = await connect(urls)
     try:
         await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def test_recovery_that_fails_for_a_broker_side_reason_is_retried(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recovery whose reads fail (no answer in time: what a partition without a meta leader
+    gives) is tried again with backoff until it succeeds, instead of leaving the gap open."""
+    name, root = unique("heal")
+    config = SecsyncConfig(stream_name=name, subject_root=root, stream_replicas=3)
+    async with (
+        secsync.connect(cluster.urls, config=config) as c1,
+        secsync.connect(cluster.urls, config=config) as c2,
+    ):
+        a, b = YClient(), YClient()
+        da = await a.open(c1, "heal-retry")
+        a.text.insert(0, "hello")
+        await da.flush(10)
+        db = await b.open(c2, "heal-retry")
+        await db.pause_receiving()  # b learns of what follows only by recovering
+        a.text.insert(5, " world")
+        await da.flush(10)
+        failures = []
+        original = jetstream.messages_scoped
+
+        async def flaky(*args: Any, **kwargs: Any) -> list[jetstream.StoredMessage]:
+            if len(failures) < 3:
+                failures.append(args[2])
+                raise BrokerUnavailableError("no answer from the broker in time")
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(jetstream, "messages_scoped", flaky)
+        db._react([RecoveryNeeded("updates never arrived")], None)
+        await until(db, lambda: b.content == "hello world", timeout=30)
+        assert len(failures) == 3
+        assert not any(isinstance(e, MessageRejected) for e in _events(db))
+    nc = await connect(cluster.urls)
+    try:
+        await nc.jetstream().delete_stream(name)
     finally:
         await nc.close()
 
