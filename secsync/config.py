@@ -106,7 +106,12 @@ class SecsyncConfig:
     """Bound on loading a document (latest snapshot and the updates after it)."""
     retry_initial: float = 0.1
     retry_max: float = 5.0
-    """Exponential backoff, with jitter, between publish retries while the broker is away."""
+    """Exponential backoff, with jitter, between publish retries while the broker is away, and
+    between attempts to heal a gap or recover that failed for a broker-side reason."""
+    busy_retry_initial: float = 0.002
+    busy_retry_max: float = 0.05
+    """Backoff, with jitter, before the same publish is sent again after a clustered stream
+    answered 10164 (another compare-and-set on the document was still being stored)."""
     idle_heartbeat: float = 1.0
     """Heartbeat of the live consumer; two missed ones re-create it from the last sequence."""
     max_part_bytes: int = 0
@@ -139,5 +144,7 @@ class SecsyncConfig:
             raise ConfigurationError("stream_max_bytes must be 0 (none) or at least 1 MiB")
         if 0 < self.stream_max_msg_size < 64 * 1024:
             raise ConfigurationError("stream_max_msg_size must be 0 (none) or at least 64 KiB")
+        if self.busy_retry_max > 1.0 or self.busy_retry_initial > self.busy_retry_max:
+            raise ConfigurationError("busy_retry_initial <= busy_retry_max <= 1.0 does not hold")
         if self.max_update_plaintext_bytes < 1024:
             raise ConfigurationError("max_update_plaintext_bytes must be at least 1024")

@@ -528,3 +528,17 @@ class DocumentNotFoundError(TransportError):
     """The broker holds nothing for this document: no snapshot and no update."""
 
     code = 909
+
+
+class CompareAndSetBusyError(TransportError):
+    """Compare-and-set not evaluated: another write expecting the same subject was still being
+    stored (a clustered stream, err_code 10164). Nothing was stored; the same publish, sent
+    again shortly, is decided on its merits."""
+
+    code = 911
+
+
+class DuplicateMismatchError(TransportError):
+    """The broker answered "duplicate" for our message id, but stores other bytes under it."""
+
+    code = 912

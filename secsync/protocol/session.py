@@ -126,6 +126,8 @@ class _Active:
     """Last applied (or, for us, confirmed) clock per author."""
     updates: int = 0
     update_bytes: int = 0
+    skipped: dict[bytes, list[tuple[int, int]]] = field(default_factory=dict)
+    """Per author, the ranges of clocks recovery skipped (never received, content absent)."""
     cipher: crypto.Cipher | bytes = field(init=False, repr=False)
     """The key, ready for many messages (a malformed key stays as it is and fails as before)."""
     authors: dict[bytes, bytes] = field(init=False, repr=False, default_factory=dict)
@@ -227,6 +229,9 @@ class DocumentSession:
         # Confirmed updates of mine on the active snapshot, kept until a snapshot includes them.
         self._confirmed: dict[int, list[bytes]] = {}
         self._snapshot_in_flight: _SnapshotInFlight | None = None
+        # Updates of ours the broker refused for good: the active snapshot is no longer the
+        # document's latest, and nothing more is written on it (see update_rejected).
+        self._refused: OrderedDict[int, _UpdateInFlight] = OrderedDict()
         self._outbox: list[Message] = []
         self._snapshot_requested = False
         self._first_snapshot_wanted = False
@@ -253,9 +258,9 @@ class DocumentSession:
 
     @property
     def pending_changes(self) -> int:
-        """Local changes not yet handed out for sending."""
+        """Local changes not yet handed out for sending (or to be sent again: refused)."""
         self._collect_local()
-        return len(self._pending)
+        return len(self._pending) + sum(len(f.changes) for f in self._refused.values())
 
     @property
     def unacknowledged(self) -> int:
@@ -263,10 +268,22 @@ class DocumentSession:
         return len(self._in_flight) + (1 if self._snapshot_in_flight else 0)
 
     @property
+    def refused(self) -> bool:
+        """True while updates of ours wait because the broker refused them: the active snapshot
+        is not the document's latest, and nothing is sent until a newer one is applied (or
+        :meth:`resend_refused`)."""
+        return bool(self._refused)
+
+    @property
     def is_synced(self) -> bool:
         """True when every local change is stored by the broker."""
         self._collect_local()
-        return not self._pending and not self._in_flight and self._snapshot_in_flight is None
+        return (
+            not self._pending
+            and not self._in_flight
+            and not self._refused
+            and self._snapshot_in_flight is None
+        )
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -278,7 +295,11 @@ class DocumentSession:
         """
         if self._snapshot_in_flight is not None:
             return [self._snapshot_in_flight.message]
-        return [flight.message for flight in self._in_flight.values()]
+        return [flight.message for _, flight in self._sent_updates()]
+
+    def _sent_updates(self) -> list[tuple[int, _UpdateInFlight]]:
+        """Updates sent and not stored (in flight or refused), in clock order."""
+        return sorted([*self._in_flight.items(), *self._refused.items()], key=lambda i: i[0])
 
     def collect_local_changes(self) -> list[bytes]:
         """Move the CRDT's new local changes into the outbox; return them (to persist)."""
@@ -309,12 +330,13 @@ class DocumentSession:
                 "clocks": dict(active.clocks),
                 "updates": active.updates,
                 "bytes": active.update_bytes,
+                "skipped": {a: [list(r) for r in rs] for a, rs in active.skipped.items()},
             },
             "superseded": [[k, dict(v)] for k, v in self._superseded.items()],
             "local_clock": self._local_clock,
             "pending": list(self._pending),
             "in_flight": [
-                [clock, wire.encode(f.message), f.changes] for clock, f in self._in_flight.items()
+                [clock, wire.encode(f.message), f.changes] for clock, f in self._sent_updates()
             ],
             "confirmed": [[clock, changes] for clock, changes in self._confirmed.items()],
             "snapshot_in_flight": None
@@ -347,6 +369,10 @@ class DocumentSession:
                     clocks=dict(active["clocks"]),
                     updates=active["updates"],
                     update_bytes=active["bytes"],
+                    skipped={
+                        a: [(lo, hi) for lo, hi in rs]
+                        for a, rs in active.get("skipped", {}).items()
+                    },
                 )
                 activated = getattr(self.keys, "snapshot_activated", None)
                 if activated is not None:
@@ -387,8 +413,8 @@ class DocumentSession:
         """
         self._collect_local()
         out, self._outbox = self._outbox, []
-        if not self.loaded or self._snapshot_in_flight is not None:
-            return out
+        if not self.loaded or self._snapshot_in_flight is not None or self._refused:
+            return out  # refused: whatever we wrote now would be refused too
         if self._active is None:
             if self._pending or self._snapshot_requested or self._first_snapshot_wanted:
                 out.append(self._create_snapshot())
@@ -448,7 +474,7 @@ class DocumentSession:
             snapshot_id=snapshot_id,
             parent_snapshot_id=active.info.snapshot_id if active else b"",
             parent_snapshot_proof=active.info.child_proof() if active else INITIAL_PARENT_PROOF,
-            parent_snapshot_update_clocks=dict(active.clocks) if active else {},
+            parent_snapshot_update_clocks=self._included_clocks(active) if active else {},
             extra=extra,
         )
         snapshot = sealing.seal(public, state, key, self.signer)
@@ -461,6 +487,22 @@ class DocumentSession:
             bytes=len(snapshot.ciphertext),
         )
         return snapshot
+
+    @staticmethod
+    def _included_clocks(active: _Active) -> dict[bytes, int]:
+        """The clocks a snapshot of ours may claim to include: below what recovery skipped.
+
+        Claiming a skipped clock would tell its author (who has it stored) that the snapshot
+        holds its content; claiming less makes the author refuse the snapshot (102), recover
+        from it and send again what it lacks.
+        """
+        included = {}
+        for author, clock in active.clocks.items():
+            ranges = active.skipped.get(author)
+            claimed = min(clock, min(lo for lo, _ in ranges) - 1) if ranges else clock
+            if claimed >= 0:
+                included[author] = claimed
+        return included
 
     def _create_updates(self) -> list[Update]:
         active = self._active
@@ -539,7 +581,9 @@ class DocumentSession:
         active = self._active
         if active is None or active.info.snapshot_id != snapshot_id:
             return []
-        flight = self._in_flight.pop(clock, None)
+        # a refused one too: an earlier attempt may have been stored (a single server checks
+        # the expectation before the duplicate window)
+        flight = self._in_flight.pop(clock, None) or self._refused.pop(clock, None)
         if flight is None:
             return []
         self._confirmed[clock] = flight.changes
@@ -549,20 +593,51 @@ class DocumentSession:
         return [UpdateStored(snapshot_id, clock)]
 
     def update_rejected(self, snapshot_id: bytes, clock: int) -> list[Event]:
-        """The broker definitively refused our update (its snapshot is no longer the latest).
+        """The broker refused our update for good: its snapshot is no longer the latest.
 
-        That update and every later one in flight go back to pending, in order, and the clock
-        rolls back; they are re-sent on the newer snapshot once it is received.
+        Call it only for a real compare-and-set mismatch, never for a transient refusal (a
+        publish that may still land). Nothing rolls back: no clock is ever sealed twice, so a
+        message id never stands for two contents. The update waits as it was sealed (it counts
+        in ``pending_changes``, no longer in ``unacknowledged``) and no further update or
+        snapshot is written on this snapshot (:attr:`refused`); once the newer snapshot is
+        applied, every change it may lack (this update's included) is sealed again on it
+        (rebase). If the refusal turns out not to have been a newer snapshot,
+        :meth:`resend_refused` returns the refused updates to publish again as they are.
         """
         active = self._active
         if active is None or active.info.snapshot_id != snapshot_id or clock not in self._in_flight:
             return []
-        back: list[bytes] = []
-        for c in [c for c in self._in_flight if c >= clock]:
-            back.extend(self._in_flight.pop(c).changes)
-        self._pending[:0] = back
-        self._local_clock = clock - 1
+        self._refused[clock] = self._in_flight.pop(clock)
         self._log.info("update_conflict", snapshot=_short(snapshot_id), clock=clock)
+        return []
+
+    def resend_refused(self, snapshot_id: bytes) -> list[Update]:
+        """The active snapshot is the document's latest after all (what made the broker refuse
+        our updates was nothing anyone can build on): the refused updates, in clock order, to
+        publish again byte for byte (same clocks, same message ids)."""
+        active = self._active
+        if active is None or active.info.snapshot_id != snapshot_id or not self._refused:
+            return []
+        refused, self._refused = sorted(self._refused.items()), OrderedDict()
+        self._in_flight.update(refused)
+        return [flight.message for _, flight in refused]
+
+    def update_preempted(self, snapshot_id: bytes, clock: int) -> list[Event]:
+        """The broker holds other bytes under our update's message id (its clock was taken).
+
+        The update is not stored and never will be: its changes are sealed again under a
+        fresh clock (clocks never go back), and a snapshot is requested, so that readers who
+        lack that clock's content do not wait for it (a snapshot includes everything).
+        """
+        active = self._active
+        if active is None or active.info.snapshot_id != snapshot_id:
+            return []
+        flight = self._in_flight.pop(clock, None) or self._refused.pop(clock, None)
+        if flight is None:
+            return []
+        self._pending[:0] = flight.changes
+        self._snapshot_requested = True
+        self._log.warning("update_preempted", snapshot=_short(snapshot_id), clock=clock)
         return []
 
     # --- receiving --------------------------------------------------------------------------
@@ -836,6 +911,7 @@ class DocumentSession:
                     f"clocks {expected}..{following - 1} never arrived and were skipped"
                 )
                 events.append(self._rejected(error, MessageKind.UPDATE, author))
+                active.skipped.setdefault(author, []).append((expected, following - 1))
                 active.clocks[author] = following - 1
                 self._drain(author, active, events)
                 if author not in self._waiting:
@@ -1040,6 +1116,8 @@ class DocumentSession:
         for clock, flight in self._in_flight.items():
             if clock > included:
                 carried.extend(flight.changes)
+        for flight in self._refused.values():  # refused: not stored, whatever the clock
+            carried.extend(flight.changes)
         if self._snapshot_in_flight is not None:
             carried.extend(self._snapshot_in_flight.changes)
         return carried
@@ -1062,6 +1140,7 @@ class DocumentSession:
         self._waiting.clear()
         self._confirmed = {}
         self._in_flight = OrderedDict()
+        self._refused = OrderedDict()
         self._local_clock = -1
         if (
             self._snapshot_in_flight is not None
@@ -1099,12 +1178,23 @@ class DocumentSession:
             return
         current = active.clocks.get(public.pub_key, -1)
         if public.pub_key == self.public_key:
-            if public.clock in self._in_flight:
+            flight = self._in_flight.get(public.clock) or self._refused.get(public.clock)
+            if flight is not None and flight.message == update:
                 events += self.update_stored(ref, public.clock)  # our own, delivered back
                 return
-            if public.clock <= current:
+            if flight is not None:
+                # Another update of ours holds this clock in the stream (sealed before a
+                # restart that lost it): ours is sealed again; the stored one is applied below.
+                events += self.update_preempted(ref, public.clock)
+            elif public.clock <= current:
                 return  # our own, already confirmed by the broker's acknowledgement
         if public.clock <= current:
+            ranges = active.skipped.get(public.pub_key, ())
+            if any(lo <= public.clock <= hi for lo, hi in ranges):
+                # a clock recovery gave up on arrives after all: its content is applied (CRDT
+                # changes are idempotent, a second copy changes nothing); the clock stays
+                self._apply_update(update, active, events, aad, late=True)
+                return
             raise UpdateReplayError(f"clock {public.clock} is not above {current}")
         if public.clock > current + 1:
             self._enqueue(update, now)
@@ -1113,7 +1203,13 @@ class DocumentSession:
         self._drain(public.pub_key, active, events)
 
     def _apply_update(
-        self, update: Update, active: _Active, events: list[Event], aad: bytes | None = None
+        self,
+        update: Update,
+        active: _Active,
+        events: list[Event],
+        aad: bytes | None = None,
+        *,
+        late: bool = False,
     ) -> None:
         ahead = self._ahead
         if ahead is not None and ahead.message is update and ahead.cipher is active.cipher:
@@ -1134,6 +1230,9 @@ class DocumentSession:
         # per author instead of holding the copies decoded from each message.
         author = active.authors.setdefault(public.pub_key, public.pub_key)
         clock = public.clock
+        if late:
+            events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+            return
         active.clocks[author] = clock
         active.updates += 1
         active.update_bytes += len(update.ciphertext)

@@ -24,9 +24,12 @@ import pycrdt
 from secsync.config import SecsyncConfig
 from secsync.errors import (
     AccessError,
+    BrokerRequestError,
     BrokerUnavailableError,
+    CompareAndSetBusyError,
     DocumentClosedError,
     DuplicateBatchError,
+    DuplicateMismatchError,
     PayloadTooLargeError,
     SecsyncError,
     StreamNotFoundError,
@@ -69,6 +72,11 @@ MSG_ID = "Nats-Msg-Id"
 HEADER_ROOM = 4096
 # Codes of snapshot rejections that mean "the stored history is not what we hold".
 _UNVERIFIABLE_SNAPSHOT = frozenset({102, 112, 115})
+# Failures of a read for healing that say nothing about the document: try again later.
+_BROKER_SIDE = (BrokerUnavailableError, StreamNotFoundError, BrokerRequestError, TimeoutError)
+
+# What a publish attempt came to: (first sequence, last sequence, duplicate), or an error.
+_Outcome = tuple[int, int, bool] | SecsyncError
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,11 @@ class Document:
         self._unresolved: set[int] = set()
         self._window = asyncio.Semaphore(config.max_in_flight)
         self._in_flight_tasks: set[asyncio.Future[Any]] = set()
+        # Updates whose pipelined publish did not settle (no answer, 10164, refused, duplicate),
+        # with that outcome; one task publishes them again one at a time, lowest clock first.
+        # Concurrent retries on a cluster would only keep each other busy (10164).
+        self._retries: list[tuple[Update, _Outcome | None, dict[str, str] | None]] = []
+        self._retrier: asyncio.Future[None] | None = None
         # Our published updates by msg id, until the live consumer delivers them back: the
         # exact bytes we sent need no verification and no decryption.
         self._own_payloads: OrderedDict[str, tuple[bytes, Update]] = OrderedDict()
@@ -263,8 +276,12 @@ class Document:
                         await self._can_send.wait()
                     continue
                 self._progress.clear()
-                if self.session.pending_changes or self.session.snapshot_requested:
-                    self._wake.set()  # else what is in flight ends with an acknowledgement
+                if (
+                    self.session.pending_changes or self.session.snapshot_requested
+                ) and not self.session.refused:
+                    # else what is in flight ends with an acknowledgement, and what the broker
+                    # refused goes out once the newer snapshot is received
+                    self._wake.set()
                 await self._progress.wait()
 
     async def send_presence(self, payload: bytes) -> None:
@@ -672,9 +689,22 @@ class Document:
 
         If it now verifies, it was altered in transit to us and is applied. If it is refused
         again, it is junk as stored: nobody can build on it, so our updates may follow it.
+        A read that fails for a broker-side reason is tried again with backoff.
         """
+        attempt = 0
+        while True:
+            try:
+                stored = await self._read(self.subjects.snapshot, first)
+                break
+            except _BROKER_SIDE:
+                if self._closed:
+                    return
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+            except SecsyncError as exc:
+                self._emit([MessageRejected(exc)])
+                return  # stays unresolved: no snapshot is written over what we could not check
         try:
-            stored = await self._read(self.subjects.snapshot, first)
             assembler = chunks.Reassembler()
             data = None
             for message in stored:
@@ -685,6 +715,14 @@ class Document:
             events = self.session.receive(data) if data is not None else []
             self._emit(events)
             applied = next((e for e in events if isinstance(e, SnapshotApplied)), None)
+            if applied is None and any(
+                isinstance(e, MessageRejected) and e.error.code in _UNVERIFIABLE_SNAPSHOT
+                for e in events
+            ):
+                # A real snapshot that does not fit what we hold (it leaves out an update of
+                # ours, or forks): others build on it, so it is no junk to write over. It stays
+                # unresolved until the recovery this refusal started adopts it.
+                return
             if applied is not None:
                 self._snapshot_seq[applied.snapshot_id] = last
             else:
@@ -692,11 +730,17 @@ class Document:
                 if active is not None:
                     current = self._snapshot_seq.get(active.snapshot_id, 0)
                     self._snapshot_seq[active.snapshot_id] = max(current, last)
+                    # what this junk made the broker refuse goes out again, as it was
+                    self._spawn(self._resend(self.session.resend_refused(active.snapshot_id)))
         except SecsyncError as exc:
             self._emit([MessageRejected(exc)])
             return  # stays unresolved: no snapshot is written over what we could not check
         self._unresolved.discard(last)
         self._wake.set()
+
+    async def _resend(self, updates: list[Update]) -> None:
+        for update in updates:
+            await self._pipeline(update)
 
     def _react(self, events: list[Event], stored: jetstream.StoredMessage | None) -> None:
         for event in events:
@@ -716,31 +760,51 @@ class Document:
         task.add_done_callback(self._tasks.discard)
 
     async def _heal(self, event: GapDetected | RecoveryNeeded) -> None:
-        """Fetch what a gap lacks; recover from the latest snapshot when that is not enough."""
-        try:
-            if isinstance(event, GapDetected):
-                start = self._snapshot_seq.get(event.snapshot_id, 0) + 1
-                stored = await self._read(self.subjects.update, start)
-                decoded = (self._decode(m.data) for m in stored)
-                wanted = [m for m in decoded if m is not None and m.author == event.author]
-                self._emit(self.session.receive_many(wanted))
+        """Fetch what a gap lacks; recover from the latest snapshot when that is not enough.
+
+        A read that fails for a broker-side reason (no leader, no responders, no answer in
+        time) is tried again with backoff until it succeeds or the document is closed: a gap
+        left open would hold back the author's later updates for good.
+        """
+        attempt = 0
+        while not self._closed:
+            try:
+                await self._heal_once(event)
                 return
-            latest = await self._fetch_latest()
-            snapshot = latest.snapshot
-            if snapshot is None:
+            except _BROKER_SIDE as exc:
+                self._log.info("heal_retry", attempt=attempt, reason=str(exc))
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+            except SecsyncError as exc:
+                self._emit([MessageRejected(exc)])
                 return
-            frames = [u.data for u in latest.after if u.subject == self.subjects.update]
-            self._log.warning("recovering", reason=event.reason)
-            events = self.session.recover(
-                snapshot,
-                [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
-                reason=event.reason,
-            )
-            self._snapshot_seq[snapshot.snapshot_id] = latest.judged
-            self._emit(events)
-            self._wake.set()
-        except SecsyncError as exc:
-            self._emit([MessageRejected(exc)])
+
+    async def _heal_once(self, event: GapDetected | RecoveryNeeded) -> None:
+        if isinstance(event, GapDetected):
+            start = self._snapshot_seq.get(event.snapshot_id, 0) + 1
+            stored = await self._read(self.subjects.update, start)
+            decoded = (self._decode(m.data) for m in stored)
+            wanted = [m for m in decoded if m is not None and m.author == event.author]
+            self._emit(self.session.receive_many(wanted))
+            return
+        latest = await self._fetch_latest()
+        snapshot = latest.snapshot
+        if snapshot is None:
+            return
+        frames = [u.data for u in latest.after if u.subject == self.subjects.update]
+        self._log.warning("recovering", reason=event.reason)
+        events = self.session.recover(
+            snapshot,
+            [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
+            reason=event.reason,
+        )
+        self._snapshot_seq[snapshot.snapshot_id] = latest.judged
+        active = self.session.active_snapshot
+        if active is not None and active.snapshot_id == snapshot.snapshot_id:
+            # settled: every snapshot message up to `judged` was weighed when choosing
+            self._unresolved = {u for u in self._unresolved if u > latest.judged}
+        self._emit(events)
+        self._wake.set()
 
     def _decode(self, data: bytes) -> Message | None:
         try:
@@ -786,7 +850,11 @@ class Document:
                         if id(message) in still and isinstance(message, Snapshot | Update):
                             await self._publish_stored(message)
                     retransmit = []
-                if self.session.pending_changes and self.config.batch_interval:
+                if (
+                    self.session.pending_changes
+                    and self.config.batch_interval
+                    and not self.session.refused
+                ):
                     await asyncio.sleep(self.config.batch_interval)  # let a burst accumulate
                     self._local_change()
                 for message in self.session.data_to_send():
@@ -812,9 +880,14 @@ class Document:
 
         Updates on one snapshot carry the same compare-and-set expectation, so they need not
         wait for each other; receivers order them by clock. The acknowledgement is handled in
-        a callback (:meth:`_acknowledged`); only a failed publish gets a task, to retry.
+        a callback (:meth:`_acknowledged`); whatever did not end in a plain acknowledgement is
+        settled by the retry task (:meth:`_retry_all`), and while it has work, new updates
+        queue behind it.
         """
         await self._window.acquire()
+        if self._retries:
+            self._retry_later(update)  # behind the retries, not racing them
+            return
         payload = wire.encode(update, include_doc_id=False)
         headers = self._headers(update)
         if len(payload) <= self._part_limit():
@@ -823,7 +896,7 @@ class Document:
                     self.subjects.update,
                     payload,
                     headers,
-                    functools.partial(self._acknowledged, update),
+                    functools.partial(self._acknowledged, update, headers),
                 )
             except SecsyncError as exc:
                 self._emit([PublishFailed(exc, self.subjects.update, retrying=True)])
@@ -833,44 +906,64 @@ class Document:
                     self._own_payloads.popitem(last=False)  # never delivered back: forget
                 self._unanswered += 1
                 return
-        self._retry_later(update, delay=0.0)
+        self._retry_later(update)
 
     def _acknowledged(
-        self, update: Update, result: tuple[int, bool] | None, error: SecsyncError | None
+        self,
+        update: Update,
+        headers: dict[str, str],
+        result: tuple[int, bool] | None,
+        error: SecsyncError | None,
     ) -> None:
         self._unanswered -= 1
         if self._closed:
             self._window.release()
             return
-        if error is None and result is not None:
+        if error is None and result is not None and not result[1]:
             self._stored(update, result[0], result[0])
-        elif isinstance(error, WrongLastSequenceError):
-            self._conflict(update, error)
-        else:
-            if isinstance(error, BrokerUnavailableError | StreamNotFoundError):
-                error = self._client.denied(self.subjects.update) or error
-            reported = error or TransportError("publish settled without a result")
-            self._emit([PublishFailed(reported, self.subjects.update, retrying=True)])
-            self._retry_later(update, delay=self.config.retry_initial)
+            self._published()
             return
-        self._published()
+        outcome: _Outcome
+        if error is None and result is not None:
+            outcome = (result[0], result[0], True)  # a duplicate: checked before it counts
+        elif error is None:
+            outcome = TransportError("publish settled without a result")
+        else:
+            outcome = error
+        if not isinstance(outcome, tuple | CompareAndSetBusyError | WrongLastSequenceError):
+            if isinstance(outcome, BrokerUnavailableError | StreamNotFoundError):
+                outcome = self._client.denied(self.subjects.update) or outcome
+            self._emit([PublishFailed(outcome, self.subjects.update, retrying=True)])
+        self._retry_later(update, outcome, headers)
 
-    def _retry_later(self, update: Update, *, delay: float) -> None:
-        """Publish ``update`` in a task that retries until stored or refused (window held)."""
+    def _retry_later(
+        self,
+        update: Update,
+        outcome: _Outcome | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Settle ``update`` in the retry task, after the others waiting there (window held).
 
-        async def retry() -> None:
+        ``outcome``: what its last attempt, published with ``headers``, came to.
+        """
+        self._retries.append((update, outcome, headers))
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.ensure_future(self._retry_all())
+            self._in_flight_tasks.add(self._retrier)
+            self._retrier.add_done_callback(self._in_flight_tasks.discard)
+
+    async def _retry_all(self) -> None:
+        """Publish the waiting updates again one at a time, lowest clock first, until each is
+        stored or refused for good (or the document is closed)."""
+        while self._retries and not self._closed:
+            index = min(range(len(self._retries)), key=lambda i: self._retries[i][0].clock)
+            update, outcome, headers = self._retries.pop(index)
             try:
-                if delay:
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                await self._publish_stored(update)
+                await self._publish_stored(update, outcome, headers)
             except DocumentClosedError:
-                pass
+                return
             finally:
                 self._published()
-
-        task = asyncio.ensure_future(retry())
-        self._in_flight_tasks.add(task)
-        task.add_done_callback(self._in_flight_tasks.discard)
 
     def _published(self) -> None:
         """One publish of the window is over (stored, refused, or given up on close)."""
@@ -922,18 +1015,65 @@ class Document:
             return self.config.max_part_bytes
         return max(1024, int(self._client.nc.max_payload) - HEADER_ROOM)
 
-    async def _publish_stored(self, message: Snapshot | Update) -> None:
+    async def _publish_stored(
+        self,
+        message: Snapshot | Update,
+        outcome: _Outcome | None = None,
+        sent: dict[str, str] | None = None,
+    ) -> None:
+        """Publish until the broker stores ``message`` or refuses it for good.
+
+        ``outcome``: what an earlier attempt, published with the headers ``sent``, came to
+        (then it is settled first, not resent).
+        Transient answers are retried with the same bytes and message id: no answer (backoff
+        up to ``retry_max``), 10164 (``busy_retry_*``, the same headers too). A duplicate
+        counts only once the stored bytes are ours; a compare-and-set mismatch only once the
+        document's latest snapshot is established not to be the one the update builds on. A
+        snapshot the session gave up on meanwhile (it applied another one) is not sent again.
+        """
         subject = self.subjects.snapshot if isinstance(message, Snapshot) else self.subjects.update
         payload = wire.encode(message, include_doc_id=False)
-        headers = self._headers(message)
         delay = self.config.retry_initial
+        busy = self.config.busy_retry_initial
+        headers = sent if sent is not None and outcome is not None else self._headers(message)
         while True:
             if self._closed:
                 raise DocumentClosedError()
+            if isinstance(message, Snapshot) and self._abandoned(message):
+                # Its expectation would now be computed on top of the snapshot that replaced
+                # it: stored, it would fork the history. Its changes were queued again on the
+                # snapshot the session applied instead (rebase).
+                return
+            if outcome is None:
+                outcome = await self._attempt(subject, payload, headers)
             try:
-                first, last = await self._put(subject, payload, headers)
-                break
+                if isinstance(outcome, tuple):
+                    first, last, duplicate = outcome
+                    if (
+                        duplicate
+                        and isinstance(message, Update)
+                        and not await self._holds(message, payload, first)
+                    ):
+                        self._emit(
+                            self.session.update_preempted(
+                                message.public_data.ref_snapshot_id, message.clock
+                            )
+                        )
+                        return
+                    break
+                raise outcome
+            except CompareAndSetBusyError:
+                # not evaluated: the same publish again shortly (nothing was stored)
+                await asyncio.sleep(busy * (0.5 + random.random()))
+                busy = min(self.config.busy_retry_max, busy * 2)
+                continue
             except WrongLastSequenceError as exc:
+                if isinstance(message, Update):
+                    if await self._still_latest(message, headers):
+                        headers = self._headers(message)
+                        continue  # our expectation was off, not the document: send again
+                    self._conflict(message, exc)
+                    return
                 landed = await self._landed(message, subject, headers[MSG_ID])
                 if landed is None:
                     self._conflict(message, exc)
@@ -953,26 +1093,126 @@ class Document:
             except TransportError as exc:
                 self._emit([PublishFailed(exc, subject, retrying=True)])
                 delay = self.config.retry_max
+            finally:
+                outcome = None
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(self.config.retry_max, delay * 2)
+            headers = self._headers(message)
         expected = (
             int(headers[EXPECTED_LAST_SUBJECT_SEQ]) if isinstance(message, Snapshot) else None
         )
         self._stored(message, first, last, expected)
 
+    def _abandoned(self, snapshot: Snapshot) -> bool:
+        """Whether the session neither waits for ``snapshot`` nor holds it as the active one."""
+        waiting = self.session.unacknowledged_messages()
+        active = self.session.active_snapshot
+        return not (waiting and waiting[0] is snapshot) and (
+            active is None or active.snapshot_id != snapshot.snapshot_id
+        )
+
+    async def _attempt(self, subject: str, payload: bytes, headers: dict[str, str]) -> _Outcome:
+        try:
+            return await self._store_message(subject, payload, headers)
+        except SecsyncError as exc:
+            return exc
+
+    async def _holds(self, update: Update, payload: bytes, sequence: int) -> bool:
+        """After a "duplicate" answer: does the stream hold exactly ``payload`` at ``sequence``?
+
+        Read from the stream itself (not a mirror), through a consumer scoped to the update
+        subject, until the read succeeds.
+        """
+        attempt = 0
+        while True:
+            if self._closed:
+                raise DocumentClosedError()
+            try:
+                found = await jetstream.messages_scoped(
+                    self._client.js,
+                    self.config.stream_name,
+                    self.subjects.update,
+                    sequence,
+                    timeout=self.config.request_timeout,
+                    limit=1,
+                )
+            except _BROKER_SIDE as exc:
+                self._log.info("duplicate_check_failed", reason=str(exc))
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                continue
+            stored = found[0] if found else None
+            if stored is not None and stored.sequence == sequence and stored.data == payload:
+                return True
+            self._log.warning(
+                "duplicate_mismatch",
+                sequence=sequence,
+                clock=update.clock,
+                found=stored.sequence if stored else None,
+            )
+            self._emit(
+                [
+                    PublishFailed(
+                        DuplicateMismatchError(f"other bytes under our message id at {sequence}"),
+                        self.subjects.update,
+                        retrying=True,
+                    )
+                ]
+            )
+            return False
+
+    async def _still_latest(self, update: Update, headers: dict[str, str]) -> bool:
+        """After a compare-and-set mismatch of ``update``: is its snapshot the document's latest
+        after all (then the expectation we sent was off, and is corrected)?"""
+        ref = update.public_data.ref_snapshot_id
+        sent = int(headers[EXPECTED_LAST_SUBJECT_SEQ])
+        if self._snapshot_seq.get(ref, 0) != sent:
+            return True  # the expectation moved on meanwhile (a snapshot checked as junk)
+        try:
+            last = await jetstream.last_message(
+                self._client.js,
+                self.config.stream_name,
+                self.subjects.snapshot,
+                timeout=self.config.request_timeout,
+            )
+        except _BROKER_SIDE:
+            await asyncio.sleep(self._backoff(0))
+            return True  # undecided: the same publish again decides it
+        if self._snapshot_seq.get(ref, 0) != sent:
+            return True  # moved on while we read
+        if last is None or last.headers.get(MSG_ID) != snapshot_msg_id(ref):
+            return False
+        if last.sequence == self._snapshot_seq.get(ref, 0):
+            return False  # a replica behind the leader answered: the mismatch stands
+        self._snapshot_seq[ref] = last.sequence
+        return True
+
+    def _backoff(self, attempt: int) -> float:
+        from secsync.transport.client import backoff_delay
+
+        return backoff_delay(attempt, self.config.retry_initial, self.config.retry_max)
+
     async def _put(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[int, int]:
-        """Store ``payload``, in parts by one atomic batch when it exceeds the payload limit."""
+        """Store ``payload`` (see :meth:`_store_message`); its first and last sequence."""
+        first, last, _duplicate = await self._store_message(subject, payload, headers)
+        return first, last
+
+    async def _store_message(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> tuple[int, int, bool]:
+        """Store ``payload``, in parts by one atomic batch when it exceeds the payload limit;
+        the first and last sequence, and whether the broker answered "duplicate"."""
         limit = self._part_limit()
         if len(payload) <= limit:
             try:
-                seq, _duplicate = await jetstream.publish(
+                seq, duplicate = await jetstream.publish(
                     self._client.js,
                     subject,
                     payload,
                     headers=headers,
                     timeout=self.config.publish_timeout,
                 )
-                return seq, seq
+                return seq, seq, duplicate
             except PayloadTooLargeError:
                 limit = max(1024, limit // 2)
         parts = chunks.split(payload, limit)
@@ -991,7 +1231,7 @@ class Document:
         last, count = await jetstream.publish_batch(
             self._client.nc, items, timeout=self.config.publish_timeout * 2
         )
-        return last - count + 1, last
+        return last - count + 1, last, False
 
     async def _landed(self, message: Snapshot | Update, subject: str, msg_id: str) -> int | None:
         """After a compare-and-set refusal: did an earlier attempt of ours land after all?

@@ -14,7 +14,8 @@ are chained as ``__cause__``. Mapping:
 ========================================================  =====================================
 nats-py / broker                                          secsync
 ========================================================  =====================================
-err_code 10071 ``wrong last sequence: N``, 10164          :class:`WrongLastSequenceError`
+err_code 10071 ``wrong last sequence: N``                 :class:`WrongLastSequenceError`
+err_code 10164 (another compare-and-set in process)       :class:`CompareAndSetBusyError`
 err_code 10054 (stream ``max_msg_size``), MaxPayloadError :class:`PayloadTooLargeError`
 NoStreamResponseError, no responders, err_code 10059      :class:`StreamNotFoundError`
 err_code 10201 (batch with a duplicate message id)        :class:`DuplicateBatchError`
@@ -23,6 +24,11 @@ timeouts, code 503, closed/reconnecting/draining conn.    :class:`BrokerUnavaila
 any other API error                                       :class:`BrokerRequestError`
 any other nats-py error                                   :class:`TransportError`
 ========================================================  =====================================
+
+10164 is no verdict on the expectation: a clustered stream leader refuses a compare-and-set
+publish while another one naming the same subject (``Nats-Expected-Last-Subject-Sequence-Subject``,
+or the published subject) is proposed and not yet applied, without looking at the stored
+sequence. Nothing was stored; the same publish, sent again, is decided on its merits.
 
 Permission violations cannot be told apart from timeouts: the server answers nothing, and its
 reason goes only to the connection's ``error_cb``.
@@ -49,6 +55,7 @@ from nats.js import api
 from secsync.errors import (
     BrokerRequestError,
     BrokerUnavailableError,
+    CompareAndSetBusyError,
     DuplicateBatchError,
     PayloadTooLargeError,
     SecsyncError,
@@ -160,7 +167,9 @@ def _api_error(
 ) -> TransportError:
     text = description or "broker error"
     where = f" ({subject})" if subject else ""
-    if err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT):
+    if err_code == ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT:
+        return CompareAndSetBusyError(f"{text}{where}")
+    if err_code == ERR_WRONG_LAST_SEQUENCE:
         match = _WRONG_LAST_SEQUENCE.search(text)
         last = int(match.group(1)) if match else None
         return WrongLastSequenceError(f"{text}{where}", last_sequence=last)
@@ -449,9 +458,10 @@ async def publish(
     """Store one message; its stream sequence and whether it was a duplicate (``Nats-Msg-Id``).
 
     Compare-and-set headers (``Nats-Expected-Last-Subject-Sequence`` and friends) raise
-    :class:`WrongLastSequenceError` on a mismatch. A resent publish with both a msg id and an
-    expectation is refused that way on a single server (the expectation is checked before the
-    duplicate window), while a cluster answers "duplicate".
+    :class:`WrongLastSequenceError` on a mismatch, :class:`CompareAndSetBusyError` when a
+    cluster did not evaluate them (another one on that subject in process). A resent publish
+    with both a msg id and an expectation is refused that way on a single server (the
+    expectation is checked before the duplicate window), while a cluster answers "duplicate".
     """
     sent = dict(headers) if headers else None
     with _translated(subject, no_stream=_NO_STREAM):
@@ -769,6 +779,7 @@ async def messages_scoped(
     *,
     timeout: float = 5.0,
     page: int = 1024,
+    limit: int | None = None,
 ) -> list[StoredMessage]:
     """What :func:`messages_after` returns, read through a short-lived consumer instead.
 
@@ -778,7 +789,8 @@ async def messages_scoped(
     a pull consumer, fetched in pages of ``page`` up to what it reported pending at creation
     (waiting, within ``timeout`` per page, for a replica that is still catching up):
     on a large stream a push consumer on the same wildcard filter takes several times longer
-    to deliver the same messages (``docs/operations.md``, capacity).
+    to deliver the same messages (``docs/operations.md``, capacity). ``limit``: at most this
+    many messages (the first ones).
     """
     name = f"secsync_{secrets.token_hex(16)}"
     config = api.ConsumerConfig(
@@ -798,6 +810,8 @@ async def messages_scoped(
             sub = None
             try:
                 remaining = int(info.num_pending or 0)
+                if limit is not None:
+                    remaining = min(remaining, limit)
                 if remaining:
                     sub = await js.pull_subscribe_bind(durable=name, stream=stream)
                 unready = 0

@@ -159,14 +159,110 @@ def test_update_refused_for_stale_snapshot_is_rebased() -> None:
     b.type(0, "B")
     (stale,) = b.session.data_to_send()
     assert isinstance(stale, Update) and not broker.publish(stale, b.p.seen)
-    b.session.update_rejected(stale.public_data.ref_snapshot_id, stale.clock)
-    assert b.session.pending_changes == 1
-    b.p.sync()
-    rebased = broker.log[-1]
-    assert isinstance(rebased, Update)
-    assert rebased.public_data.ref_snapshot_id == snap.snapshot_id and rebased.clock == 0
+    assert b.session.update_rejected(stale.public_data.ref_snapshot_id, stale.clock) == []
+    # nothing rolls back: the refused update waits, as it is, and nothing more is written on
+    # a snapshot the broker said is no longer the latest
+    assert b.session.unacknowledged == 0 and b.session.pending_changes == 1
+    assert not b.session.is_synced
+    assert b.session.unacknowledged_messages() == [stale]
+    b.type(1, "b")
+    assert b.session.data_to_send() == []
+    b.p.sync()  # the newer snapshot arrives: both changes are sealed again on it
+    rebased = [m for m in broker.log[-2:] if isinstance(m, Update)]
+    assert rebased and all(m.public_data.ref_snapshot_id == snap.snapshot_id for m in rebased)
+    assert rebased[0].clock == 0
+    applied = [e for e in b.p.events if isinstance(e, SnapshotApplied)]
+    assert applied[-1].rebased_changes >= 1
     a.p.sync()
-    assert a.content == b.content == "Bbase"
+    assert a.content == b.content == "Bbbase"
+    assert b.session.is_synced
+
+
+def _peer_with_updates(n: int) -> tuple[YPeer, Snapshot, list[Update]]:
+    """A loaded peer on its own stored snapshot with ``n`` updates in flight, one per edit."""
+    peer = YPeer()
+    peer.session.load(None)
+    peer.type(0, "base")
+    (snap,) = peer.session.data_to_send()
+    assert isinstance(snap, Snapshot)
+    peer.session.snapshot_stored(snap.snapshot_id)
+    updates = []
+    for i in range(n):
+        peer.type(len(peer.text), str(i))
+        (update,) = peer.session.data_to_send()
+        assert isinstance(update, Update)
+        updates.append(update)
+    return peer, snap, updates
+
+
+def test_refusal_never_reuses_a_clock_whose_publish_may_still_land() -> None:
+    """The first of three pipelined updates is refused while the other two may still be
+    stored: none of their clocks is sealed again with other content."""
+    peer, snap, (u0, u1, u2) = _peer_with_updates(3)
+    session = peer.session
+    session.update_rejected(snap.snapshot_id, u0.clock)
+    assert session.unacknowledged == 2 and session.pending_changes == 1
+    assert session.update_stored(snap.snapshot_id, u1.clock) == [UpdateStored(snap.snapshot_id, 1)]
+    peer.type(len(peer.text), "later")
+    assert session.data_to_send() == []  # not on the stale snapshot, under no clock
+    # The refusal turns out to have been junk on the snapshot subject: the refused update goes
+    # out again as it was, byte for byte; new edits continue after the highest clock.
+    (again,) = session.resend_refused(snap.snapshot_id)
+    assert again is u0 and wire.encode(again) == wire.encode(u0)
+    assert session.resend_refused(snap.snapshot_id) == []
+    (after,) = session.data_to_send()
+    assert isinstance(after, Update) and after.clock == 3
+    for update in (u0, u2, after):
+        session.update_stored(snap.snapshot_id, update.clock)
+    assert session.is_synced and session.update_clocks[peer.signer.public_key] == 3
+
+
+def test_preempted_update_is_sealed_again_under_a_fresh_clock() -> None:
+    """Other bytes under our update's message id: its changes go out under the next clock,
+    and a snapshot follows once nothing is in flight (readers may lack that clock)."""
+    peer, snap, (u0, u1) = _peer_with_updates(2)
+    session = peer.session
+    assert session.update_preempted(snap.snapshot_id, u0.clock) == []
+    assert session.pending_changes == 1 and session.snapshot_requested
+    (resealed,) = session.data_to_send()  # u1 is in flight: no snapshot yet
+    assert isinstance(resealed, Update) and resealed.clock == 2
+    assert wire.encode(resealed) != wire.encode(u0)
+    session.update_stored(snap.snapshot_id, u1.clock)
+    session.update_stored(snap.snapshot_id, resealed.clock)
+    (snapshot,) = session.data_to_send()
+    assert isinstance(snapshot, Snapshot)
+    assert snapshot.public_data.parent_snapshot_update_clocks[peer.signer.public_key] == 2
+    # the snapshot holds what the preempted update carried
+    reader = YPeer()
+    reader.session.load(None)
+    reader.session.receive(snap)
+    reader.session.receive(snapshot)
+    assert reader.content == peer.content == "base01"
+
+
+def test_own_clock_delivered_back_with_other_bytes_is_not_taken_as_stored() -> None:
+    """The stream holds another update of ours under a clock we have in flight (sealed before
+    a restart that lost it): it is applied as it is, and ours is sealed again."""
+    peer, snap, (u0,) = _peer_with_updates(1)
+    session = peer.session
+    change, _ = yjs_change("old")
+    other = make_update(peer.signer, snap, u0.clock, [change])
+    events = session.receive(other)
+    assert not any(isinstance(e, UpdateStored) for e in events)
+    assert UpdateApplied(snap.snapshot_id, peer.signer.public_key, 0) in events
+    assert session.unacknowledged == 0 and session.pending_changes == 1
+    # nothing else in flight: the requested snapshot carries our change at once
+    (snapshot,) = session.data_to_send()
+    assert isinstance(snapshot, Snapshot)
+    assert snapshot.public_data.parent_snapshot_update_clocks == {peer.signer.public_key: 0}
+    assert "old" in peer.content and "base0" in peer.content
+    session.snapshot_stored(snapshot.snapshot_id)
+    # on it, the very bytes we sent, delivered back, are a confirmation
+    peer.type(0, "!")
+    (update,) = session.data_to_send()
+    assert isinstance(update, Update) and update.clock == 0
+    events = session.receive(wire.decode(wire.encode(update), doc_id=DOC_ID))
+    assert UpdateStored(snapshot.snapshot_id, 0) in events
 
 
 def test_concurrent_initial_snapshots() -> None:
@@ -247,6 +343,29 @@ def test_unfilled_gap_asks_to_refetch_then_to_recover() -> None:
     assert peer.session.update_clocks == {updates[2].author: 2}
     assert peer.session.next_deadline() is None
     assert expected.endswith(peer.content[-1:])
+
+
+def test_clocks_skipped_by_recovery_are_not_claimed_and_are_applied_late() -> None:
+    """Recovery gave up on clocks 0..1 of an author. A snapshot written afterwards claims that
+    author's updates only below them (its author, who has them stored, refuses it with 102
+    and sends again what it lacks), and the skipped updates, should they arrive after all,
+    are applied."""
+    author, snap, updates, expected = _history(3)
+    peer = YPeer()
+    peer.session.load(snap, now=0.0)
+    peer.session.receive(updates[2], now=0.0)
+    assert 202 in codes(peer.session.recover(snap, [updates[2]], reason="gap", now=20.0))
+    assert peer.session.update_clocks == {author.public_key: 2}
+    snapshot = peer.session.create_snapshot()
+    assert author.public_key not in snapshot.public_data.parent_snapshot_update_clocks
+    peer.session.snapshot_rejected(snapshot.snapshot_id)
+    events = peer.session.receive_many(updates[:2])
+    assert [e.clock for e in events if isinstance(e, UpdateApplied)] == [0, 1]
+    assert codes(events) == []
+    assert peer.content == expected
+    assert peer.session.update_clocks == {author.public_key: 2}
+    # replays below the skipped clock are still replays
+    assert codes(peer.session.receive(updates[2])) == [214]
 
 
 def test_update_for_a_snapshot_not_yet_received_is_deferred() -> None:

@@ -8,8 +8,11 @@ single server), runs the client end to end on the cluster, and last kills the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -25,9 +28,13 @@ import secsync
 from secsync.broker import Broker
 from secsync.cluster import Cluster, ClusterNode
 from secsync.config import SecsyncConfig
-from secsync.errors import WrongLastSequenceError
+from secsync.errors import (
+    BrokerUnavailableError,
+    CompareAndSetBusyError,
+    WrongLastSequenceError,
+)
 from secsync.protocol import wire
-from secsync.protocol.events import Event, UpdateStored
+from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded, UpdateStored
 from secsync.protocol.messages import Update
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
@@ -178,6 +185,38 @@ async def test_resent_cas_publish_is_a_conflict_on_a_single_server(broker: Broke
         assert (last.sequence, last.headers[MSG_ID]) == (1, "snap-1")
     finally:
         await nc.close()
+
+
+async def test_concurrent_compare_and_set_publishes_are_busy_not_refused(
+    cluster_nc: Client,
+) -> None:
+    """Updates of a document all expect the same snapshot subject sequence. A clustered stream
+    evaluates one such expectation at a time: the others are answered 10164 while it is in
+    process, stored nothing, and the same publish sent again is stored."""
+    js = cluster_nc.jetstream()
+    name, root = unique("busy")
+    await ensure_stream(js, StreamSettings(name=name, subjects=(f"{root}.s.>",), replicas=3))
+    snap, upd = f"{root}.s.d.snap", f"{root}.s.d.upd"
+    assert await publish(js, snap, b"s", headers={MSG_ID: "s"}) == (1, False)
+    publisher = jetstream.Publisher(cluster_nc, timeout=5.0)
+    await publisher.start()
+    try:
+        headers = [
+            {MSG_ID: f"u{i}", EXPECTED_SEQ: "1", EXPECTED_SEQ_SUBJECT: snap} for i in range(40)
+        ]
+        futures = [await publisher.publish(upd, b"u%d" % i, h) for i, h in enumerate(headers)]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        await publisher.close()
+    busy = [i for i, o in enumerate(outcomes) if isinstance(o, CompareAndSetBusyError)]
+    stored = [i for i, o in enumerate(outcomes) if isinstance(o, tuple)]
+    print(f"\n40 concurrent compare-and-set publishes: {len(stored)} stored, {len(busy)} busy")
+    assert busy and stored and len(busy) + len(stored) == 40
+    assert (await _messages(js, name))[0] == 1 + len(stored)  # a busy answer stored nothing
+    for i in busy:  # the same bytes and headers again, one at a time
+        assert (await publish(js, upd, b"u%d" % i, headers=headers[i]))[1] is False
+    assert (await _messages(js, name))[0] == 41
+    await js.delete_stream(name)
 
 
 # --- the client end to end on the cluster -------------------------------------------------------
@@ -337,11 +376,169 @@ async def test_retried_snapshot_publish_is_stored_once(
         assert db.session.active_snapshot.snapshot_id == snap.snapshot_id
 
 
+# --- writers at full speed: acknowledged means stored ---------------------------------------------
+
+# Each case runs once in CI; SECSYNC_CLUSTER_RUNS=N repeats every case N times.
+RUNS = range(int(os.environ.get("SECSYNC_CLUSTER_RUNS", "1")))
+TOKENS_PER_WRITER = 400
+
+
+async def type_tokens(doc: Document, who: YClient, tag: str, count: int) -> list[str]:
+    """Type ``count`` tokens one at a time (each its own update, batch_interval=0), waiting
+    after every hundred until all are acknowledged; the tokens. (While updates are in flight
+    the session writes no snapshot: the pauses let the snapshot policy act.)"""
+    typed = []
+    for i in range(count):
+        token = f"{tag}{i}"
+        who.text.insert(len(who.text), f" {token}")
+        typed.append(token)
+        await asyncio.sleep(0)  # yield to the sender: one update per token, not one burst
+        if i % 100 == 99:
+            await doc.flush(90)
+    await doc.flush(90)
+    return typed
+
+
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("snapshots", ["never", "default", "every-50"])
+@pytest.mark.parametrize("writers", [2, 3])
+async def test_every_acknowledged_token_is_stored_once(
+    cluster: Cluster, writers: int, snapshots: str, run: int
+) -> None:
+    """Writers on different nodes type at full speed into one document; once each one's flush
+    returned (all acknowledged), a fresh reader holds every token exactly once and the writers
+    converge on the same text. Default configuration but for the stream's replicas."""
+    name, root = unique("full")
+    config = SecsyncConfig(
+        stream_name=name, subject_root=root, stream_replicas=3, batch_interval=0.0
+    )
+    if snapshots == "never":
+        config = replace(config, snapshot_after_updates=0, snapshot_after_bytes=0)
+    elif snapshots == "every-50":  # the default (500) is reached only in longer runs
+        config = replace(config, snapshot_after_updates=50)
+    urls = cluster.urls
+    doc_id = f"full-speed-{writers}-{snapshots}-{run}"
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                secsync.connect(rotated(urls, i), config=config, dont_randomize=True)
+            )
+            for i in range(writers)
+        ]
+        people = [YClient() for _ in range(writers)]
+        docs = [await p.open(c, doc_id) for p, c in zip(people, clients, strict=True)]
+        started = time.monotonic()
+        typed = await asyncio.gather(
+            *(
+                type_tokens(d, p, "abcdefgh"[i], TOKENS_PER_WRITER)
+                for i, (d, p) in enumerate(zip(docs, people, strict=True))
+            )
+        )
+        acknowledged_after = time.monotonic() - started
+        acknowledged = [t for tokens in typed for t in tokens]
+
+        reader = YClient()
+        later = await stack.enter_async_context(secsync.connect(urls, config=config))
+        fresh = await reader.open(later, doc_id)
+        present = Counter(reader.content.split())
+        found = sum(present[t] > 0 for t in acknowledged)
+        missing = [t for t in acknowledged if present[t] == 0]
+        doubled = [t for t in acknowledged if present[t] > 1]
+        snapshot_messages = await jetstream.messages_scoped(
+            later.js, name, fresh.subjects.snapshot, 1
+        )
+        print(
+            f"\n{writers} writers, snapshots {snapshots}, run {run}: "
+            f"acknowledged {len(acknowledged)}, present {found}, "
+            f"lost {len(missing)}, doubled {len(doubled)}; snapshots stored "
+            f"{len(snapshot_messages)}; all acknowledged after "
+            f"{acknowledged_after:.2f} s"
+        )
+        assert missing == []
+        assert doubled == []
+        assert sorted(present) == sorted(acknowledged)
+        if snapshots == "never":
+            assert len(snapshot_messages) == 1  # the initial one
+        elif snapshots == "every-50":
+            assert len(snapshot_messages) > 2  # written while the writers typed
+        # the writers converge on the reader's text
+        everyone = [*docs, fresh]
+        await until_all(
+            everyone, lambda: all(p.content == reader.content for p in people), timeout=30
+        )
+        for doc in everyone:
+            await doc.close()
+    await clients_js_cleanup(urls, name)
+
+
+async def until_all(
+    docs: list[Document], predicate: Callable[[], bool], timeout: float = 15.0
+) -> None:
+    """Wait until ``predicate`` holds, re-checking after each event of any of ``docs``."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            waiting = [asyncio.ensure_future(d.next_event()) for d in docs]
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waiting:
+                    task.cancel()
+
+
+async def clients_js_cleanup(urls: list[str], stream: str) -> None:
+    nc = await connect(urls)
+    try:
+        await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def test_recovery_that_fails_for_a_broker_side_reason_is_retried(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recovery whose reads fail (no answer in time: what a partition without a meta leader
+    gives) is tried again with backoff until it succeeds, instead of leaving the gap open."""
+    name, root = unique("heal")
+    config = SecsyncConfig(stream_name=name, subject_root=root, stream_replicas=3)
+    async with (
+        secsync.connect(cluster.urls, config=config) as c1,
+        secsync.connect(cluster.urls, config=config) as c2,
+    ):
+        a, b = YClient(), YClient()
+        da = await a.open(c1, "heal-retry")
+        a.text.insert(0, "hello")
+        await da.flush(10)
+        db = await b.open(c2, "heal-retry")
+        await db.pause_receiving()  # b learns of what follows only by recovering
+        a.text.insert(5, " world")
+        await da.flush(10)
+        failures = []
+        original = jetstream.messages_scoped
+
+        async def flaky(*args: Any, **kwargs: Any) -> list[jetstream.StoredMessage]:
+            if len(failures) < 3:
+                failures.append(args[2])
+                raise BrokerUnavailableError("no answer from the broker in time")
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(jetstream, "messages_scoped", flaky)
+        db._react([RecoveryNeeded("updates never arrived")], None)
+        await until(db, lambda: b.content == "hello world", timeout=30)
+        assert len(failures) == 3
+        assert not any(isinstance(e, MessageRejected) for e in _events(db))
+    nc = await connect(cluster.urls)
+    try:
+        await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
+
+
 # --- failover (last: it kills a node of the module's cluster, and restarts it) -----------------
 
 
 async def test_clients_ride_out_the_loss_of_the_stream_leader(cluster: Cluster) -> None:
-    config = replace(R3, retry_initial=0.05, retry_max=0.5)
+    # the default configuration, retries and timeouts included (docs/operations.md quotes it)
+    config = SecsyncConfig(stream_replicas=3)
     urls = cluster.urls
     async with (
         secsync.connect(rotated(urls, 0), config=config, dont_randomize=True) as c1,

@@ -8,9 +8,12 @@ the servers of their own region. A partition cuts every gateway while all server
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import pytest
 import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import BrokerRequestError, BrokerUnavailableError
+from secsync.protocol.events import Event, SnapshotStored, UpdateStored
 from secsync.topology import LeafTopology, SuperCluster, region_tag
 from secsync.transport import Document, jetstream
 from tests.transport.helpers import YClient, open_y, until
@@ -232,6 +236,169 @@ async def test_region_outages_and_the_meta_layer_majority(
         assert dave.content == "one two three "
         await doc_d.close()
     await doc_b.close()
+
+
+# --- two regions: leader loss, then a partition, with writers on both sides ----------------------
+
+# Each run starts its own 2x3 super-cluster; SECSYNC_FEDERATION_RUNS=N repeats it N times.
+FEDERATION_RUNS = range(int(os.environ.get("SECSYNC_FEDERATION_RUNS", "1")))
+TYPING_PACE = 0.01  # seconds between two tokens of one writer: a fast typist, not a wait
+CUT = 5.0  # seconds the gateways stay cut
+CONVERGE_BOUND = 30.0  # seconds from letting the gateways through until both sides agree
+
+
+@dataclasses.dataclass
+class Writer:
+    """A participant typing numbered tokens, and a record of its document's events."""
+
+    name: str
+    who: YClient
+    doc: Document
+    typed: list[str] = dataclasses.field(default_factory=list)
+    events: list[tuple[float, Event]] = dataclasses.field(default_factory=list)
+    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    async def record(self) -> None:
+        async for event in self.doc.events():
+            self.events.append((time.monotonic(), event))
+            self.changed.set()
+
+    async def type(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            token = f"{self.name}{len(self.typed)}"
+            self.who.text.insert(len(self.who.text), f" {token}")
+            self.typed.append(token)
+            await asyncio.sleep(TYPING_PACE)
+
+    def first_stored_after(self, moment: float, clock: int, snapshot: bytes | None) -> float | None:
+        """When the first update sealed after ``moment`` (above ``clock`` on ``snapshot``, or
+        on a newer snapshot) was acknowledged."""
+        for at, event in self.events:
+            if at > moment and isinstance(event, UpdateStored | SnapshotStored):
+                if isinstance(event, SnapshotStored) or event.snapshot_id != snapshot:
+                    return at
+                if event.clock > clock:
+                    return at
+        return None
+
+
+async def wait_for(writers: list[Writer], predicate: Callable[[], bool], timeout: float) -> None:
+    """Wait until ``predicate`` holds, re-checking after each event of any writer."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            for w in writers:
+                w.changed.clear()
+            if predicate():
+                return
+            waits = [asyncio.ensure_future(w.changed.wait()) for w in writers]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+
+
+@pytest.mark.parametrize("run", FEDERATION_RUNS)
+async def test_leader_kill_then_partition_loses_no_acknowledged_token(
+    tmp_path: Path, run: int
+) -> None:
+    """Two regions of three; the document's R3 stream lives in b. Writers in a and b type
+    throughout: the stream leader is SIGKILLed and restarted, then the gateways are cut for
+    5 s. Every acknowledged token is then present exactly once for a fresh reader, and both
+    writers converge within CONVERGE_BOUND of the heal. Default configuration but for the
+    stream's placement."""
+    config = SecsyncConfig(
+        stream_name="TWOREGIONS",
+        subject_root="two",
+        stream_replicas=3,
+        stream_placement_tags=(region_tag(HOME),),
+    )
+    doc_id = f"two-regions-{run}"
+    async with SuperCluster(tmp_path / "sc", regions=(AWAY, HOME), partitionable=True) as sc:
+        await sc.await_ready()
+        away = await secsync.connect(sc.region_urls(AWAY), config=config)
+        home = await secsync.connect(sc.region_urls(HOME), config=config)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            writers = []
+            for name, client in (("a", away), ("b", home)):
+                who = YClient()
+                writers.append(Writer(name, who, await open_y(client, doc_id, who)))
+            tasks += [asyncio.create_task(w.record()) for w in writers]
+            stop = asyncio.Event()
+            tasks += [asyncio.create_task(w.type(stop)) for w in writers]
+            alice, bob = writers
+            await wait_for(writers, lambda: "a20" in bob.who.content, timeout=30)
+
+            # 1. the stream leader dies and comes back
+            leader = await sc.astream_leader(config.stream_name)
+            marks = [(w.doc.session._local_clock, w.doc.session.active_snapshot) for w in writers]
+            killed = time.monotonic()
+            leader.kill()
+
+            def resumed() -> bool:
+                return all(
+                    w.first_stored_after(killed, clock, s.snapshot_id if s else None) is not None
+                    for w, (clock, s) in zip(writers, marks, strict=True)
+                )
+
+            await wait_for(writers, resumed, timeout=60)
+            first_writes = [
+                w.first_stored_after(killed, clock, s.snapshot_id if s else None)
+                for w, (clock, s) in zip(writers, marks, strict=True)
+            ]
+            await leader.arestart()
+            await sc.await_ready(60)
+
+            # 2. the gateways are cut for CUT seconds while both keep typing
+            await sc.apartition()
+            cut_at = time.monotonic()
+            await asyncio.sleep(CUT)  # the outage lasts this long; nothing is awaited here
+            healing = time.monotonic()
+            await sc.aheal()  # gateways let through; returns once a meta leader is elected
+            healed = time.monotonic()
+            await asyncio.sleep(0.5)  # typing goes on a little after the heal
+            stop.set()
+            for w in writers:
+                await w.doc.flush(timeout=CONVERGE_BOUND - (time.monotonic() - healing))
+            acknowledged = [t for w in writers for t in w.typed]
+
+            def converged() -> bool:
+                return alice.who.content == bob.who.content and set(bob.who.content.split()) >= set(
+                    acknowledged
+                )
+
+            await wait_for(
+                writers, converged, timeout=max(0.0, CONVERGE_BOUND - (time.monotonic() - healing))
+            )
+            converged_after = time.monotonic() - healing
+
+            reader = YClient()
+            async with secsync.connect(sc.region_urls(HOME), config=config) as later:
+                fresh = await open_y(later, doc_id, reader)
+                present = Counter(reader.content.split())
+                await fresh.close()
+            lost = [t for t in acknowledged if present[t] == 0]
+            doubled = [t for t in acknowledged if present[t] > 1]
+            print(
+                f"\nrun {run}: acknowledged {len(acknowledged)} "
+                f"(a {len(alice.typed)}, b {len(bob.typed)}), "
+                f"present {len(acknowledged) - len(lost)}, lost {len(lost)}, "
+                f"doubled {len(doubled)}; first acknowledged write after the leader kill "
+                f"a {first_writes[0] - killed:.2f} s, b {first_writes[1] - killed:.2f} s; "
+                f"gateways cut {healing - cut_at:.2f} s; after they were let through: meta "
+                f"leader back {healed - healing:.2f} s, everything acknowledged and both "
+                f"writers converged {converged_after:.2f} s"
+            )
+            assert converged_after <= CONVERGE_BOUND
+            assert lost == [] and doubled == []
+            assert sorted(present) == sorted(acknowledged)
+            assert alice.who.content == bob.who.content == reader.content
+        finally:
+            for task in tasks:
+                task.cancel()
+            await away.close()
+            await home.close()
 
 
 # --- leaf node: a device-local server in front of the hub -----------------------------------------

@@ -22,6 +22,7 @@ from secsync.broker import Broker
 from secsync.errors import (
     BrokerRequestError,
     BrokerUnavailableError,
+    CompareAndSetBusyError,
     PayloadTooLargeError,
     StreamNotFoundError,
     TransportError,
@@ -631,6 +632,32 @@ async def test_messages_after_filters_and_starts_in_the_middle(
     assert await messages_after(nc, stream.name, stream.doc("a"), 21) == []
     with pytest.raises(ValueError):
         await messages_after(nc, stream.name, stream.doc("a"), 1, batch=0)
+
+
+async def test_messages_scoped_reads_from_a_sequence_with_a_limit(
+    js: JetStreamContext, stream: Stream
+) -> None:
+    """The duplicate check's read: the first message at or after a sequence on one subject."""
+    subject = stream.subject("d", "upd")
+    seqs = [(await publish(js, subject, b"u%d" % i))[0] for i in range(3)]
+    await publish(js, stream.subject("d", "snap"), b"s")
+    [second] = await jetstream.messages_scoped(js, stream.name, subject, seqs[1], limit=1)
+    assert (second.sequence, second.data) == (seqs[1], b"u1")
+    assert second.subject == subject
+    later = await jetstream.messages_scoped(js, stream.name, subject, seqs[1], limit=5)
+    assert [m.data for m in later] == [b"u1", b"u2"]
+    assert await jetstream.messages_scoped(js, stream.name, subject, seqs[2] + 1, limit=1) == []
+
+
+def test_in_process_compare_and_set_is_busy_not_a_conflict() -> None:
+    """10164 says nothing about the expectation (another one on the subject was in process);
+    10071 is the mismatch, with the subject's actual last sequence."""
+    busy = jetstream._api_error(400, 10164, "wrong last sequence", subject="x.upd")
+    assert isinstance(busy, CompareAndSetBusyError)
+    assert not isinstance(busy, WrongLastSequenceError)
+    conflict = jetstream._api_error(400, 10071, "wrong last sequence: 12", subject="x.upd")
+    assert isinstance(conflict, WrongLastSequenceError)
+    assert conflict.last_sequence == 12
 
 
 async def test_messages_after_pages_past_the_batch_size(
