@@ -1005,7 +1005,7 @@ class Document:
         ref = message.public_data.ref_snapshot_id
         # Stored only if the snapshot it builds on is still the document's latest.
         return {
-            MSG_ID: update_msg_id(ref, message.author, message.clock),
+            MSG_ID: update_msg_id(message),
             EXPECTED_LAST_SUBJECT_SEQ: str(self._snapshot_seq.get(ref, 0)),
             EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subjects.snapshot,
         }

@@ -10,10 +10,12 @@ first hex digit: one stream captures ``{root}.s.>`` today; sixteen streams can c
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from secsync.protocol import crypto
 from secsync.protocol.encoding import b64encode
+from secsync.protocol.messages import Update
 
 TOKEN_BYTES = 20
 SNAPSHOT = "snap"
@@ -72,5 +74,13 @@ def snapshot_msg_id(snapshot_id: bytes) -> str:
     return "s." + b64encode(snapshot_id)
 
 
-def update_msg_id(snapshot_id: bytes, author: bytes, clock: int) -> str:
-    return f"u.{b64encode(snapshot_id)}.{b64encode(author)}.{clock}"
+def update_msg_id(update: Update) -> str:
+    """``Nats-Msg-Id`` of an update: derived from its signature, so from the signed bytes.
+
+    A retry of the same update (byte for byte, after a restart too) is deduplicated, while
+    nobody can claim an author's id before the author has published: an id made of the
+    snapshot, author and clock would let junk stored first under it make the broker drop the
+    real update as a duplicate.
+    """
+    digest = hashlib.blake2b(update.signature, digest_size=18, person=b"secsync-msg-id").digest()
+    return "u." + b64encode(digest)
