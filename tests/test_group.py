@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pycrdt
 import pytest
@@ -11,10 +12,10 @@ import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import GroupTooLargeError
 from secsync.group import MAX_MEMBERS, Group
-from secsync.protocol import crypto
+from secsync.protocol import crypto, sealing
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import MessageRejected, SnapshotApplied
-from secsync.protocol.messages import EphemeralPublicData, MessageKind, Snapshot
+from secsync.protocol.messages import EphemeralPublicData, MessageKind, ProofChainEntry, Snapshot
 from secsync.protocol.session import DocumentSession
 from tests.factories import DOC_ID, MemoryBroker, Participant
 from tests.security.forge import group_snapshot, op, seal_to
@@ -325,3 +326,32 @@ def test_a_group_holds_a_thousand_members_and_refuses_more() -> None:
         founder.group.add(crypto.SigningKeyPair.generate().public_key)
     with pytest.raises(GroupTooLargeError):
         Group(admin, founders | {crypto.SigningKeyPair.generate().public_key: "reader"})
+
+
+def test_a_forged_proof_chain_link_leads_to_no_takeover() -> None:
+    """Proof-chain entries are public values, so a link can be made up; what it leads to must
+    still carry a membership chain from the founders, and Mallory's does not."""
+    _, (admin, writer) = founded(1)
+    known = admin.session.active_snapshot
+    assert known is not None
+    mallory = crypto.SigningKeyPair.generate()
+    key = crypto.generate_key()
+    sealed = seal_to([admin.key, writer.key, mallory.public_key], key)
+    genesis = op(mallory, b"", [(mallory.public_key, "admin"), (admin.key, "writer")], key, sealed)
+    invented = ProofChainEntry(crypto.generate_id(), known.child_proof(), crypto.generate_id())
+    forged = group_snapshot(
+        mallory, DOC_ID, [genesis], key, sealed, text="taken", parent_id=invented.snapshot_id
+    )
+    forged = dataclasses.replace(
+        forged,
+        public_data=dataclasses.replace(
+            forged.public_data, parent_snapshot_proof=invented.child_proof()
+        ),
+    )
+    forged = sealing.seal(forged.public_data, pycrdt.Doc().get_update(), key, mallory)
+    chain = [invented, ProofChainEntry.of(forged)]
+    events = admin.session.receive(forged, proof_chain=chain)
+    codes = [e.error.code for e in events if isinstance(e, MessageRejected)]
+    assert codes == [1003]
+    assert admin.session.active_snapshot == known
+    assert mallory.public_key not in admin.group.members
