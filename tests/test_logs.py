@@ -56,5 +56,5 @@ def test_nothing_is_printed_unless_the_application_asks(broker: Broker) -> None:
     assert loud.stdout == ""
     lines = loud.stderr.splitlines()
     assert any(line.startswith("secsync.client connected servers=") for line in lines)
-    assert any(line.startswith("secsync.session snapshot_created doc=") for line in lines)
-    assert any("message_rejected" in line and "code=101" in line for line in lines)
+    assert any(line.startswith("secsync.session snapshot_created doc=") for line in lines), lines
+    assert any("message_rejected" in line and "code=101" in line for line in lines), lines

@@ -58,6 +58,12 @@ class AutomergeAdapter:
         self._held = []
         return changes
 
+    def untaken_changes(self) -> int:
+        """Local changes made since the last take (nothing is taken by asking)."""
+        if self.doc.get_heads() == self._heads:
+            return len(self._held)
+        return len(self._held) + len(self.doc.get_changes(self._heads))
+
     def apply_changes(self, changes: Sequence[bytes]) -> None:
         if not changes:
             return

@@ -41,6 +41,10 @@ class YjsAdapter:
         changes, self._local = self._local, []
         return changes
 
+    def untaken_changes(self) -> int:
+        """Local transactions not taken yet (nothing is taken by asking)."""
+        return len(self._local)
+
     def apply_changes(self, changes: Sequence[bytes]) -> None:
         self._applying = True
         try:

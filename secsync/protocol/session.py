@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -236,6 +236,11 @@ class DocumentSession:
         self._snapshot_requested = False
         self._first_snapshot_wanted = False
 
+        self.change_log: Callable[[list[bytes]], None] | None = None
+        """Called with local changes the moment they are taken from the CRDT, before the session
+        uses them (the transport's durable log). If it raises, the changes are still kept in
+        memory and the error propagates to whoever took them."""
+
         self._verify_executor = verify_executor
         self._own_executor: ThreadPoolExecutor | None = None
         # What verification threads computed for the message being processed (receive_many).
@@ -258,9 +263,19 @@ class DocumentSession:
 
     @property
     def pending_changes(self) -> int:
-        """Local changes not yet handed out for sending (or to be sent again: refused)."""
-        self._collect_local()
-        return len(self._pending) + sum(len(f.changes) for f in self._refused.values())
+        """Local changes not yet handed out for sending (or to be sent again: refused),
+        counting those the CRDT holds that were not taken yet. Reading it changes nothing."""
+        return (
+            len(self._pending)
+            + sum(len(f.changes) for f in self._refused.values())
+            + self.untaken_changes
+        )
+
+    @property
+    def untaken_changes(self) -> int:
+        """Local changes in the CRDT that were not taken from it yet (without taking them)."""
+        count = getattr(self.crdt, "untaken_changes", None)
+        return int(count()) if count is not None else 0
 
     @property
     def unacknowledged(self) -> int:
@@ -276,10 +291,10 @@ class DocumentSession:
 
     @property
     def is_synced(self) -> bool:
-        """True when every local change is stored by the broker."""
-        self._collect_local()
+        """True when every local change is stored by the broker. Reading it changes nothing."""
         return (
-            not self._pending
+            not self.untaken_changes
+            and not self._pending
             and not self._in_flight
             and not self._refused
             and self._snapshot_in_flight is None
@@ -302,10 +317,9 @@ class DocumentSession:
         return sorted([*self._in_flight.items(), *self._refused.items()], key=lambda i: i[0])
 
     def collect_local_changes(self) -> list[bytes]:
-        """Move the CRDT's new local changes into the outbox; return them (to persist)."""
-        changes = self.crdt.take_local_changes()
-        self._pending.extend(changes)
-        return changes
+        """Move the CRDT's new local changes into the outbox (through :attr:`change_log`
+        first); return them."""
+        return self._collect_local()
 
     def add_local_changes(self, changes: Sequence[bytes]) -> None:
         """Queue changes that are already in the document (restored from local storage)."""
@@ -402,8 +416,17 @@ class DocumentSession:
 
     # --- local changes and sending ----------------------------------------------------------
 
-    def _collect_local(self) -> None:
-        self._pending.extend(self.crdt.take_local_changes())
+    def _collect_local(self) -> list[bytes]:
+        """The one door for local changes: whatever is taken from the CRDT goes to the change
+        log before the session (or anything else) uses it."""
+        changes = self.crdt.take_local_changes()
+        if changes:
+            try:
+                if self.change_log is not None:
+                    self.change_log(changes)
+            finally:
+                self._pending.extend(changes)  # a failed log must not lose them from memory
+        return changes
 
     def data_to_send(self) -> list[Message]:
         """Messages to publish, in order: handshake replies, then snapshots or updates.

@@ -134,6 +134,8 @@ class Document:
         self._sender: asyncio.Task[None] | None = None
         self._ephemeral_sub: Any = None
         self._notify = getattr(session.crdt, "set_change_listener", None)
+        self._saved_locally = True
+        session.change_log = self._log_changes
         self._tasks: set[asyncio.Future[None]] = set()
         self._own_sequences: set[int] = set()
         self._unresolved: set[int] = set()
@@ -190,8 +192,21 @@ class Document:
 
     @property
     def online(self) -> bool:
-        """True once the document has caught up with the broker and follows it live."""
-        return self._online
+        """True while the document follows the broker live: it caught up, and the connection
+        is up now."""
+        return self._online and self._client.connected.is_set()
+
+    @property
+    def saved_locally(self) -> bool:
+        """True when every local edit is in the local store (always False without one). With
+        a store, an edit is durable once its transaction has ended (Yjs, on the event loop's
+        thread) or once :meth:`notify_changed` returned (Automerge): see docs/local-first.md."""
+        return (
+            self._store is not None
+            and self._storage_key is not None
+            and self._saved_locally
+            and self.session.untaken_changes == 0
+        )
 
     def write_snapshot(self) -> None:
         """Write a snapshot soon (and again if another wins the race) — after a membership
@@ -223,18 +238,23 @@ class Document:
             self._wake.set()  # a snapshot caught up may have re-queued local changes
 
     def _local_change(self) -> None:
-        """Local edits: take them into the outbox, log them durably, wake the sender."""
+        """Local edits: take them into the outbox (logged durably on the way), wake the sender."""
         if self._closed:
             return
-        changes = self.session.collect_local_changes()
-        if changes and self._store is not None and self._storage_key is not None:
-            try:
-                self._store.append_changes(self.subjects.token, self._storage_key, changes)
-            except SecsyncError as exc:
-                self._emit([StorageFailed(exc)])
-        if changes:
+        if self.session.collect_local_changes():
             self._dirty = True
             self._wake.set()  # not otherwise: the sender polls Automerge documents through here
+
+    def _log_changes(self, changes: list[bytes]) -> None:
+        """The session's change log: every local change taken from the CRDT, on every path
+        (sender, status, export, snapshot, close), reaches the local store first."""
+        if self._store is None or self._storage_key is None:
+            return
+        try:
+            self._store.append_changes(self.subjects.token, self._storage_key, changes)
+        except SecsyncError as exc:
+            self._saved_locally = False
+            self._emit([StorageFailed(exc)])
 
     def checkpoint(self) -> None:
         """Write the full local state now (it is also written regularly and on close)."""
@@ -255,6 +275,7 @@ class Document:
         )
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        self._saved_locally = True  # everything is in the checkpoint now
 
     def _maybe_checkpoint(self) -> None:
         if (
@@ -356,10 +377,12 @@ class Document:
             loop_thread = threading.get_ident()
 
             def changed() -> None:
-                # Edits usually happen on the loop's own thread, where waking the loop through
-                # its self-pipe (a system call per keystroke) is not needed.
+                # On the loop's thread (where edits usually happen) the change is taken and
+                # logged now, at the end of the edit's transaction, before control returns to
+                # the application: that is the durability guarantee. From another thread it is
+                # taken on the loop's next turn.
                 if threading.get_ident() == loop_thread:
-                    loop.call_soon(self._local_change)
+                    self._local_change()
                 else:
                     loop.call_soon_threadsafe(self._local_change)
 
