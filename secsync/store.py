@@ -78,6 +78,9 @@ class LocalState:
     snapshot_sequences: dict[bytes, int] = field(default_factory=dict)
     changes: list[bytes] = field(default_factory=list)
     """Local changes logged after the checkpoint (already part of no saved state)."""
+    last_digest: bytes = b""
+    """Digest of the stored message at ``last_sequence`` (empty: not known), so that a stream
+    restored from an older backup is noticed."""
 
 
 def storage_subkey(key: bytes) -> bytes:
@@ -162,6 +165,7 @@ class LocalStore:
                 "session": state.session,
                 "seq": state.last_sequence,
                 "snapshot_seqs": state.snapshot_sequences,
+                "digest": state.last_digest,
             },
             use_bin_type=True,
         )
@@ -237,7 +241,12 @@ class LocalStore:
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
             return LocalState(
-                obj["crdt"], obj["session"], obj["seq"], dict(obj["snapshot_seqs"]), changes
+                obj["crdt"],
+                obj["session"],
+                obj["seq"],
+                dict(obj["snapshot_seqs"]),
+                changes,
+                bytes(obj.get("digest", b"")),
             )
         except Exception as exc:
             raise LocalStoreError(f"local state is damaged: {exc}") from None

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import nats
+import pytest
 from nats.js import JetStreamContext, api
 
 import secsync
@@ -21,7 +22,7 @@ from secsync import operations
 from secsync.broker import Broker, default_config_path, free_port
 from secsync.cluster import Cluster
 from secsync.config import SecsyncConfig
-from secsync.protocol.events import DocumentLoaded
+from secsync.protocol.events import DocumentLoaded, DocumentRestored
 from secsync.transport import Document, jetstream
 from secsync.transport.compaction import compact_document
 from tests.transport.helpers import YClient, open_y, until
@@ -94,9 +95,9 @@ async def test_copy_of_a_stopped_servers_store_keeps_sequences_and_local_stores_
     async with secsync.connect(url, config=config(store)) as client:
         doc = await open_y(client, DOC, alice)
         loaded = await doc.next_event(5)
-        while not isinstance(loaded, DocumentLoaded):
+        while not isinstance(loaded, DocumentLoaded | DocumentRestored):
             loaded = await doc.next_event(5)
-        assert loaded.from_local_store
+        assert isinstance(loaded, DocumentRestored)
         assert doc.last_sequence == applied
         alice.text.insert(len(alice.text), "; written offline")
         doc.notify_changed()
@@ -166,50 +167,62 @@ async def test_online_backup_restored_on_a_replacement_server(tmp_path: Path) ->
         original.close()
 
 
-async def test_restoring_an_older_backup_reuses_sequences_clients_have_applied(
-    tmp_path: Path,
+@pytest.mark.parametrize("alice", ["online", "restarted"])
+async def test_restoring_an_older_backup_is_detected_and_nothing_is_lost(
+    tmp_path: Path, alice: str
 ) -> None:
-    """The hazard of any point-in-time restore: the stream is rolled back, and new writes take
-    sequences that clients which saw the lost writes have already applied."""
-    alice, bob = YClient(), YClient()
+    """A point-in-time restore rolls the stream back, and new writes take sequences that
+    clients which saw the lost writes have already applied. A client notices that the stream
+    no longer holds what it applied (when it reconnects, or opens from its local store after
+    others wrote there), starts over from what the stream holds and sends again what the
+    restore lost of its own."""
+    writer, bob = YClient(), YClient()
+    store = tmp_path / "alice.db"
     original = Broker(tmp_path / "original").start()
     port, http_port = original.port, original.http_port
     try:
-        async with secsync.connect(original.url, config=config()) as client:
-            doc = await open_y(client, DOC, alice)
-            await edit(doc, alice, "in the backup")
-            nc = await nats.connect(original.url)
+        client = await secsync.connect(original.url, config=config(store))
+        doc = await open_y(client, DOC, writer)
+        await edit(doc, writer, "in the backup")
+        nc = await nats.connect(original.url)
+        try:
+            backup = await operations.backup_stream(nc, tmp_path / "backup")
+        finally:
+            await nc.close()
+        await edit(doc, writer, "; acknowledged after the backup")
+        seen_by_alice = doc.last_sequence
+        if alice == "restarted":
+            await client.close()  # her checkpoint keeps what she applied last
+        original.kill()
+        with Broker(tmp_path / "replacement", port=port, http_port=http_port) as new:
+            nc = await nats.connect(new.url)
             try:
-                backup = await operations.backup_stream(nc, tmp_path / "backup")
+                restored = await operations.restore_stream(nc, tmp_path / "backup")
             finally:
                 await nc.close()
-            await edit(doc, alice, "; acknowledged after the backup")
-            seen_by_alice = doc.last_sequence
-            original.kill()
-            with Broker(tmp_path / "replacement", port=port, http_port=http_port) as new:
-                nc = await nats.connect(new.url)
-                try:
-                    restored = await operations.restore_stream(nc, tmp_path / "backup")
-                finally:
-                    await nc.close()
-                assert restored["last_seq"] == backup.state["last_seq"] < seen_by_alice
-                async with secsync.connect(new.url, config=config()) as other:
-                    bdoc = await open_y(other, DOC, bob)
-                    assert bob.content == "in the backup"  # the acknowledged edit is gone
-                    await edit(bdoc, bob, " (bob)")
-                    # Bob's update took a sequence Alice has applied already (her own lost
-                    # update): her live consumer resumes after it and never delivers his.
-                    assert bdoc.last_sequence <= seen_by_alice
-
-                    # The way back for her: start over from the broker with a fresh document.
-                    await doc.close()
-                    fresh = same_signer(alice)
-                    async with secsync.connect(new.url, config=config()) as again:
-                        fdoc = await open_y(again, DOC, fresh)
-                        assert fresh.content == bob.content == "in the backup (bob)"
-                        await edit(fdoc, fresh, ", alice again")
-                        await until(bdoc, lambda: bob.content == fresh.content)
-                        assert bob.content == "in the backup (bob), alice again"
+            assert restored["last_seq"] == backup.state["last_seq"] < seen_by_alice
+            async with secsync.connect(new.url, config=config()) as other:
+                bdoc = await open_y(other, DOC, bob)
+                assert bob.content == "in the backup"  # the acknowledged edit is gone
+                await edit(bdoc, bob, " (bob)")
+                if alice == "restarted":
+                    assert bdoc.last_sequence == seen_by_alice  # a sequence Alice applied
+                    writer = same_signer(writer)
+                    client = await secsync.connect(new.url, config=config(store))
+                    doc = await open_y(client, DOC, writer)
+                # Alice's client notices, starts over, and sends her lost edit again.
+                await until(
+                    [doc, bdoc],
+                    lambda: (
+                        writer.content == bob.content
+                        and "; acknowledged after the backup" in bob.content
+                        and " (bob)" in writer.content
+                    ),
+                    timeout=30,
+                )
+                await edit(doc, writer, ", alice again")
+                await until(bdoc, lambda: bob.content == writer.content)
+        await client.close()
     finally:
         original.close()
 

@@ -122,13 +122,23 @@ class RecoveryNeeded(BaseEvent):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class DocumentLoaded(BaseEvent):
-    """A document finished loading: the latest snapshot and the updates stored after it."""
+    """The document caught up with the broker: the latest snapshot and the updates stored
+    after it (or after what the local store held)."""
 
     snapshot_id: bytes | None
     updates: int
     last_sequence: int
-    from_local_store: bool = False
-    """True when loaded from the local store (the broker may be catching up after it)."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DocumentRestored(BaseEvent):
+    """The document was opened from the local store (the broker may still be away; a
+    :class:`DocumentLoaded` follows once it caught up)."""
+
+    snapshot_id: bytes | None
+    last_sequence: int
+    pending_changes: int
+    """Local changes the store held that the broker has not confirmed yet."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -173,6 +183,7 @@ Event: TypeAlias = (
     | GapDetected
     | RecoveryNeeded
     | DocumentLoaded
+    | DocumentRestored
     | PublishFailed
     | ConnectionChanged
     | StorageFailed

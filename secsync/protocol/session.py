@@ -916,6 +916,48 @@ class DocumentSession:
         self._skip_gaps(events)
         return events
 
+    def rewind(
+        self,
+        snapshot: Snapshot | None,
+        updates: Iterable[Update] = (),
+        *,
+        reason: str = "history lost",
+        now: float | None = None,
+    ) -> list[Event]:
+        """Start over from what the broker holds now, keeping everything local.
+
+        For a stream that no longer holds what this session applied (restored from an older
+        backup, say): unlike :meth:`recover`, nothing the broker confirmed earlier is taken as
+        stored. Every change of ours it confirmed, has in flight or refused is queued again
+        on ``snapshot`` (the CRDT ignores a second copy of what the stream still holds); with
+        no snapshot at all, a first one with the whole document is written.
+        """
+        self._collect_local()
+        carried = self._carry_over_all()
+        self._active = None
+        self._superseded.clear()
+        self._confirmed = {}
+        self._in_flight = OrderedDict()
+        self._refused = OrderedDict()
+        self._snapshot_in_flight = None
+        self._local_clock = -1
+        self._pending[:0] = carried
+        self.loaded = True
+        if snapshot is None:
+            self._snapshot_requested = True  # the whole document, in a first snapshot
+            return []
+        return self.recover(snapshot, updates, reason=reason, now=now)
+
+    def _carry_over_all(self) -> list[bytes]:
+        carried: list[bytes] = []
+        for clock in sorted(self._confirmed):
+            carried.extend(self._confirmed[clock])
+        for _, flight in self._sent_updates():
+            carried.extend(flight.changes)
+        if self._snapshot_in_flight is not None:
+            carried.extend(self._snapshot_in_flight.changes)
+        return carried
+
     def _skip_gaps(self, events: list[Event]) -> None:
         """Give up on updates that even the latest state cannot supply, and go on after them.
 

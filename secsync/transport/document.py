@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import random
 import threading
 import time
@@ -42,6 +43,7 @@ from secsync.protocol import wire
 from secsync.protocol.events import (
     ConnectionChanged,
     DocumentLoaded,
+    DocumentRestored,
     EphemeralReceived,
     Event,
     GapDetected,
@@ -77,6 +79,10 @@ _BROKER_SIDE = (BrokerUnavailableError, StreamNotFoundError, BrokerRequestError,
 
 # What a publish attempt came to: (first sequence, last sequence, duplicate), or an error.
 _Outcome = tuple[int, int, bool] | SecsyncError
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,10 @@ class Document:
         self._closed = False
         self._started = False  # set once open() succeeded
         self._last_seq = 0
+        # What we applied at _last_seq (stored bytes, or our own message), to tell whether the
+        # stream still holds it; None when not known (restored, or a snapshot weighed only).
+        self._last_data: bytes | Snapshot | Update | None = None
+        self._restored_digest = b""  # the digest of it a checkpoint kept, after a restart
         self._snapshot_seq: dict[bytes, int] = {}
         self._reassembler = chunks.Reassembler()
         self._sub: Any = None
@@ -271,6 +281,7 @@ class Document:
                 session=self.session.export_state(),
                 last_sequence=self._last_seq,
                 snapshot_sequences=dict(self._snapshot_seq),
+                last_digest=self._last_digest(),
             ),
         )
         self._last_checkpoint = time.monotonic()
@@ -419,10 +430,17 @@ class Document:
             crdt.apply_changes(state.changes)  # edits logged after the last checkpoint
             self.session.add_local_changes(state.changes)
         self._last_seq = state.last_sequence
+        self._restored_digest = state.last_digest
         self._snapshot_seq = dict(state.snapshot_sequences)
         active = self.session.active_snapshot
         self._emit(
-            [DocumentLoaded(active.snapshot_id if active else None, 0, self._last_seq, True)]
+            [
+                DocumentRestored(
+                    active.snapshot_id if active else None,
+                    self._last_seq,
+                    self.session.pending_changes + self.session.unacknowledged,
+                )
+            ]
         )
         self._log.info("document_restored", last_sequence=self._last_seq)
         return True
@@ -449,6 +467,8 @@ class Document:
 
     async def _go_online(self) -> None:
         async with asyncio.timeout(self.config.open_timeout):
+            if self.session.loaded and self._last_seq and await self._history_lost():
+                await self._resync()
             if self.session.loaded:
                 updates = await self._catch_up()
                 snapshot = self.session.active_snapshot
@@ -469,9 +489,7 @@ class Document:
                     # updates on it are stored only while no snapshot message follows those
                     # weighed when choosing it
                     self._snapshot_seq[snapshot_msg.snapshot_id] = latest.judged
-                self._last_seq = latest.sequence
-                self._handle_stored_many(latest.after)
-                self._last_seq = max(self._last_seq, latest.judged)
+                self._adopt_stream_position(latest)
                 self._emit(
                     [
                         DocumentLoaded(
@@ -517,6 +535,83 @@ class Document:
         self._emit([ConnectionChanged(connected)])
         if connected and not self._online and self._online_task is None:
             self._online_task = asyncio.create_task(self._stay_online())
+        elif connected and self._online:
+            self._spawn(self._check_after_reconnect())
+
+    def _adopt_stream_position(self, latest: _Latest) -> None:
+        """After loading ``latest``: apply what followed it, and stand where it ends."""
+        self._last_seq = latest.sequence
+        self._last_data = None
+        self._handle_stored_many(latest.after)
+        if latest.judged > self._last_seq:
+            self._last_seq, self._last_data = latest.judged, None
+
+    async def _history_lost(self) -> bool:
+        """Does the stream still hold, at our last applied sequence, what we applied there?
+
+        A stream restored from an older backup holds less, and new writes then take sequences
+        we have applied already: reading on after them would miss those writes for good.
+        """
+        found = await jetstream.messages_scoped(
+            self._client.js,
+            self._read_stream,
+            self.subjects.stored,
+            self._last_seq,
+            timeout=self.config.request_timeout,
+            limit=1,
+        )
+        if not found or found[0].sequence != self._last_seq:
+            return True  # gone (rolled back, or compacted away: starting over is right then too)
+        if chunks.PARTS_HEADER in found[0].headers:
+            return False  # a part of a larger message: nothing to compare with
+        expected = self._last_digest() or self._restored_digest
+        return bool(expected) and _digest(found[0].data) != expected
+
+    def _last_digest(self) -> bytes:
+        """Digest of what we applied at ``_last_seq``, if known."""
+        data = self._last_data
+        if data is None:
+            return b""
+        if not isinstance(data, bytes):
+            data = wire.encode(data, include_doc_id=False)
+        return _digest(data)
+
+    async def _resync(self) -> None:
+        """Start over from what the stream holds now; every local change is kept and re-sent."""
+        self._log.warning("history_lost", last_sequence=self._last_seq)
+        latest = await self._fetch_latest()
+        frames = [m.data for m in latest.after if m.subject == self.subjects.update]
+        self._emit(
+            self.session.rewind(
+                latest.snapshot,
+                [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
+                reason="the stream no longer holds what was applied (restored from a backup?)",
+            )
+        )
+        self._snapshot_seq = {}
+        if latest.snapshot is not None:
+            self._snapshot_seq[latest.snapshot.snapshot_id] = latest.judged
+        self._own_sequences.clear()
+        self._unresolved.clear()
+        self._own_payloads.clear()
+        self._reassembler = chunks.Reassembler()
+        self._last_seq = max(latest.judged, max((m.sequence for m in latest.after), default=0))
+        self._last_data, self._restored_digest = None, b""
+        self._dirty = True
+        self._wake.set()
+
+    async def _check_after_reconnect(self) -> None:
+        """Back online after a disconnection: if the stream lost what we applied, start over
+        (the live consumer restarts after the new position)."""
+        try:
+            if not self._last_seq or not await self._history_lost():
+                return
+            await self._stop_live()
+            await self._resync()
+            if not self._receiving_paused and not self._closed:
+                await self._start_live()
+        except SecsyncError as exc:
+            self._emit([SyncFailed(exc)])
 
     async def _fetch_latest(self) -> _Latest:
         """The snapshot to load, and what was stored after it.
@@ -643,6 +738,8 @@ class Document:
                 self._handle_stored(stored)
                 continue
             self._last_seq = stored.sequence
+            self._last_data = stored.data
+            self._restored_digest = b""
             if self._own_payloads and self._acknowledge_own(stored):
                 continue
             self._dirty = True
@@ -676,6 +773,8 @@ class Document:
                 self.redelivered += 1
             return
         self._last_seq = stored.sequence
+        self._last_data = None if chunks.PARTS_HEADER in stored.headers else stored.data
+        self._restored_digest = b""
         if (
             self._own_payloads
             and stored.subject == self.subjects.update
@@ -1293,6 +1392,8 @@ class Document:
         # document's subjects held at the sequence we had applied.
         if first > 0 and (first == self._last_seq + 1 or expected == self._last_seq):
             self._last_seq = last
+            self._last_data = message if first == last else None
+            self._restored_digest = b""
             self._own_sequences.update(range(first, last + 1))
         if isinstance(message, Snapshot):
             if last > 0:
