@@ -122,6 +122,16 @@ class SecsyncConfig:
     """An unchanged presence state is sent again this often, so peers keep showing it."""
     presence_timeout: float = 6.0
     """A peer not heard from for this long is removed (no ghost cursors)."""
+    presence_max_bytes: int = 4096
+    """A peer's presence payload larger than this is refused unread (at most 64 KiB)."""
+    ephemeral_per_second: float = 100.0
+    """Ephemeral (presence) messages of one author whose signature a receiver checks per
+    second, after a burst of as many; the rest are dropped unchecked (counted in
+    ``session.ephemeral.dropped``). 0: no limit."""
+    presence_receive_interval: float = 0.04
+    """A peer's presence states are taken at most this often; faster ones are coalesced (the
+    latest wins), so a flooding peer costs one state per interval. Keep it at or below the
+    senders' ``presence_interval``."""
     store_path: str | None = None
     """SQLite file for offline work (local-first): documents, outbox and sequences survive
     restarts and the broker may be absent (``~`` is expanded). ``None`` keeps everything in

@@ -316,6 +316,12 @@ class PresenceParseError(EphemeralError):
     code = 310
 
 
+class EphemeralRateError(EphemeralError):
+    """More ephemeral messages from this author than a receiver checks: dropped unchecked."""
+
+    code = 312
+
+
 class PresenceImpersonationError(EphemeralError):
     """A participant claimed the Yjs client id (cursor) of another participant."""
 

@@ -24,6 +24,7 @@ from secsync.errors import (
     EphemeralDocumentIdError,
     EphemeralNoSessionError,
     EphemeralParseError,
+    EphemeralRateError,
     EphemeralReplayError,
     EphemeralTypeError,
 )
@@ -36,6 +37,10 @@ MAX_COUNTER: Final = 0xFFFFFFFF
 # Remember this many left sessions per peer so that none of them can be revived by a replay.
 RETIRED_SESSIONS_PER_PEER: Final = 64
 MAX_PEERS: Final = 10_000
+REPLY_BURST: Final = 4
+REPLY_INTERVAL: Final = 1.0
+"""Handshake replies (a proof, or a request for one) to one peer: a burst of
+:data:`REPLY_BURST`, then one per this many seconds."""
 
 _COUNTER = struct.Struct("<I")
 
@@ -88,11 +93,30 @@ class EphemeralResult:
 class EphemeralSessions:
     """My ephemeral session and the sessions of the peers that proved theirs to me."""
 
-    def __init__(self, doc_id: str, signer: crypto.SigningKeyPair) -> None:
+    def __init__(
+        self,
+        doc_id: str,
+        signer: crypto.SigningKeyPair,
+        *,
+        max_payload: int = 64 * 1024,
+        per_second: float = 0.0,
+    ) -> None:
+        """``max_payload``: ephemeral messages whose ciphertext could hold more are refused
+        before their signature is checked. ``per_second`` (0: no limit): messages of one
+        claimed author checked per second, after a burst of as many; the rest are dropped
+        unchecked, so a flood costs a bounded number of signature checks."""
         self.doc_id = doc_id
         self._signer = signer
+        self.max_payload = max_payload
+        self.per_second = per_second
+        self._admitted: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+        self.dropped = 0
+        """Messages dropped unchecked by ``per_second`` (counted, not reported one by one)."""
         self._peers: OrderedDict[bytes, _PeerSession] = OrderedDict()
         self._retired: dict[bytes, OrderedDict[bytes, None]] = {}
+        # peer -> (reply tokens left, when counted): handshake replies are rationed per peer
+        self._replied: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+        self._now: float | None = None
         self.session_id = b""
         self._counter = 0
         self.new_session()
@@ -133,8 +157,22 @@ class EphemeralSessions:
     def _proof_for(self, peer_session_id: bytes) -> bytes:
         return crypto.create_session_proof(self._signer, self.session_id, peer_session_id)
 
-    def receive(self, message: EphemeralMessage, key: bytes) -> EphemeralResult:
-        """Verify, decrypt and run the handshake; raise an ``EphemeralError`` on rejection."""
+    def receive(
+        self, message: EphemeralMessage, key: bytes, now: float | None = None
+    ) -> EphemeralResult:
+        """Verify, decrypt and run the handshake; raise an ``EphemeralError`` on rejection.
+
+        With ``now``, handshake replies to one peer are rationed (:data:`REPLY_BURST`, then one
+        per :data:`REPLY_INTERVAL`): a peer that floods ``initialize`` messages (or messages from
+        sessions it never proved) gets a few answers, not one per message from every receiver.
+        """
+        self._now = now
+        if not self._admit(message.public_data.pub_key):
+            self.dropped += 1
+            raise EphemeralRateError()
+        # header, session id and counter around the payload, plus the AEAD's own overhead
+        if len(message.ciphertext) > self.max_payload + 64 + crypto.CIPHERTEXT_OVERHEAD:
+            raise EphemeralParseError(f"ephemeral payload over {self.max_payload} bytes")
         aad = sealing.check_signature(message)
         if message.public_data.doc_id != self.doc_id:
             raise EphemeralDocumentIdError("ephemeral message belongs to another document")
@@ -143,6 +181,8 @@ class EphemeralSessions:
         if author == self._signer.public_key and plain.session_id == self.session_id:
             return EphemeralResult(None, ())  # my own message, echoed back
         if plain.type == EphemeralType.INITIALIZE:
+            if not self._may_reply(author):
+                return EphemeralResult(None, ())
             reply = self.create(
                 key, self._proof_for(plain.session_id), EphemeralType.PROOF_AND_REQUEST_PROOF
             )
@@ -164,7 +204,7 @@ class EphemeralSessions:
         self._check_fresh(author, plain)
         self._remember(author, plain.session_id, plain.counter)
         replies: tuple[EphemeralMessage, ...] = ()
-        if plain.type == EphemeralType.PROOF_AND_REQUEST_PROOF:
+        if plain.type == EphemeralType.PROOF_AND_REQUEST_PROOF and self._may_reply(author):
             replies = (self.create(key, self._proof_for(plain.session_id), EphemeralType.PROOF),)
         return EphemeralResult(None, replies)
 
@@ -176,6 +216,8 @@ class EphemeralSessions:
             if plain.session_id in self._retired.get(author, ()):
                 raise EphemeralReplayError("message from a session the peer has left")
             # Answer with a proof request so that a session gets established.
+            if not self._may_reply(author):
+                return EphemeralResult(None, (), EphemeralNoSessionError())
             reply = self.create(
                 key, self._proof_for(plain.session_id), EphemeralType.PROOF_AND_REQUEST_PROOF
             )
@@ -184,6 +226,34 @@ class EphemeralSessions:
         peer.counter = plain.counter
         self._peers.move_to_end(author)
         return EphemeralResult(plain.payload, ())
+
+    def _admit(self, author: bytes) -> bool:
+        now, rate = self._now, self.per_second
+        if now is None or rate <= 0:
+            return True
+        tokens, since = self._admitted.get(author, (rate, now))
+        tokens = min(rate, tokens + (now - since) * rate)
+        allowed = tokens >= 1.0
+        self._admitted[author] = (tokens - 1.0 if allowed else tokens, now)
+        self._admitted.move_to_end(author)
+        while len(self._admitted) > MAX_PEERS:
+            self._admitted.popitem(last=False)
+        return allowed
+
+    def _may_reply(self, author: bytes) -> bool:
+        """A token bucket per peer: :data:`REPLY_BURST` replies at once, then one per
+        :data:`REPLY_INTERVAL` (an honest peer needs a reply or two per session it starts)."""
+        now = self._now
+        if now is None:
+            return True
+        tokens, since = self._replied.get(author, (float(REPLY_BURST), now))
+        tokens = min(float(REPLY_BURST), tokens + (now - since) / REPLY_INTERVAL)
+        allowed = tokens >= 1.0
+        self._replied[author] = (tokens - 1.0 if allowed else tokens, now)
+        self._replied.move_to_end(author)
+        while len(self._replied) > MAX_PEERS:
+            self._replied.popitem(last=False)
+        return allowed
 
     def _check_fresh(self, author: bytes, plain: EphemeralPlaintext) -> None:
         if plain.session_id in self._retired.get(author, ()):

@@ -7,20 +7,28 @@ session layer. ``state`` is any JSON-compatible value; ``None`` means "I left".
 Rules on receipt, per author (public key):
 
 * a clock that is not above the author's last one is ignored (a stale or reordered state);
-* a Yjs client id belongs to the first author that claimed it; another author claiming it is
-  rejected, so nobody can move someone else's cursor (``PresenceImpersonationError``);
+* a Yjs client id belongs to the first author that claimed it, for as long as the tracker
+  lives (not only while the author is present): another author claiming it is rejected, so
+  nobody can move someone else's cursor, nor take it over while its owner is silent
+  (``PresenceImpersonationError``);
+* a payload over ``max_bytes`` is refused before it is decoded;
+* an author's states are taken at most once per ``min_interval``: what arrives faster is
+  coalesced, the latest state wins and is taken when the interval has passed
+  (:meth:`PresenceTracker.expire`), so a flooding peer costs one state per interval;
 * an author silent for ``timeout`` seconds is removed: ``PresenceChanged(author, None)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from secsync.errors import PresenceImpersonationError, PresenceParseError
+from secsync.errors import PresenceImpersonationError, PresenceParseError, SecsyncError
 from secsync.protocol.encoding import (
     MAX_SAFE_INTEGER,
     check_json_value,
@@ -29,6 +37,7 @@ from secsync.protocol.encoding import (
 from secsync.protocol.events import PresenceChanged
 
 MAX_PRESENCE_BYTES = 64 * 1024
+MAX_OWNED_CLIENT_IDS = 100_000
 
 
 @dataclass(slots=True)
@@ -78,11 +87,22 @@ def decode_presence(payload: bytes) -> tuple[int, Any, int | None]:
 class PresenceTracker:
     """Remote presence states by author, with expiry and Yjs client id ownership."""
 
-    def __init__(self, me: bytes, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        me: bytes,
+        *,
+        timeout: float = 15.0,
+        max_bytes: int = MAX_PRESENCE_BYTES,
+        min_interval: float = 0.0,
+    ) -> None:
         self.me = me
         self.timeout = timeout
+        self.max_bytes = min(max_bytes, MAX_PRESENCE_BYTES)
+        self.min_interval = min_interval
         self._peers: dict[bytes, _Peer] = {}
-        self._owners: dict[int, bytes] = {}
+        self._owners: OrderedDict[int, bytes] = OrderedDict()
+        self._taken: dict[bytes, float] = {}  # author -> when a state of theirs was last taken
+        self._held: dict[bytes, bytes] = {}  # author -> latest payload that came too soon
         self.clock = 0
         self.local_state: Any = None
         self.local_yjs_client_id: int | None = None
@@ -107,6 +127,19 @@ class PresenceTracker:
         """Apply a verified ephemeral payload of ``author``; raise on a bad or hostile one."""
         if author == self.me:
             return []
+        if len(payload) > self.max_bytes:
+            raise PresenceParseError(f"presence payload over {self.max_bytes} bytes")
+        last = self._taken.get(author)
+        if last is not None and now - last < self.min_interval:
+            self._held[author] = payload  # too soon: the latest waits for the interval
+            if author in self._peers:
+                self._peers[author].last_seen = max(self._peers[author].last_seen, now)
+            return []
+        self._held.pop(author, None)
+        self._taken[author] = now
+        return self._take(author, payload, now)
+
+    def _take(self, author: bytes, payload: bytes, now: float) -> list[PresenceChanged]:
         clock, state, yjs = decode_presence(payload)
         if yjs is not None:
             owner = self._owners.get(yjs)
@@ -120,36 +153,51 @@ class PresenceTracker:
         if peer is not None and clock <= peer.clock:
             peer.last_seen = max(peer.last_seen, now)
             return []
-        if peer is not None and peer.yjs_client_id not in (None, yjs):
-            self._owners.pop(peer.yjs_client_id, None)
         if yjs is not None:
-            self._owners[yjs] = author
+            self._owners[yjs] = author  # sticky: kept after the author leaves or times out
+            self._owners.move_to_end(yjs)
+            while len(self._owners) > MAX_OWNED_CLIENT_IDS:
+                self._owners.popitem(last=False)
         if state is None:
             self._peers.pop(author, None)
-            if yjs is not None:
-                self._owners.pop(yjs, None)
             return [PresenceChanged(author, None, yjs)] if peer is not None else []
         changed = peer is None or peer.state != state or peer.yjs_client_id != yjs
         self._peers[author] = _Peer(clock, state, yjs, now)
         return [PresenceChanged(author, state, yjs)] if changed else []
 
     def expire(self, now: float) -> list[PresenceChanged]:
-        """Remove peers not heard from within ``timeout`` (no ghost cursors)."""
+        """Take the coalesced states whose interval has passed, and remove peers not heard
+        from within ``timeout`` (no ghost cursors)."""
+        events: list[PresenceChanged] = []
+        for author in [a for a in self._held if now - self._taken.get(a, now) >= self.min_interval]:
+            payload = self._held.pop(author)
+            self._taken[author] = now
+            # verified, but if it is not a state we take: as if it had not come
+            with contextlib.suppress(SecsyncError):
+                events += self._take(author, payload, now)
         gone = [a for a, p in self._peers.items() if now - p.last_seen >= self.timeout]
-        events = []
         for author in gone:
             peer = self._peers.pop(author)
-            if peer.yjs_client_id is not None:
-                self._owners.pop(peer.yjs_client_id, None)
+            self._taken.pop(author, None)
             events.append(PresenceChanged(author, None, peer.yjs_client_id, timed_out=True))
         return events
+
+    def next_held(self) -> float | None:
+        """When a coalesced state is due (in the caller's ``now`` terms)."""
+        due = [self._taken.get(a, 0.0) + self.min_interval for a in self._held]
+        return min(due, default=None)
 
     def clock_of(self, author: bytes) -> int:
         peer = self._peers.get(author)
         return peer.clock if peer is not None else 0
 
     def next_expiry(self) -> float | None:
-        return min((p.last_seen + self.timeout for p in self._peers.values()), default=None)
+        """When :meth:`expire` has something to do: a peer to remove or a held state due."""
+        expiries = [p.last_seen + self.timeout for p in self._peers.values()]
+        held = self.next_held()
+        if held is not None:
+            expiries.append(held)
+        return min(expiries, default=None)
 
     def yjs_states(self) -> Mapping[int, Any]:
         return {

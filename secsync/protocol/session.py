@@ -24,6 +24,7 @@ from secsync.errors import (
     EphemeralAuthorRejectedError,
     EphemeralError,
     EphemeralNoSessionError,
+    EphemeralRateError,
     MembershipError,
     NoActiveSnapshotError,
     SecsyncError,
@@ -197,7 +198,12 @@ class DocumentSession:
         self.crdt: CrdtAdapter = adapter_for(crdt)
         self.config = config or SecsyncConfig()
         self.policy: AuthorPolicy = policy or AllowAll()
-        self.ephemeral = EphemeralSessions(doc_id, self.signer)
+        self.ephemeral = EphemeralSessions(
+            doc_id,
+            self.signer,
+            max_payload=self.config.presence_max_bytes,
+            per_second=self.config.ephemeral_per_second,
+        )
         self._log = log.bind(
             doc=crypto.document_token(doc_id)[:8], me=_short(self.signer.public_key)
         )
@@ -827,7 +833,7 @@ class DocumentSession:
         elif isinstance(message, Snapshot):
             self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
         else:
-            self._receive_ephemeral(message, events)
+            self._receive_ephemeral(message, events, now)
 
     def _receive_ahead(
         self,
@@ -1416,7 +1422,9 @@ class DocumentSession:
 
     # --- ephemeral --------------------------------------------------------------------------
 
-    def _receive_ephemeral(self, message: EphemeralMessage, events: list[Event]) -> None:
+    def _receive_ephemeral(
+        self, message: EphemeralMessage, events: list[Event], now: float
+    ) -> None:
         try:
             try:
                 allowed = self.policy.may_author(message.kind, message.author, message.public_data)
@@ -1426,7 +1434,9 @@ class DocumentSession:
                 ) from None
             if not allowed:
                 raise EphemeralAuthorRejectedError()
-            result = self.ephemeral.receive(message, self._ephemeral_key())
+            result = self.ephemeral.receive(message, self._ephemeral_key(), now)
+        except EphemeralRateError:
+            return  # a flood: dropped unchecked and counted, not reported message by message
         except (EphemeralError, NoActiveSnapshotError) as exc:
             events.append(self._rejected(exc, MessageKind.EPHEMERAL, message.author))
             return

@@ -40,7 +40,10 @@ class Presence:
         self._document = document
         self._config = document.config
         self.tracker = PresenceTracker(
-            document.session.public_key, timeout=self._config.presence_timeout
+            document.session.public_key,
+            timeout=self._config.presence_timeout,
+            max_bytes=self._config.presence_max_bytes,
+            min_interval=self._config.presence_receive_interval,
         )
         self.awareness = awareness
         self._dirty = False

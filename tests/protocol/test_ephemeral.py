@@ -151,3 +151,16 @@ def test_ephemeral_needs_a_snapshot_key() -> None:
     other = crypto.SigningKeyPair.generate()
     message = EphemeralSessions(DOC_ID, other).create(KEY, b"x", EphemeralType.INITIALIZE)
     assert codes(peer.session.receive(message)) == [801]
+
+
+def test_a_flood_of_initialize_messages_gets_a_few_replies(pair: tuple[YPeer, YPeer]) -> None:
+    from secsync.protocol.ephemeral import REPLY_BURST
+
+    a, b = pair
+    for i in range(800):  # within a tenth of a second
+        a.session.ephemeral.new_session()
+        b.session.receive(a.session.ephemeral_initialize(), now=100.0 + i / 8000)
+    replies = b.session.data_to_send()
+    assert len(replies) == REPLY_BURST  # not 800
+    b.session.receive(a.session.ephemeral_initialize(), now=101.2)  # a second later: one more
+    assert len(b.session.data_to_send()) == 1

@@ -35,8 +35,30 @@ def test_silent_peer_expires_within_the_timeout() -> None:
     assert tracker.expire(14.9) == []
     assert tracker.expire(15) == [PresenceChanged(A, None, 9, timed_out=True)]
     assert tracker.states == {B: "y"}
-    # the expired client id is free again
-    assert tracker.receive(B, encode_presence(2, "y", 9), now=16)
+    # the expired client id stays A's: nobody squats a silent owner's cursor
+    with pytest.raises(PresenceImpersonationError):
+        tracker.receive(B, encode_presence(2, "y", 9), now=16)
+    assert tracker.receive(A, encode_presence(2, "back", 9), now=17)  # its owner may return
+
+
+def test_a_flooding_peer_costs_one_state_per_interval_and_the_latest_wins() -> None:
+    tracker = PresenceTracker(ME, timeout=5, min_interval=0.04)
+    assert tracker.receive(A, encode_presence(1, {"n": 1}, None), now=0.0)
+    taken = []
+    for i in range(2, 202):  # 200 states within 20 ms
+        taken += tracker.receive(A, encode_presence(i, {"n": i}, None), now=0.0001 * i)
+    assert taken == []  # none taken early
+    assert tracker.next_expiry() == pytest.approx(0.04)
+    assert tracker.expire(0.039) == []
+    assert tracker.expire(0.04) == [PresenceChanged(A, {"n": 201}, None)]
+    assert tracker.states == {A: {"n": 201}}
+
+
+def test_a_large_presence_payload_is_refused_unread() -> None:
+    tracker = PresenceTracker(ME, max_bytes=4096)
+    with pytest.raises(PresenceParseError, match="4096"):
+        tracker.receive(A, encode_presence(1, "x" * 5000, None), now=0)
+    assert tracker.states == {}
 
 
 def test_nobody_can_claim_another_participants_cursor() -> None:
