@@ -33,6 +33,7 @@ from secsync.errors import (
     DuplicateMismatchError,
     PayloadTooLargeError,
     SecsyncError,
+    SnapshotApplyError,
     StreamNotFoundError,
     TransportError,
     WrongKeyError,
@@ -480,9 +481,8 @@ class Document:
                     ]
                 )
             else:
-                latest = await self._fetch_latest()
+                latest, loaded = await self._load_latest()
                 snapshot_msg = latest.snapshot
-                loaded = self.session.load(snapshot_msg)
                 self.load_errors = [e.error for e in loaded if isinstance(e, MessageRejected)]
                 self._emit(loaded)
                 if snapshot_msg is not None:
@@ -613,7 +613,29 @@ class Document:
         except SecsyncError as exc:
             self._emit([SyncFailed(exc)])
 
-    async def _fetch_latest(self) -> _Latest:
+    async def _load_latest(self) -> tuple[_Latest, list[Event]]:
+        """Load the newest stored snapshot that opens and whose content the CRDT takes: one
+        whose content is refused (hostile or damaged, ``SnapshotApplyError``) is passed over,
+        and reported, for the one before it."""
+        passed_over: set[bytes] = set()
+        events: list[Event] = []
+        while True:
+            latest = await self._fetch_latest(frozenset(passed_over))
+            loaded = self.session.load(latest.snapshot)
+            events += loaded
+            snapshot = latest.snapshot
+            if (
+                snapshot is None
+                or self.session.active_snapshot is not None
+                or not any(
+                    isinstance(e, MessageRejected) and isinstance(e.error, SnapshotApplyError)
+                    for e in loaded
+                )
+            ):
+                return latest, events
+            passed_over.add(snapshot.snapshot_id)
+
+    async def _fetch_latest(self, passed_over: frozenset[bytes] = frozenset()) -> _Latest:
         """The snapshot to load, and what was stored after it.
 
         The last message on the snapshot subject is only a hint: anyone who may write there
@@ -642,6 +664,8 @@ class Document:
             if decoded.snapshot_id in seen:
                 continue  # a replay of an earlier snapshot is never the latest
             seen.add(decoded.snapshot_id)
+            if decoded.snapshot_id in passed_over:
+                continue  # its content did not apply: not a snapshot to load
             candidates.append(decoded)
             sequences.append(message.sequence)
         judged = stored_snapshots[-1].sequence if stored_snapshots else 0

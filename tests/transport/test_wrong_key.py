@@ -220,3 +220,34 @@ async def test_a_wrong_key_with_a_local_store_is_refused_every_time(broker, tmp_
                 )
     async with secsync.connect(broker.url, config=FAST) as client:
         assert [(m.sequence, m.data) for m in await _stored(client, "stored")] == before
+
+
+async def test_a_snapshot_whose_content_does_not_apply_is_passed_over(broker) -> None:
+    """A member (who holds the key) stores a snapshot whose content the CRDT refuses: fresh
+    readers load the snapshot before it, and report the refused one (105)."""
+    async with secsync.connect(broker.url, config=FAST) as client:
+        alice = YClient()
+        doc = await open_y(client, "bad-content", alice)
+        alice.text.insert(0, "good content")
+        await doc.flush(5)
+        base = doc.session.active_snapshot
+        assert base is not None
+        mallory = crypto.SigningKeyPair.generate()
+        public = SnapshotPublicData(
+            doc_id="bad-content",
+            pub_key=mallory.public_key,
+            snapshot_id=crypto.generate_id(),
+            parent_snapshot_id=base.snapshot_id,
+            parent_snapshot_proof=base.child_proof(),
+            parent_snapshot_update_clocks={},
+        )
+        bad = sealing.seal(public, b"\xff\x00 not a Yjs update", KEY, mallory)
+        await client.js.publish(
+            DocumentSubjects.of("bad-content").snapshot, wire.encode(bad, include_doc_id=False)
+        )
+    async with secsync.connect(broker.url, config=FAST) as client:
+        bob = YClient()
+        reader = await open_y(client, "bad-content", bob)
+        assert bob.content == "good content"
+        assert reader.session.active_snapshot == base
+        assert 105 in [e.code for e in reader.load_errors]
