@@ -947,8 +947,10 @@ class Document:
         self._snapshot_seq[snapshot.snapshot_id] = latest.judged
         active = self.session.active_snapshot
         if active is not None and active.snapshot_id == snapshot.snapshot_id:
-            # settled: every snapshot message up to `judged` was weighed when choosing
+            # settled: every snapshot message up to `judged` was weighed when choosing, and
+            # ours is still the latest one can build on: what the broker refused goes out again
             self._unresolved = {u for u in self._unresolved if u > latest.judged}
+            self._spawn(self._resend(self.session.resend_refused(active.snapshot_id)))
         self._emit(events)
         self._wake.set()
 
