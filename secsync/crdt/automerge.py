@@ -3,13 +3,33 @@
 automerge 1.0 for Python has no ``apply_changes``; received changes are wrapped in an
 Automerge sync message (its published binary layout) with empty heads, needs and haves, which
 makes the document apply them and hold back those whose dependencies have not arrived yet.
+
+Automerge keeps objects in a flat operation set and decodes changes without recursion: documents
+nested 300,000 deep made by a hostile peer apply, save and load, and mutated or truncated
+change bytes are refused with an exception (checksums, column decoding). What the binding
+raises, whatever its class, becomes the typed rejection of that one message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from automerge import core
+
+from secsync.crdt import crdt_failure
+from secsync.errors import SecsyncError, SnapshotApplyError, UpdateApplyError
+
+T = TypeVar("T")
+
+
+def _guarded(call: Callable[[], T], error: type[SecsyncError], what: str) -> T:
+    try:
+        return call()
+    except BaseException as exc:
+        if not crdt_failure(exc):
+            raise
+        raise error(f"automerge refused the {what}: {type(exc).__name__}") from None
 
 
 def _leb128(value: int) -> bytes:
@@ -63,22 +83,29 @@ class AutomergeAdapter:
             return
         # Local changes made before this call must not be mistaken for remote ones.
         self._held.extend(self._collect())
-        self.doc.receive_sync_message(
-            core.SyncState(), core.Message.decode(changes_sync_message(changes))
+        message = _guarded(
+            lambda: core.Message.decode(changes_sync_message(changes)), UpdateApplyError, "changes"
+        )
+        _guarded(
+            lambda: self.doc.receive_sync_message(core.SyncState(), message),
+            UpdateApplyError,
+            "changes",
         )
         self._heads = self.doc.get_heads()
 
     def apply_snapshot(self, state: bytes) -> None:
         self._held.extend(self._collect())
-        self.doc.merge(core.Document.load(state))
+        other = _guarded(lambda: core.Document.load(state), SnapshotApplyError, "snapshot")
+        _guarded(lambda: self.doc.merge(other), SnapshotApplyError, "snapshot")
         self._heads = self.doc.get_heads()
 
     def encode_state(self) -> bytes:
         return self.doc.save()
 
     def missing_from(self, state: bytes) -> list[bytes]:
-        other = core.Document.load(state)
-        return [change.bytes for change in self.doc.get_changes(other.get_heads())]
+        other = _guarded(lambda: core.Document.load(state), SnapshotApplyError, "snapshot")
+        heads = other.get_heads()
+        return [change.bytes for change in self.doc.get_changes(heads)]
 
     def close(self) -> None:
         """Nothing to unsubscribe: changes are read from the document on demand."""
