@@ -26,17 +26,18 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-MAX_VALUE_DEPTH = 128
+MAX_VALUE_DEPTH = 127
 """Containers enclosing a value (``Any`` arrays and maps, JSON in embeds and formats).
 
-yrs reads ``Any`` values recursively (about 20,000 levels exhaust an 8 MB stack) and parses JSON
-with serde_json, which already refuses more than 128 levels: the same bound for both."""
+yrs reads ``Any`` values recursively (10,000 levels pass, 28,000 overflow an 8 MB stack) and
+parses JSON with serde_json, which refuses 128 levels or more: the same bound for both."""
 
 MAX_TYPE_DEPTH = 512
 """Shared types nested in shared types, as far as one update shows the chain.
 
-Applying deep chains works, but reading them (``str()``, ``to_py()``) recurses in yrs and
-overflows the stack at a few thousand levels; documents nest XML or maps a few dozen deep."""
+Applying deep chains works, but reading them (``str()``, ``to_py()``) recurses in yrs: 8,000
+levels read, 28,000 overflow an 8 MB stack (threads may have less). Documents nest XML or maps a
+few dozen deep."""
 
 MAX_STRUCTS = 4_000_000
 """Structs (items, GC and skip ranges) in one update.
@@ -160,7 +161,7 @@ class Decoder:
         data, pos, value, shift = self.data, self.pos, 0, 0
         while True:
             if pos >= len(data):
-                raise self.fail("unexpected end in a var-uint")
+                raise YjsFormatError("unexpected end in a var-uint", pos)
             byte = data[pos]
             pos += 1
             value |= (byte & 0x7F) << shift
@@ -168,7 +169,7 @@ class Decoder:
                 break
             shift += 7
             if shift > 63:
-                raise self.fail("var-uint longer than 64 bits")
+                raise YjsFormatError("var-uint longer than 64 bits", pos)
         if value > limit:
             raise self.fail(f"var-uint {value} above {limit}")
         self.pos = pos
@@ -416,14 +417,13 @@ class _Checker:
             elif tag in (ANY_ARRAY, ANY_MAP):
                 is_map = tag == ANY_MAP
                 count = d.read_count(2 if is_map else 1, "entries")
+                depth = len(stack) + 1
+                if depth > MAX_VALUE_DEPTH:
+                    raise d.fail(f"values nested deeper than {MAX_VALUE_DEPTH}")
+                summary.value_depth = max(summary.value_depth, depth)
                 if count:
                     stack.append((left, keyed))
-                    if len(stack) >= MAX_VALUE_DEPTH:
-                        raise d.fail(f"values nested deeper than {MAX_VALUE_DEPTH}")
-                    summary.value_depth = max(summary.value_depth, len(stack) + 1)
                     left, keyed = count, is_map
-                else:
-                    summary.value_depth = max(summary.value_depth, len(stack) + 1)
             else:
                 raise d.fail(f"value tag {tag}")
 
@@ -488,8 +488,8 @@ class _Checker:
         An item's depth is that of its parent type plus one; an item placed by its origin
         shares the origin's parent. Parents may come after their children in the update, so
         each chain is followed with an explicit list and the depths are memoised."""
-        if self.summary.kinds.get("Type", 0) <= MAX_TYPE_DEPTH:
-            return 0  # a chain needs that many types: nothing to look at
+        if not self.summary.kinds.get("Type"):
+            return 0
         memo = {
             client: array("q", [-1]) * len(items.starts) for client, items in self.items.items()
         }
@@ -519,6 +519,7 @@ class _Checker:
                 for c, i, step in reversed(chain):
                     value += step
                     memo[c][i] = value
+                value += items.is_type[index]  # a type nests one level more than its parent
                 if value > MAX_TYPE_DEPTH:
                     raise YjsFormatError(f"shared types nested deeper than {MAX_TYPE_DEPTH}", 0)
                 deepest = max(deepest, value)
