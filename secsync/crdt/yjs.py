@@ -28,6 +28,18 @@ def _checked(changes: Sequence[bytes], error: type[SecsyncError]) -> None:
             raise error(f"not a valid Yjs update: {where}{exc}") from None
 
 
+def _merged(changes: Sequence[bytes], error: type[SecsyncError]) -> bytes:
+    try:
+        merged = pycrdt.merge_updates(*changes)
+    except BaseException as exc:
+        if not crdt_failure(exc):
+            raise
+        raise error(f"pycrdt could not merge the changes: {type(exc).__name__}") from None
+    # Checked again as a whole: an item of one change may name a parent in another.
+    _checked([merged], error)
+    return merged
+
+
 class YjsAdapter:
     """Observes a ``pycrdt.Doc``; each local transaction becomes one change."""
 
@@ -69,12 +81,10 @@ class YjsAdapter:
         if not changes:
             return
         _checked(changes, error)
+        update = changes[0] if len(changes) == 1 else _merged(changes, error)
         self._applying = True
         try:
-            if len(changes) == 1:
-                self.doc.apply_update(changes[0])
-            else:
-                self.doc.apply_update(pycrdt.merge_updates(*changes))
+            self.doc.apply_update(update)
         except BaseException as exc:
             if not crdt_failure(exc):
                 raise

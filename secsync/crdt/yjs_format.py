@@ -250,7 +250,7 @@ _LIKE_ORIGIN = 2
 class _Items:
     """One client's items in clock order, in flat arrays (a few bytes each, not objects)."""
 
-    __slots__ = ("ends", "how", "is_type", "parent_client", "parent_clock", "starts")
+    __slots__ = ("deleted", "ends", "how", "is_type", "parent_client", "parent_clock", "starts")
 
     def __init__(self) -> None:
         self.starts = array("q")
@@ -259,14 +259,18 @@ class _Items:
         self.parent_client = array("q")
         self.parent_clock = array("q")
         self.is_type = array("b")
+        self.deleted = array("b")
 
-    def add(self, start: int, end: int, parent: tuple[int, int, int], is_type: bool) -> None:
+    def add(
+        self, start: int, end: int, parent: tuple[int, int, int], is_type: bool, deleted: bool
+    ) -> None:
         self.starts.append(start)
         self.ends.append(end)
         self.how.append(parent[0])
         self.parent_client.append(parent[1])
         self.parent_clock.append(parent[2])
         self.is_type.append(is_type)
+        self.deleted.append(deleted)
 
 
 class _Checker:
@@ -337,7 +341,7 @@ class _Checker:
         items = self.items.get(client)
         if items is None:
             items = self.items[client] = _Items()
-        items.add(clock, end, parent, kind == TYPE)
+        items.add(clock, end, parent, kind == TYPE, kind == DELETED)
         return end
 
     def advance(self, clock: int, length: int) -> int:
@@ -482,12 +486,27 @@ class _Checker:
             return None
         return index
 
+    def can_hold(self, client: int, clock: int) -> bool:
+        """Whether ``(client, clock)`` may be a parent, as far as this update tells."""
+        index = self.find(client, clock)
+        if index is None:
+            return True  # not in this update: the document decides
+        items = self.items[client]
+        return bool(items.is_type[index] or items.deleted[index])
+
     def type_depth(self) -> int:
         """The longest chain of shared types nested in each other within this update.
 
         An item's depth is that of its parent type plus one; an item placed by its origin
         shares the origin's parent. Parents may come after their children in the update, so
         each chain is followed with an explicit list and the depths are memoised."""
+        for items in self.items.values():
+            for how, client, clock in zip(
+                items.how, items.parent_client, items.parent_clock, strict=True
+            ):
+                # yrs integrates the items before such a parent and then fails: refused first
+                if how == _PARENT_ID and not self.can_hold(client, clock):
+                    raise YjsFormatError(f"the parent {client}#{clock} is not a shared type", 0)
         if not self.summary.kinds.get("Type"):
             return 0
         memo = {

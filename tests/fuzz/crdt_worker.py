@@ -29,7 +29,7 @@ OUTCOMES: Counter[str] = Counter()
 
 def yjs_corpus() -> tuple[list[bytes], bytes]:
     """Honest updates of a small document (text, formats, embeds, nested types, deletes)."""
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = pycrdt.Doc(client_id=1_234_567_890)  # a fixed id: a seed replays a run
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
     text = doc.get("t", type=pycrdt.Text)
