@@ -12,6 +12,7 @@ raises, whatever its class, becomes the typed rejection of that one message.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -51,35 +52,153 @@ CHUNK_DOCUMENT = 0
 CHUNK_CHANGE = 1
 CHUNK_COMPRESSED_CHANGE = 2
 
+MAX_CHANGE_OPS = 1_000_000
+"""Operations in one change. Columns are run-length encoded: 104 bytes declaring a list of a
+million nulls made Automerge hold 538 MB. A million covers pasting a million characters."""
+
+MAX_SNAPSHOT_OPS = 10_000_000
+"""Operations in one saved document (the 259,778-edit automerge-paper trace has about 260,000)."""
+
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+"""What a DEFLATE-compressed change or column may expand to (the largest message allowed)."""
+
+_ACTION_COLUMN = 4 << 4 | 2  # column 4, unsigned LEB128 values: one entry per operation
+_DEFLATED = 0x08
 _DEPS_MISSING = "deps should already be in the document"
 
 
-def check_chunks(data: bytes, types: frozenset[int]) -> int:
-    """Walk Automerge's chunk headers; return the number of chunks.
+class _Reader:
+    """LEB128 reads over a chunk body; ``ValueError`` at the end of the data."""
 
-    Each chunk must be of one of ``types`` and the declared lengths must tile ``data``
-    exactly, so nothing past a lying length header reaches the library. Raises ``ValueError``.
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def uleb(self) -> int:
+        value = shift = 0
+        while True:
+            if self.pos >= len(self.data) or shift > 63:
+                raise ValueError(f"bad LEB128 at byte {self.pos}")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    def sleb(self) -> int:
+        start = self.pos
+        value = self.uleb()
+        bits = 7 * (self.pos - start)
+        return value - (1 << bits) if value >> (bits - 1) & 1 else value
+
+    def skip(self, length: int) -> None:
+        if length > len(self.data) - self.pos:
+            raise ValueError(f"{length} bytes declared at byte {self.pos}, fewer left")
+        self.pos += length
+
+    def skip_bytes(self) -> None:
+        self.skip(self.uleb())
+
+    def columns(self) -> list[tuple[int, int]]:
+        count = self.uleb()
+        if count * 2 > len(self.data) - self.pos:
+            raise ValueError(f"{count} columns declared")
+        return [(self.uleb(), self.uleb()) for _ in range(count)]
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"bad DEFLATE data: {exc}") from None
+    if len(out) > MAX_INFLATED_BYTES or not inflater.eof:
+        raise ValueError(f"compressed data expands beyond {MAX_INFLATED_BYTES} bytes")
+    return out
+
+
+def _operations(columns: list[tuple[int, int]], data: bytes, start: int, limit: int) -> int:
+    """The length of the action column, counted run by run, refused beyond ``limit``."""
+    pos = start
+    for spec, length in columns:
+        if length > len(data) - pos:
+            raise ValueError("columns longer than the chunk")
+        if spec & ~_DEFLATED == _ACTION_COLUMN:
+            raw = data[pos : pos + length]
+            column = _Reader(_inflate(raw) if spec & _DEFLATED else raw)
+            total = 0
+            while column.pos < len(column.data):
+                run = column.sleb()
+                if run > 0:  # one value repeated
+                    column.uleb()
+                    total += run
+                elif run == 0:  # a run of nulls
+                    total += column.uleb()
+                else:  # literal values
+                    for _ in range(-run):
+                        column.uleb()
+                    total -= run
+                if total > limit:
+                    raise ValueError(f"more than {limit} operations")
+            return total
+        pos += length
+    return 0
+
+
+def _change_operations(body: bytes) -> int:
+    reader = _Reader(body)
+    reader.skip(32 * reader.uleb())  # dependencies
+    reader.skip_bytes()  # actor
+    reader.uleb()  # sequence number
+    reader.uleb()  # first operation counter
+    reader.sleb()  # time
+    reader.skip_bytes()  # message
+    for _ in range(reader.uleb()):  # other actors
+        reader.skip_bytes()
+    columns = reader.columns()
+    return _operations(columns, body, reader.pos, MAX_CHANGE_OPS)
+
+
+def _document_operations(body: bytes) -> int:
+    reader = _Reader(body)
+    for _ in range(reader.uleb()):  # actors
+        reader.skip_bytes()
+    reader.skip(32 * reader.uleb())  # heads
+    change_columns = reader.columns()
+    op_columns = reader.columns()
+    start = reader.pos + sum(length for _, length in change_columns)
+    return _operations(op_columns, body, start, MAX_SNAPSHOT_OPS)
+
+
+def check_chunks(data: bytes, types: frozenset[int]) -> int:
+    """Walk Automerge's chunks and count their operations; return the number of chunks.
+
+    Each chunk must be of one of ``types``, the declared lengths must tile ``data`` exactly,
+    compressed parts must stay within ``MAX_INFLATED_BYTES`` and the operations within
+    ``MAX_CHANGE_OPS`` a change and ``MAX_SNAPSHOT_OPS`` in all. Raises ``ValueError``.
     """
-    pos = count = 0
+    pos = count = operations = 0
     while pos < len(data) or count == 0:
         if data[pos : pos + 4] != MAGIC or len(data) < pos + 10:
             raise ValueError(f"no Automerge chunk at byte {pos}")
         chunk_type = data[pos + 8]
         if chunk_type not in types:
             raise ValueError(f"chunk of type {chunk_type} at byte {pos}")
-        length, shift, pos = 0, 0, pos + 9
-        while True:
-            if pos >= len(data) or shift > 56:
-                raise ValueError("bad chunk length")
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        if length > len(data) - pos:
-            raise ValueError(f"chunk of {length} bytes, {len(data) - pos} left")
-        pos += length
+        header = _Reader(data)
+        header.pos = pos + 9
+        length = header.uleb()
+        if length > len(data) - header.pos:
+            raise ValueError(f"chunk of {length} bytes, {len(data) - header.pos} left")
+        body = data[header.pos : header.pos + length]
+        if chunk_type == CHUNK_DOCUMENT:
+            operations += _document_operations(body)
+        else:
+            compressed = chunk_type == CHUNK_COMPRESSED_CHANGE
+            operations += _change_operations(_inflate(body) if compressed else body)
+        if operations > MAX_SNAPSHOT_OPS:
+            raise ValueError(f"more than {MAX_SNAPSHOT_OPS} operations")
+        pos = header.pos + length
         count += 1
     return count
 

@@ -3,6 +3,7 @@ from automerge import core
 from automerge import document as amdoc
 
 from secsync.crdt import adapter_for
+from secsync.crdt import automerge as automerge_adapter
 from secsync.crdt.automerge import AutomergeAdapter, changes_sync_message
 from secsync.errors import SnapshotApplyError, UpdateApplyError
 from tests.factories import automerge_text, automerge_type
@@ -133,3 +134,50 @@ def test_a_panic_in_the_binding_is_a_typed_rejection(monkeypatch: pytest.MonkeyP
     with pytest.raises(SnapshotApplyError, match="PanicException"):
         adapter.apply_snapshot(saved)
     assert target.get_heads() == []
+
+
+def _nulls(count: int) -> core.Document:
+    doc = core.Document()
+    with doc.transaction() as tx:
+        items = tx.put_object(core.ROOT, "l", core.ObjType.List)
+        for index in range(count):
+            tx.insert(items, index, core.ScalarType.Null, None)
+    return doc
+
+
+def test_operations_are_counted_before_automerge_expands_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Run-length encoding makes a list of n nulls a change of about a hundred bytes whatever
+    # n is: a million of them took 538 MB. The bound is lowered here to keep the test quick.
+    monkeypatch.setattr(automerge_adapter, "MAX_CHANGE_OPS", 1_000)
+    monkeypatch.setattr(automerge_adapter, "MAX_SNAPSHOT_OPS", 2_000)
+    within = _nulls(999)  # and the list itself: 1,000 operations
+    (change,) = [c.bytes for c in within.get_changes([])]
+    beyond = _nulls(1_000)
+    (bomb,) = [c.bytes for c in beyond.get_changes([])]
+    assert len(bomb) < 120
+    target = core.Document()
+    adapter = adapter_for(target)
+    adapter.apply_changes([change])
+    with pytest.raises(UpdateApplyError, match="ValueError"):
+        AutomergeAdapter(core.Document()).apply_changes([bomb])
+    heads = target.get_heads()
+    big = _nulls(2_500).save()
+    with pytest.raises(SnapshotApplyError):
+        adapter.apply_snapshot(big)
+    assert target.get_heads() == heads
+    adapter.apply_snapshot(within.save())
+
+
+def test_a_compressed_chunk_that_inflates_too_far_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = core.Document()
+    automerge_type(doc, 0, "a" * 3_000)  # long enough for Automerge to compress the change
+    (change,) = [c.bytes for c in doc.get_changes([])]
+    assert change[8] == automerge_adapter.CHUNK_COMPRESSED_CHANGE
+    automerge_adapter.check_chunks(change, frozenset({automerge_adapter.CHUNK_COMPRESSED_CHANGE}))
+    monkeypatch.setattr(automerge_adapter, "MAX_INFLATED_BYTES", 100)
+    with pytest.raises(UpdateApplyError):
+        AutomergeAdapter(core.Document()).apply_changes([change])
