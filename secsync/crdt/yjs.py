@@ -13,31 +13,17 @@ from typing import Any
 import pycrdt
 
 from secsync.crdt import crdt_failure
-from secsync.crdt.yjs_format import YjsFormatError, check_update
+from secsync.crdt.yjs_format import YjsFormatError, check_updates
 from secsync.errors import SecsyncError, SnapshotApplyError, UpdateApplyError
 
 _EMPTY_UPDATE = b"\x00\x00"
 
 
 def _checked(changes: Sequence[bytes], error: type[SecsyncError]) -> None:
-    for index, change in enumerate(changes):
-        try:
-            check_update(change)
-        except YjsFormatError as exc:
-            where = f"change {index}: " if len(changes) > 1 else ""
-            raise error(f"not a valid Yjs update: {where}{exc}") from None
-
-
-def _merged(changes: Sequence[bytes], error: type[SecsyncError]) -> bytes:
     try:
-        merged = pycrdt.merge_updates(*changes)
-    except BaseException as exc:
-        if not crdt_failure(exc):
-            raise
-        raise error(f"pycrdt could not merge the changes: {type(exc).__name__}") from None
-    # Checked again as a whole: an item of one change may name a parent in another.
-    _checked([merged], error)
-    return merged
+        check_updates(changes)
+    except YjsFormatError as exc:
+        raise error(f"not a valid Yjs update: {exc}") from None
 
 
 class YjsAdapter:
@@ -81,10 +67,13 @@ class YjsAdapter:
         if not changes:
             return
         _checked(changes, error)
-        update = changes[0] if len(changes) == 1 else _merged(changes, error)
         self._applying = True
         try:
-            self.doc.apply_update(update)
+            # One by one: yrs merges adjacent items at the end of each transaction, at a cost
+            # growing with the square of what one transaction brings (20,000 keystrokes merged
+            # into one update took 3.9 s and 256 MB, applied one by one 0.25 s).
+            for change in changes:
+                self.doc.apply_update(change)
         except BaseException as exc:
             if not crdt_failure(exc):
                 raise

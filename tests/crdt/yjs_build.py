@@ -63,3 +63,12 @@ def type_chain_update(depth: int) -> bytes:
         parent = var_uint(0) + var_uint(CLIENT) + var_uint(clock)
         structs.append(bytes([f.TYPE]) + parent + bytes([f.TYPE_ARRAY]))
     return update(*structs)
+
+
+def unmerged_run(count: int, kind: int) -> bytes:
+    """``count`` one-value items, each continuing the one before, as no encoder writes them."""
+    value = var_string("x") if kind == f.STRING else var_uint(1) + bytes([f.ANY_NULL])
+    structs = [root_item(kind, value)]
+    for clock in range(count - 1):
+        structs.append(bytes([f.HAS_ORIGIN | kind]) + var_uint(CLIENT) + var_uint(clock) + value)
+    return update(*structs)
