@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import random
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable
+from functools import cache
 
 import pycrdt
 from automerge import core
@@ -185,10 +187,85 @@ def automerge_mutated(seed: int, count: int) -> None:
             OUTCOMES[f"rejected {exc.code}" if unchanged else "rejected, document changed"] += 1
 
 
+def _uleb(value: int) -> bytes:
+    return b.var_uint(value)
+
+
+def _sleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40):
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _chunk(chunk_type: int, body: bytes, length: int | None = None) -> bytes:
+    declared = len(body) if length is None else length
+    return b"\x85\x6f\x4a\x83" + bytes(4) + bytes([chunk_type]) + _uleb(declared) + body
+
+
+def _change_body(columns: list[tuple[int, bytes]]) -> bytes:
+    head = b"\x00" + _uleb(16) + bytes(range(16)) + b"\x01\x01\x00\x00\x00"
+    specs = b"".join(_uleb(spec) + _uleb(len(data)) for spec, data in columns)
+    return head + _uleb(len(columns)) + specs + b"".join(data for _, data in columns)
+
+
+@cache
+def _deflate_bomb() -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(bytes(80 * 1024 * 1024)) + packer.flush()
+
+
+def _hostile_automerge() -> st.SearchStrategy[tuple[bytes, bool]]:
+    runs = st.integers(1, 2**40)
+    action = runs.map(lambda n: _sleb(n) + b"\x01")
+    nulls = runs.map(lambda n: b"\x00" + _uleb(n))
+    column = st.one_of(action, nulls, st.binary(max_size=12))
+    spec = st.sampled_from([66, 66 | 0x08, 1, 2, 52, 86, 87, 112])
+    change = st.lists(st.tuples(spec, column), max_size=4).map(_change_body)
+    lying = st.tuples(st.sampled_from([0, 1, 2, 3, 7]), change, st.integers(0, 2**40)).map(
+        lambda t: _chunk(t[0], t[1], t[2])
+    )
+    honest_type = st.tuples(st.sampled_from([1, 2]), change).map(lambda t: _chunk(*t))
+    bomb = st.just(b"").map(lambda _: _chunk(2, _deflate_bomb()))
+    tail = st.tuples(honest_type, st.binary(max_size=16)).map(lambda t: t[0] + t[1])
+    return st.tuples(st.one_of(honest_type, lying, bomb, tail), st.booleans())
+
+
+def automerge_hostile(seed: int, count: int) -> None:
+    @settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=_hostile_automerge())
+    def run(case: tuple[bytes, bool]) -> None:
+        data, snapshot = case
+        doc = core.Document()
+        adapter = AutomergeAdapter(doc)
+        before = doc.get_heads()
+        try:
+            if snapshot:
+                adapter.apply_snapshot(data)
+            else:
+                adapter.apply_changes([data])
+            OUTCOMES["applied"] += 1
+        except (UpdateApplyError, SnapshotApplyError) as exc:
+            unchanged = doc.get_heads() == before
+            OUTCOMES[f"rejected {exc.code}" if unchanged else "rejected, document changed"] += 1
+
+    run()
+
+
 BATCHES: dict[str, Callable[[int, int], None]] = {
     "yjs-mutated": yjs_mutated,
     "yjs-hostile": yjs_hostile,
     "automerge-mutated": automerge_mutated,
+    "automerge-hostile": automerge_hostile,
 }
 
 

@@ -1,5 +1,6 @@
 """The CRDT adapters fuzzed in child processes: mutated honest Yjs and Automerge content and
-structured hostile Yjs content (deep nesting, huge declared lengths and counts). A native crash
+structured hostile content (deep nesting, huge declared lengths and counts, run-length and
+DEFLATE bombs). A native crash
 would kill the child, not the suite: each batch must exit normally with every input either
 applied or refused with the typed apply error, the document unchanged."""
 
@@ -31,7 +32,13 @@ SEED = int(os.environ.get("SECSYNC_FUZZ_SEED", "20261202"))
 
 
 @pytest.mark.parametrize(
-    ("batch", "count"), [("yjs-mutated", 4000), ("yjs-hostile", 1500), ("automerge-mutated", 3000)]
+    ("batch", "count"),
+    [
+        ("yjs-mutated", 4000),
+        ("yjs-hostile", 1500),
+        ("automerge-mutated", 3000),
+        ("automerge-hostile", 1000),
+    ],
 )
 def test_a_batch_runs_to_the_end_with_only_typed_rejections(batch: str, count: int) -> None:
     seed = SEED
