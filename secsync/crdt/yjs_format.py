@@ -173,18 +173,26 @@ class Decoder:
 
     def read_var_uint(self, limit: int = 2**64 - 1) -> int:
         """An unsigned LEB128 integer (7 bits a byte, low first), at most ``limit``."""
-        data, pos, value, shift = self.data, self.pos, 0, 0
-        while True:
-            if pos >= len(data):
-                raise YjsFormatError("unexpected end in a var-uint", pos)
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise YjsFormatError("var-uint longer than 64 bits", pos)
+        data, pos = self.data, self.pos
+        end = len(data)
+        if pos >= end:
+            raise YjsFormatError("unexpected end in a var-uint", pos)
+        value = data[pos]
+        pos += 1
+        if value >= 0x80:
+            value &= 0x7F
+            shift = 7
+            while True:
+                if pos >= end:
+                    raise YjsFormatError("unexpected end in a var-uint", pos)
+                byte = data[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    raise YjsFormatError("var-uint longer than 64 bits", pos)
         if value > limit:
             raise self.fail(f"var-uint {value} above {limit}")
         self.pos = pos
