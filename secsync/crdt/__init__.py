@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from secsync.errors import CrdtAdapterError
+
+_CONTROL_FLOW: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def crdt_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a CRDT library, is that library failing on its input.
+
+    Native bindings raise more than ``Exception``: pyo3 turns a Rust panic into a
+    ``PanicException`` that derives from ``BaseException``. Everything is a failure except the
+    exceptions that stop or cancel the program itself.
+    """
+    if isinstance(exc, _CONTROL_FLOW):
+        return False
+    # A CancelledError can only exist once asyncio is loaded; looking it up here keeps the
+    # sans-IO core free of the import.
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is None or not isinstance(exc, asyncio.CancelledError)
 
 
 @runtime_checkable
@@ -17,11 +35,11 @@ class CrdtAdapter(Protocol):
         ...
 
     def apply_changes(self, changes: Sequence[bytes]) -> None:
-        """Apply remote changes; raise on content the CRDT refuses."""
+        """Apply remote changes, or raise ``UpdateApplyError`` and leave the document as it was."""
         ...
 
     def apply_snapshot(self, state: bytes) -> None:
-        """Merge a snapshot's full state into the document."""
+        """Merge a snapshot's full state, or raise ``SnapshotApplyError`` and change nothing."""
         ...
 
     def encode_state(self) -> bytes:
@@ -60,4 +78,4 @@ def adapter_for(document: object) -> CrdtAdapter:
     )
 
 
-__all__ = ["CrdtAdapter", "adapter_for"]
+__all__ = ["CrdtAdapter", "adapter_for", "crdt_failure"]

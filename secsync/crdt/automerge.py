@@ -3,13 +3,34 @@
 automerge 1.0 for Python has no ``apply_changes``; received changes are wrapped in an
 Automerge sync message (its published binary layout) with empty heads, needs and haves, which
 makes the document apply them and hold back those whose dependencies have not arrived yet.
+
+Automerge keeps objects in a flat operation set and decodes changes without recursion: documents
+nested 300,000 deep made by a hostile peer apply, save and load, and mutated or truncated
+change bytes are refused with an exception (checksums, column decoding). What the binding
+raises, whatever its class, becomes the typed rejection of that one message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from automerge import core
+
+from secsync.crdt import crdt_failure
+from secsync.errors import SecsyncError, SnapshotApplyError, UpdateApplyError
+
+T = TypeVar("T")
+
+
+def _guarded(call: Callable[[], T], error: type[SecsyncError], what: str) -> T:
+    try:
+        return call()
+    except BaseException as exc:
+        if not crdt_failure(exc):
+            raise
+        raise error(f"automerge refused the {what}: {type(exc).__name__}") from None
 
 
 def _leb128(value: int) -> bytes:
@@ -24,6 +45,179 @@ def _leb128(value: int) -> bytes:
             return bytes(out)
 
 
+MAGIC = b"\x85\x6f\x4a\x83"
+"""Every Automerge chunk starts with these bytes, then a 4-byte checksum, a type, a length."""
+
+CHUNK_DOCUMENT = 0
+CHUNK_CHANGE = 1
+CHUNK_COMPRESSED_CHANGE = 2
+
+MAX_CHANGE_OPS = 1_000_000
+"""Operations in one change. Columns are run-length encoded: 104 bytes declaring a list of a
+million nulls made Automerge hold 538 MB. A million covers pasting a million characters."""
+
+MAX_SNAPSHOT_OPS = 10_000_000
+"""Operations in one saved document (the 259,778-edit automerge-paper trace has about 260,000)."""
+
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+"""What a DEFLATE-compressed change or column may expand to (the largest message allowed)."""
+
+_ACTION_COLUMN = 4 << 4 | 2  # column 4, unsigned LEB128 values: one entry per operation
+_DEFLATED = 0x08
+_DEPS_MISSING = "deps should already be in the document"
+
+
+class _Reader:
+    """LEB128 reads over a chunk body; ``ValueError`` at the end of the data."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def uleb(self) -> int:
+        value = shift = 0
+        while True:
+            if self.pos >= len(self.data) or shift > 63:
+                raise ValueError(f"bad LEB128 at byte {self.pos}")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    def sleb(self) -> int:
+        start = self.pos
+        value = self.uleb()
+        bits = 7 * (self.pos - start)
+        return value - (1 << bits) if value >> (bits - 1) & 1 else value
+
+    def skip(self, length: int) -> None:
+        if length > len(self.data) - self.pos:
+            raise ValueError(f"{length} bytes declared at byte {self.pos}, fewer left")
+        self.pos += length
+
+    def skip_bytes(self) -> None:
+        self.skip(self.uleb())
+
+    def columns(self) -> list[tuple[int, int]]:
+        count = self.uleb()
+        if count * 2 > len(self.data) - self.pos:
+            raise ValueError(f"{count} columns declared")
+        return [(self.uleb(), self.uleb()) for _ in range(count)]
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"bad DEFLATE data: {exc}") from None
+    if len(out) > MAX_INFLATED_BYTES or not inflater.eof:
+        raise ValueError(f"compressed data expands beyond {MAX_INFLATED_BYTES} bytes")
+    return out
+
+
+def _operations(columns: list[tuple[int, int]], data: bytes, start: int, limit: int) -> int:
+    """The length of the action column, counted run by run, refused beyond ``limit``."""
+    pos = start
+    for spec, length in columns:
+        if length > len(data) - pos:
+            raise ValueError("columns longer than the chunk")
+        if spec & ~_DEFLATED == _ACTION_COLUMN:
+            raw = data[pos : pos + length]
+            column = _Reader(_inflate(raw) if spec & _DEFLATED else raw)
+            total = 0
+            while column.pos < len(column.data):
+                run = column.sleb()
+                if run > 0:  # one value repeated
+                    column.uleb()
+                    total += run
+                elif run == 0:  # a run of nulls
+                    total += column.uleb()
+                else:  # literal values
+                    for _ in range(-run):
+                        column.uleb()
+                    total -= run
+                if total > limit:
+                    raise ValueError(f"more than {limit} operations")
+            return total
+        pos += length
+    return 0
+
+
+def _change_operations(body: bytes) -> int:
+    reader = _Reader(body)
+    reader.skip(32 * reader.uleb())  # dependencies
+    reader.skip_bytes()  # actor
+    reader.uleb()  # sequence number
+    reader.uleb()  # first operation counter
+    reader.sleb()  # time
+    reader.skip_bytes()  # message
+    for _ in range(reader.uleb()):  # other actors
+        reader.skip_bytes()
+    columns = reader.columns()
+    return _operations(columns, body, reader.pos, MAX_CHANGE_OPS)
+
+
+def _document_operations(body: bytes) -> int:
+    reader = _Reader(body)
+    for _ in range(reader.uleb()):  # actors
+        reader.skip_bytes()
+    reader.skip(32 * reader.uleb())  # heads
+    change_columns = reader.columns()
+    op_columns = reader.columns()
+    start = reader.pos + sum(length for _, length in change_columns)
+    return _operations(op_columns, body, start, MAX_SNAPSHOT_OPS)
+
+
+def check_chunks(data: bytes, types: frozenset[int]) -> int:
+    """Walk Automerge's chunks and count their operations; return the number of chunks.
+
+    Each chunk must be of one of ``types``, the declared lengths must tile ``data`` exactly,
+    compressed parts must stay within ``MAX_INFLATED_BYTES`` and the operations within
+    ``MAX_CHANGE_OPS`` a change and ``MAX_SNAPSHOT_OPS`` in all. Raises ``ValueError``.
+    """
+    pos = count = operations = 0
+    while pos < len(data) or count == 0:
+        if data[pos : pos + 4] != MAGIC or len(data) < pos + 10:
+            raise ValueError(f"no Automerge chunk at byte {pos}")
+        chunk_type = data[pos + 8]
+        if chunk_type not in types:
+            raise ValueError(f"chunk of type {chunk_type} at byte {pos}")
+        header = _Reader(data)
+        header.pos = pos + 9
+        length = header.uleb()
+        if length > len(data) - header.pos:
+            raise ValueError(f"chunk of {length} bytes, {len(data) - header.pos} left")
+        body = data[header.pos : header.pos + length]
+        if chunk_type == CHUNK_DOCUMENT:
+            operations += _document_operations(body)
+        else:
+            compressed = chunk_type == CHUNK_COMPRESSED_CHANGE
+            operations += _change_operations(_inflate(body) if compressed else body)
+        if operations > MAX_SNAPSHOT_OPS:
+            raise ValueError(f"more than {MAX_SNAPSHOT_OPS} operations")
+        pos = header.pos + length
+        count += 1
+    return count
+
+
+def check_change(change: bytes) -> None:
+    """One whole change, parsed by Automerge on a scratch document before the real one sees it.
+
+    Received through a sync message into a document that already has content, a malformed
+    change is dropped without an error; loading it alone parses it fully and fails, or only
+    misses the dependencies it names."""
+    if check_chunks(change, frozenset({CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE})) != 1:
+        raise ValueError("more than one chunk in a change")
+    try:
+        core.Document.load(change)
+    except Exception as exc:
+        if _DEPS_MISSING not in str(exc):
+            raise
+
+
 def changes_sync_message(changes: Sequence[bytes]) -> bytes:
     """An Automerge sync message carrying only ``changes``."""
     parts = [b"\x42", b"\x00", b"\x00", b"\x00", _leb128(len(changes))]
@@ -31,6 +225,14 @@ def changes_sync_message(changes: Sequence[bytes]) -> bytes:
         parts.append(_leb128(len(change)))
         parts.append(change)
     return b"".join(parts)
+
+
+def _load(state: bytes) -> core.Document:
+    _guarded(lambda: check_chunks(state, _SNAPSHOT_CHUNKS), SnapshotApplyError, "snapshot")
+    return _guarded(lambda: core.Document.load(state), SnapshotApplyError, "snapshot")
+
+
+_SNAPSHOT_CHUNKS = frozenset({CHUNK_DOCUMENT, CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE})
 
 
 def core_document(document: object) -> core.Document | None:
@@ -69,22 +271,31 @@ class AutomergeAdapter:
             return
         # Local changes made before this call must not be mistaken for remote ones.
         self._held.extend(self._collect())
-        self.doc.receive_sync_message(
-            core.SyncState(), core.Message.decode(changes_sync_message(changes))
+        for change in changes:
+            _guarded(lambda: check_change(change), UpdateApplyError, "change")  # noqa: B023
+        message = _guarded(
+            lambda: core.Message.decode(changes_sync_message(changes)), UpdateApplyError, "changes"
+        )
+        _guarded(
+            lambda: self.doc.receive_sync_message(core.SyncState(), message),
+            UpdateApplyError,
+            "changes",
         )
         self._heads = self.doc.get_heads()
 
     def apply_snapshot(self, state: bytes) -> None:
         self._held.extend(self._collect())
-        self.doc.merge(core.Document.load(state))
+        other = _load(state)
+        _guarded(lambda: self.doc.merge(other), SnapshotApplyError, "snapshot")
         self._heads = self.doc.get_heads()
 
     def encode_state(self) -> bytes:
         return self.doc.save()
 
     def missing_from(self, state: bytes) -> list[bytes]:
-        other = core.Document.load(state)
-        return [change.bytes for change in self.doc.get_changes(other.get_heads())]
+        other = _load(state)
+        heads = other.get_heads()
+        return [change.bytes for change in self.doc.get_changes(heads)]
 
     def close(self) -> None:
         """Nothing to unsubscribe: changes are read from the document on demand."""

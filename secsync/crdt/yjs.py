@@ -1,4 +1,9 @@
-"""Yjs documents through pycrdt: updates are Yjs v1 updates, a snapshot is the full state."""
+"""Yjs documents through pycrdt: updates are Yjs v1 updates, a snapshot is the full state.
+
+Remote content is checked by :mod:`secsync.crdt.yjs_format` before pycrdt sees it (yrs decodes
+recursively and trusts declared lengths), and any failure of pycrdt, a Rust panic included, is
+the typed rejection of that one message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,18 @@ from typing import Any
 
 import pycrdt
 
+from secsync.crdt import crdt_failure
+from secsync.crdt.yjs_format import YjsFormatError, check_updates
+from secsync.errors import SecsyncError, SnapshotApplyError, UpdateApplyError
+
 _EMPTY_UPDATE = b"\x00\x00"
+
+
+def _checked(changes: Sequence[bytes], error: type[SecsyncError]) -> None:
+    try:
+        check_updates(changes)
+    except YjsFormatError as exc:
+        raise error(f"not a valid Yjs update: {exc}") from None
 
 
 class YjsAdapter:
@@ -46,25 +62,42 @@ class YjsAdapter:
         return len(self._local)
 
     def apply_changes(self, changes: Sequence[bytes]) -> None:
-        self._applying = True
-        try:
-            if len(changes) == 1:
-                self.doc.apply_update(changes[0])
-            elif changes:
-                self.doc.apply_update(pycrdt.merge_updates(*changes))
-        finally:
-            self._applying = False
+        self._apply(changes, UpdateApplyError)
 
     def apply_snapshot(self, state: bytes) -> None:
-        self.apply_changes([state])
+        self._apply([state], SnapshotApplyError)
+
+    def _apply(self, changes: Sequence[bytes], error: type[SecsyncError]) -> None:
+        if not changes:
+            return
+        _checked(changes, error)
+        self._applying = True
+        try:
+            # One by one: yrs merges adjacent items at the end of each transaction, at a cost
+            # growing with the square of what one transaction brings (20,000 keystrokes merged
+            # into one update took 3.9 s and 256 MB, applied one by one 0.25 s).
+            for change in changes:
+                self.doc.apply_update(change)
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
+            raise error(f"pycrdt refused the content: {type(exc).__name__}") from None
+        finally:
+            self._applying = False
 
     def encode_state(self) -> bytes:
         return self.doc.get_update()
 
     def missing_from(self, state: bytes) -> list[bytes]:
-        other: pycrdt.Doc[Any] = pycrdt.Doc()
-        other.apply_update(state)
-        missing = self.doc.get_update(other.get_state())
+        _checked([state], SnapshotApplyError)
+        try:
+            other: pycrdt.Doc[Any] = pycrdt.Doc()
+            other.apply_update(state)
+            missing = self.doc.get_update(other.get_state())
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
+            raise SnapshotApplyError(f"pycrdt refused the state: {type(exc).__name__}") from None
         return [] if missing == _EMPTY_UPDATE else [missing]
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from secsync.config import SecsyncConfig
-from secsync.crdt import CrdtAdapter, adapter_for
+from secsync.crdt import CrdtAdapter, adapter_for, crdt_failure
 from secsync.errors import (
     CreateSnapshotError,
     CreateUpdateError,
@@ -1134,7 +1134,11 @@ class DocumentSession:
                 # snapshot's content and our pending changes included) is sent again on it.
                 carried = self.crdt.missing_from(plaintext)
                 self._pending = []
-        except Exception as exc:
+        except SnapshotApplyError:
+            raise  # the adapter's own verdict, with its reason
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
             raise SnapshotApplyError(
                 f"the CRDT refused the snapshot: {type(exc).__name__}"
             ) from None
@@ -1294,7 +1298,11 @@ class DocumentSession:
             changes = deserialize_changes(sealing.open_sealed(update, active.cipher, aad))
         try:
             self.crdt.apply_changes(changes)
-        except Exception as exc:
+        except UpdateApplyError:
+            raise  # the adapter's own verdict, with its reason
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
             raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
         public = update.public_data
         # The event shares the active snapshot's id (the update names it) and one key object

@@ -3,7 +3,7 @@ import pytest
 
 from secsync.crdt import adapter_for
 from secsync.crdt.yjs import YjsAdapter
-from secsync.errors import CrdtAdapterError
+from secsync.errors import CrdtAdapterError, UpdateApplyError
 
 
 def test_local_transactions_become_changes_remote_ones_do_not() -> None:
@@ -48,7 +48,7 @@ def test_close_stops_observing() -> None:
 
 def test_bad_update_raises_and_unknown_documents_are_refused() -> None:
     adapter = adapter_for(pycrdt.Doc())
-    with pytest.raises(ValueError):
+    with pytest.raises(UpdateApplyError):
         adapter.apply_changes([b"\xff\xff"])
     with pytest.raises(CrdtAdapterError):
         adapter_for(object())
