@@ -77,5 +77,5 @@ def test_the_deep_poison_kills_raw_pycrdt_but_not_the_adapter() -> None:
         [sys.executable, "-c", CHILD, "raw"], input=poison, capture_output=True, timeout=60
     )
     if raw.returncode == 0:
-        pytest.skip("this pycrdt no longer overflows its stack on the poison")
+        return  # a pycrdt that no longer overflows: the adapter's refusal above is what counts
     assert raw.returncode < 0  # killed by a signal (SIGSEGV), as the check prevents

@@ -357,7 +357,12 @@ async def test_leader_kill_then_partition_loses_no_acknowledged_token(
             healing = time.monotonic()
             await sc.aheal()  # gateways let through; returns once a meta leader is elected
             healed = time.monotonic()
-            await asyncio.sleep(0.5)  # typing goes on a little after the heal
+            # typing goes on a little after the heal: a few more tokens from each writer
+            typed_at_heal = [len(w.typed) for w in writers]
+            async with asyncio.timeout(CONVERGE_BOUND):
+                pairs = list(zip(writers, typed_at_heal, strict=True))
+                while any(len(w.typed) < n + 5 for w, n in pairs):
+                    await asyncio.sleep(0.01)
             stop.set()
             for w in writers:
                 await w.doc.flush(timeout=CONVERGE_BOUND - (time.monotonic() - healing))
