@@ -6,8 +6,9 @@ command line do not pay for nats, asyncio and the CRDT libraries until they are 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from secsync._lazy import lazy_names
 
 if TYPE_CHECKING:
     from secsync.config import SecsyncConfig
@@ -53,14 +54,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'secsync' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)

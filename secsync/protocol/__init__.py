@@ -6,8 +6,9 @@ modules load without the document session and the CRDT libraries it brings.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from secsync._lazy import lazy_names
 
 if TYPE_CHECKING:
     from secsync.protocol.crypto import SigningKeyPair, generate_key
@@ -99,14 +100,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'secsync.protocol' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)
