@@ -195,6 +195,12 @@ async def test_restoring_an_older_backup_is_detected_and_nothing_is_lost(
             await client.close()  # her checkpoint keeps what she applied last
         original.kill()
         with Broker(tmp_path / "replacement", port=port, http_port=http_port) as new:
+            if alice == "online":
+                # she is back before the restore: the stream is missing for a moment, and her
+                # check has to wait for it
+                async with asyncio.timeout(30):
+                    while client.nc.stats["reconnects"] < 1 or not client.nc.is_connected:
+                        await asyncio.sleep(0.02)
             nc = await nats.connect(new.url)
             try:
                 restored = await operations.restore_stream(nc, tmp_path / "backup")

@@ -603,15 +603,25 @@ class Document:
     async def _check_after_reconnect(self) -> None:
         """Back online after a disconnection: if the stream lost what we applied, start over
         (the live consumer restarts after the new position)."""
-        try:
-            if not self._last_seq or not await self._history_lost():
+        attempt = 0
+        while not self._closed:
+            try:
+                if not self._last_seq or not await self._history_lost():
+                    return
+                await self._stop_live()
+                await self._resync()
+                if not self._receiving_paused and not self._closed:
+                    await self._start_live()
                 return
-            await self._stop_live()
-            await self._resync()
-            if not self._receiving_paused and not self._closed:
-                await self._start_live()
-        except SecsyncError as exc:
-            self._emit([SyncFailed(exc)])
+            except _BROKER_SIDE as exc:
+                # a server that just came back may not have its stream yet (a restore under
+                # way), or no leader: ask again, with backoff
+                self._log.info("history_check_retry", attempt=attempt, reason=str(exc))
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+            except SecsyncError as exc:
+                self._emit([SyncFailed(exc)])
+                return
 
     async def _load_latest(self) -> tuple[_Latest, list[Event]]:
         """Load the newest stored snapshot that opens and whose content the CRDT takes: one
