@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -580,11 +580,10 @@ class Document:
         """Start over from what the stream holds now; every local change is kept and re-sent."""
         self._log.warning("history_lost", last_sequence=self._last_seq)
         latest = await self._fetch_latest()
-        frames = [m.data for m in latest.after if m.subject == self.subjects.update]
         self._emit(
             self.session.rewind(
                 latest.snapshot,
-                [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
+                self._updates_in(latest),
                 reason="the stream no longer holds what was applied (restored from a backup?)",
             )
         )
@@ -602,26 +601,44 @@ class Document:
 
     async def _check_after_reconnect(self) -> None:
         """Back online after a disconnection: if the stream lost what we applied, start over
-        (the live consumer restarts after the new position)."""
+        (the live consumer restarts after the new position). A server that just came back
+        may not have its stream yet (a restore under way): the check waits for it."""
+
+        async def check() -> None:
+            if not self._last_seq or not await self._history_lost():
+                return
+            await self._stop_live()
+            await self._resync()
+            if not self._receiving_paused and not self._closed:
+                await self._start_live()
+
+        error = await self._retrying(check, "history_check_retry")
+        if error is not None:
+            self._emit([SyncFailed(error)])
+
+    async def _retrying(
+        self, step: Callable[[], Awaitable[None]], event: str
+    ) -> SecsyncError | None:
+        """Run ``step`` until it succeeds or the document is closed, trying again with backoff
+        after a broker-side failure (no leader, no responders, no stream yet, no answer in
+        time). Any other error ends it and is returned."""
         attempt = 0
         while not self._closed:
             try:
-                if not self._last_seq or not await self._history_lost():
-                    return
-                await self._stop_live()
-                await self._resync()
-                if not self._receiving_paused and not self._closed:
-                    await self._start_live()
-                return
+                await step()
+                return None
             except _BROKER_SIDE as exc:
-                # a server that just came back may not have its stream yet (a restore under
-                # way), or no leader: ask again, with backoff
-                self._log.info("history_check_retry", attempt=attempt, reason=str(exc))
+                self._log.info(event, attempt=attempt, reason=str(exc))
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
             except SecsyncError as exc:
-                self._emit([SyncFailed(exc)])
-                return
+                return exc
+        return None
+
+    def _updates_in(self, latest: _Latest) -> list[Update]:
+        """The updates stored after the snapshot ``latest`` chose, decoded (junk left out)."""
+        frames = (m.data for m in latest.after if m.subject == self.subjects.update)
+        return [m for m in map(self._decode, frames) if isinstance(m, Update)]
 
     async def _load_latest(self) -> tuple[_Latest, list[Event]]:
         """Load the newest stored snapshot that opens and whose content the CRDT takes: one
@@ -847,19 +864,17 @@ class Document:
         again, it is junk as stored: nobody can build on it, so our updates may follow it.
         A read that fails for a broker-side reason is tried again with backoff.
         """
-        attempt = 0
-        while True:
-            try:
-                stored = await self._read(self.subjects.snapshot, first)
-                break
-            except _BROKER_SIDE:
-                if self._closed:
-                    return
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
-            except SecsyncError as exc:
-                self._emit([MessageRejected(exc)])
-                return  # stays unresolved: no snapshot is written over what we could not check
+        stored: list[jetstream.StoredMessage] = []
+
+        async def read() -> None:
+            stored[:] = await self._read(self.subjects.snapshot, first)
+
+        error = await self._retrying(read, "recheck_retry")
+        if error is not None:
+            self._emit([MessageRejected(error)])
+            return  # stays unresolved: no snapshot is written over what we could not check
+        if self._closed:
+            return
         try:
             assembler = chunks.Reassembler()
             data = None
@@ -922,18 +937,9 @@ class Document:
         time) is tried again with backoff until it succeeds or the document is closed: a gap
         left open would hold back the author's later updates for good.
         """
-        attempt = 0
-        while not self._closed:
-            try:
-                await self._heal_once(event)
-                return
-            except _BROKER_SIDE as exc:
-                self._log.info("heal_retry", attempt=attempt, reason=str(exc))
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
-            except SecsyncError as exc:
-                self._emit([MessageRejected(exc)])
-                return
+        error = await self._retrying(lambda: self._heal_once(event), "heal_retry")
+        if error is not None:
+            self._emit([MessageRejected(error)])
 
     async def _heal_once(self, event: GapDetected | RecoveryNeeded) -> None:
         if isinstance(event, GapDetected):
@@ -947,11 +953,10 @@ class Document:
         snapshot = latest.snapshot
         if snapshot is None:
             return
-        frames = [u.data for u in latest.after if u.subject == self.subjects.update]
         self._log.warning("recovering", reason=event.reason)
         events = self.session.recover(
             snapshot,
-            [m for m in (self._decode(f) for f in frames) if isinstance(m, Update)],
+            self._updates_in(latest),
             reason=event.reason,
         )
         self._snapshot_seq[snapshot.snapshot_id] = latest.judged
