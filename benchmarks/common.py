@@ -310,9 +310,9 @@ def build_stream(
     author = crypto.SigningKeyPair.generate()
     adapter = FeedAdapter(state)
     session = DocumentSession(doc_id, author, key, adapter, config=no_auto_snapshots())
-    session.load(None)
+    session.load(None, now=0.0)
     snapshot = session.create_snapshot()
-    session.snapshot_stored(snapshot.snapshot_id)
+    session.snapshot_stored(snapshot.snapshot_id, now=0.0)
     snapshot_id = snapshot.snapshot_id
     encode = wire.encode
     wanted = set(checkpoints) | {len(changes)}

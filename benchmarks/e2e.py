@@ -459,9 +459,9 @@ async def cold_open(
                 )
                 gc.collect()
                 start = clock()
-                session.load(wire.decode(stream.snapshot, doc_id=doc_id))
+                session.load(wire.decode(stream.snapshot, doc_id=doc_id), now=0.0)
                 for payload in stream.updates:
-                    session.receive(payload)
+                    session.receive(payload, now=0.0)
                 locals_.append(clock() - start)
             rows.append(
                 {

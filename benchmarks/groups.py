@@ -41,24 +41,24 @@ def measure(size: int, reps: int = 5) -> dict[str, float]:
     found, join, follow, sizes = [], [], [], []
     for _ in range(reps):
         founder = _session(admin, founders)
-        founder.load(None)
+        founder.load(None, now=0.0)
         founder.crdt.doc.get("text", type=pycrdt.Text).insert(0, "x")  # type: ignore[attr-defined]
         start = time.perf_counter()
         (first,) = founder.data_to_send()
         found.append(time.perf_counter() - start)
         assert isinstance(first, Snapshot)
-        founder.snapshot_stored(first.snapshot_id)
+        founder.snapshot_stored(first.snapshot_id, now=0.0)
         founder.request_snapshot()
         (second,) = founder.data_to_send()
         assert isinstance(second, Snapshot)
         sizes.append(len(wire.encode(first)))
         member = _session(last, founders)
         start = time.perf_counter()
-        member.load(first)
+        member.load(first, now=0.0)
         join.append(time.perf_counter() - start)
         assert member.active_snapshot is not None
         start = time.perf_counter()
-        member.receive(second)
+        member.receive(second, now=0.0)
         follow.append(time.perf_counter() - start)
         assert member.active_snapshot.snapshot_id == second.snapshot_id
     return {

@@ -93,13 +93,13 @@ def _child(mode: str, path: str) -> dict[str, Any]:
         session = DocumentSession(
             doc_id, crypto.SigningKeyPair.generate(), bytes.fromhex(meta["key"]), doc
         )
-        session.load(wire.decode(snapshot, doc_id=doc_id))
+        session.load(wire.decode(snapshot, doc_id=doc_id), now=0.0)
         if mode == "secsync":
-            events = session.receive_many(items)
+            events = session.receive_many(items, now=0.0)
             applied = sum(isinstance(e, UpdateApplied) for e in events)
         else:  # pages of 256, events dropped, as a consumer of the events would
             for first in range(0, len(items), 256):
-                page = session.receive_many(items[first : first + 256])
+                page = session.receive_many(items[first : first + 256], now=0.0)
                 applied += sum(isinstance(e, UpdateApplied) for e in page)
     elapsed = time.perf_counter() - start
     return {

@@ -125,13 +125,13 @@ def load_stages(stream: Stream, reps: int) -> dict[str, Any]:
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.get("text", type=pycrdt.Text)
         session = DocumentSession(doc_id, reader, key, doc)
-        session.load(snapshot)
+        session.load(snapshot, now=0.0)
         return session
 
     results: list[list[Any]] = []
 
     def receive(session: Any) -> None:
-        results.append(session.receive_many(payloads))
+        results.append(session.receive_many(payloads, now=0.0))
 
     # The four stages one message after the other, as the session runs them, without the
     # session: the difference to the separate loops is the cost of interleaving them.
@@ -427,14 +427,14 @@ def parallel_verification(stream: Stream, reps: int) -> dict[str, Any]:
                     config=SecsyncConfig(verify_threads=threads),
                     verify_executor=pool,
                 )
-                session.load(snapshot)
+                session.load(snapshot, now=0.0)
                 return session
 
             return setup
 
         def receive(threads: int) -> Callable[[Any], None]:
             def run(session: Any) -> None:
-                results[threads] = session.receive_many(stream.updates)
+                results[threads] = session.receive_many(stream.updates, now=0.0)
 
             return run
 

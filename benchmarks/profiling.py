@@ -43,10 +43,10 @@ def profile_load(stream: Stream, top: int = 18) -> dict[str, Any]:
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.get("text", type=pycrdt.Text)
         session = DocumentSession(stream.doc_id, crypto.SigningKeyPair.generate(), stream.key, doc)
-        session.load(wire.decode(stream.snapshot, doc_id=stream.doc_id))
+        session.load(wire.decode(stream.snapshot, doc_id=stream.doc_id), now=0.0)
 
         def work() -> None:
-            session.receive_many(stream.updates)
+            session.receive_many(stream.updates, now=0.0)
 
         return work
 
@@ -67,9 +67,9 @@ def profile_create(changes: Sequence[bytes], top: int = 18) -> dict[str, Any]:
             adapter,
             config=no_auto_snapshots(),
         )
-        session.load(None)
+        session.load(None, now=0.0)
         snapshot = session.create_snapshot()
-        session.snapshot_stored(snapshot.snapshot_id)
+        session.snapshot_stored(snapshot.snapshot_id, now=0.0)
         ref = snapshot.snapshot_id
 
         def work() -> None:

@@ -55,7 +55,7 @@ def session_load(
 
     crdt = crdt_factory()
     session = DocumentSession(stream.doc_id, crypto.SigningKeyPair.generate(), stream.key, crdt)
-    session.load(wire.decode(stream.snapshot, doc_id=stream.doc_id))
+    session.load(wire.decode(stream.snapshot, doc_id=stream.doc_id), now=0.0)
     elapsed: dict[int, float] = {}
     total = 0.0
     done = 0
@@ -63,7 +63,7 @@ def session_load(
     for point in sorted(points):
         batch = stream.updates[done:point]
         start = clock()
-        events = session.receive_many(batch)
+        events = session.receive_many(batch, now=0.0)
         total += clock() - start
         _check_events(events, len(batch))
         done = point
@@ -175,7 +175,7 @@ def default_policy_wire(
     session = DocumentSession(
         DOC_ID, crypto.SigningKeyPair.generate(), crypto.generate_key(), adapter, config=config
     )
-    session.load(None)
+    session.load(None, now=0.0)
     wanted = set(one_keystroke)
     samples: list[tuple[int, int, Any]] = []
     snapshots = 0
@@ -183,7 +183,7 @@ def default_policy_wire(
         adapter.local.append(change)
         for message in session.data_to_send():
             if isinstance(message, Snapshot):
-                session.snapshot_stored(message.snapshot_id)
+                session.snapshot_stored(message.snapshot_id, now=0.0)
                 snapshots += 1
                 continue
             session.update_stored(message.public_data.ref_snapshot_id, message.clock)
@@ -240,7 +240,7 @@ def snapshot_bench(replay: YjsReplay, reps: int) -> dict[str, Any]:
     snapshot_bytes = b""
     for index in range(reps + 1):
         session = DocumentSession(DOC_ID, author, key, source)  # existing content is pending
-        session.load(None)
+        session.load(None, now=0.0)
         gc.collect()
         start = clock()
         (message,) = session.data_to_send()
@@ -263,7 +263,7 @@ def snapshot_bench(replay: YjsReplay, reps: int) -> dict[str, Any]:
         gc.collect()
         start = clock()
         snapshot = wire.decode(snapshot_bytes, doc_id=DOC_ID)
-        events = session.load(snapshot)
+        events = session.load(snapshot, now=0.0)
         elapsed = clock() - start
         if not any(isinstance(e, SnapshotApplied) for e in events) or str(text) != final_text:
             raise RuntimeError("the snapshot did not load the final text")

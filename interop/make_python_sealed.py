@@ -293,7 +293,7 @@ def build(js_sealed: Path) -> list[dict[str, Any]]:
     )
     js_session_id = b64decode(js_initialize["ephemeral"]["sessionId"])
     session_b = EphemeralSessions(DOC_ID, SIGNER)
-    result = session_b.receive(wire.from_json_dict(js_initialize["message"]), DOCUMENT_KEY)
+    result = session_b.receive(wire.from_json_dict(js_initialize["message"]), DOCUMENT_KEY, now=0.0)
     (reply,) = result.replies
     add_ephemeral(cases, "ephemeral-proof-and-request-proof", reply, js_session_id)
 

@@ -37,8 +37,9 @@ class SecsyncConfig:
     batch before the session processes it, in order on the calling thread, with the same
     results, errors and events as without them. libsodium releases the GIL and the calling
     thread takes part, so one less than the number of cores is the useful value (1 on 2 cores);
-    0 does it all on the calling thread. The session owns such a pool (``DocumentSession.close``
-    ends it) unless it is given one (``verify_executor``)."""
+    0 does it all on the calling thread. A client shares one such pool between its documents; a
+    ``DocumentSession`` used directly needs one given (``verify_executor``), the core starts no
+    thread."""
 
     # --- bounds on untrusted input ----------------------------------------------------------
     max_message_bytes: int = 64 * 1024 * 1024

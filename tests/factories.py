@@ -131,13 +131,13 @@ class Participant:
         self.broker = broker
         self.seen = 0
         self.events: list[object] = []
-        self.session.load(None)
+        self.session.load(None, now=0.0)
 
     def pull(self) -> None:
         """Receive every stored message not seen yet, in stream order."""
         new = self.broker.log[self.seen :]
         self.seen = len(self.broker.log)
-        self.events += self.session.receive_many(new)
+        self.events += self.session.receive_many(new, now=0.0)
 
     def push(self, max_rounds: int = 10) -> None:
         """Publish what the session has to send, rebasing on conflicts, until nothing is left."""
@@ -151,7 +151,7 @@ class Participant:
                     if self.seen == before:
                         self.seen = len(self.broker.log)
                     if isinstance(message, Snapshot):
-                        self.events += self.session.snapshot_stored(message.snapshot_id)
+                        self.events += self.session.snapshot_stored(message.snapshot_id, now=0.0)
                     else:
                         self.events += self.session.update_stored(
                             message.public_data.ref_snapshot_id, message.clock

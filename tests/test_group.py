@@ -145,7 +145,7 @@ def test_two_admins_remove_two_members_concurrently() -> None:
     s1 = a1.session.data_to_send()
     s2 = a2.session.data_to_send()
     assert broker.publish(s1[0], a1.p.seen)
-    a1.session.snapshot_stored(s1[0].snapshot_id)
+    a1.session.snapshot_stored(s1[0].snapshot_id, now=0.0)
     a1.p.seen = len(broker.log)
     assert not broker.publish(s2[0], a2.p.seen)  # the race: one loses
     a2.session.snapshot_rejected(s2[0].snapshot_id)
@@ -350,7 +350,7 @@ def test_a_forged_proof_chain_link_leads_to_no_takeover() -> None:
     )
     forged = sealing.seal(forged.public_data, pycrdt.Doc().get_update(), key, mallory)
     chain = [invented, ProofChainEntry.of(forged)]
-    events = admin.session.receive(forged, proof_chain=chain)
+    events = admin.session.receive(forged, proof_chain=chain, now=0.0)
     codes = [e.error.code for e in events if isinstance(e, MessageRejected)]
     assert codes == [1003]
     assert admin.session.active_snapshot == known

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from secsync.broker import Broker
 
@@ -58,3 +61,31 @@ def test_nothing_is_printed_unless_the_application_asks(broker: Broker) -> None:
     assert any(line.startswith("secsync.client connected servers=") for line in lines)
     assert any(line.startswith("secsync.session snapshot_created doc=") for line in lines), lines
     assert any("message_rejected" in line and "code=101" in line for line in lines), lines
+
+
+def test_a_record_names_the_line_that_logged_it(caplog: pytest.LogCaptureFixture) -> None:
+    from secsync.logs import get_logger
+
+    log = get_logger("secsync.test").bind(doc="abc")
+    with caplog.at_level(logging.DEBUG, logger="secsync.test"):
+        log.info("something_happened", count=2, name="a b")
+        line = sys._getframe().f_lineno - 1
+    (record,) = caplog.records
+    assert (record.filename, record.lineno, record.funcName) == (
+        "test_logs.py",
+        line,
+        "test_a_record_names_the_line_that_logged_it",
+    )
+    assert record.getMessage() == "something_happened doc=abc count=2 name='a b'"
+    assert record.secsync_fields == {"doc": "abc", "count": 2, "name": "a b"}  # type: ignore[attr-defined]
+
+
+def test_a_record_below_the_level_loads_nothing() -> None:
+    code = (
+        "import sys\n"
+        "from secsync.logs import get_logger\n"
+        "get_logger('secsync.quiet').info('ignored', a=1)\n"
+        "print('structlog' in sys.modules, 'asyncio' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -11,15 +11,16 @@ handles again later (after queueing it) is checked again as it always was. So th
 
 Two things are gained: each step runs over several messages in a row (faster than mixing
 libsodium and the decoder per message), and the steps can run on worker threads, since
-libsodium releases the GIL (``DocumentSession(config=SecsyncConfig(verify_threads=n))``).
+libsodium releases the GIL. The core starts no thread: whoever runs the session passes a pool
+(``DocumentSession(..., verify_executor=pool)``, a :class:`TaskPool` such as a
+``concurrent.futures.ThreadPoolExecutor``); the transport shares one per client.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, wait
-from typing import Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from secsync.errors import SecsyncError
 from secsync.protocol import crypto, sealing, wire
@@ -30,6 +31,29 @@ DEFAULT_STEP: Final = 16
 """Items one thread checks at a time, each step over all of them (see check_messages)."""
 
 Item = TypeVar("Item")
+
+
+class TaskHandle(Protocol):
+    """What :meth:`TaskPool.submit` returns (a ``concurrent.futures.Future`` is one)."""
+
+    def cancel(self) -> bool:
+        """Drop the task if it has not started; whether it was dropped."""
+        ...
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the task to end."""
+        ...
+
+
+class TaskPool(Protocol):
+    """Runs tasks on other threads (a ``concurrent.futures.Executor`` is one).
+
+    The core only submits pure work to it; owning and ending the threads is the caller's.
+    ``submit`` may raise ``RuntimeError`` (a pool that was shut down): the work is then done on
+    the calling thread.
+    """
+
+    def submit(self, fn: Callable[[], None], /) -> TaskHandle: ...
 
 
 class Prepared:
@@ -162,7 +186,7 @@ def check_messages(
 def prepare_all(
     items: Sequence[Item],
     work: Callable[[Sequence[Item]], list[Prepared]],
-    executor: Executor | None = None,
+    executor: TaskPool | None = None,
     workers: int = 0,
     *,
     step: int = DEFAULT_STEP,
@@ -194,7 +218,7 @@ def prepare_all(
                 part = [UNPREPARED] * (end - start)
             results[start:end] = part
 
-    futures: list[Future[None]] = []
+    futures: list[TaskHandle] = []
     if executor is not None and len(ranges) > 1:
         for _ in range(workers):
             try:
@@ -203,8 +227,8 @@ def prepare_all(
                 break
     run()
     for future in futures:
-        future.cancel()  # not started yet (a busy shared pool): nothing left for it
-    wait(futures)
+        if not future.cancel():  # a task not started yet (a busy shared pool) has nothing left
+            future.result()
     return results
 
 

@@ -9,10 +9,8 @@ the :mod:`events <secsync.protocol.events>` it caused. A rejected message never 
 from __future__ import annotations
 
 import itertools
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -79,7 +77,13 @@ from secsync.protocol.messages import (
     UpdatePublicData,
 )
 from secsync.protocol.policy import AllowAll, AuthorPolicy
-from secsync.protocol.prefetch import Prepared, check_messages, decode_messages, prepare_all
+from secsync.protocol.prefetch import (
+    Prepared,
+    TaskPool,
+    check_messages,
+    decode_messages,
+    prepare_all,
+)
 
 log = get_logger("secsync.session")
 
@@ -186,11 +190,12 @@ class DocumentSession:
         *,
         config: SecsyncConfig | None = None,
         policy: AuthorPolicy | None = None,
-        verify_executor: Executor | None = None,
+        verify_executor: TaskPool | None = None,
     ) -> None:
-        """``verify_executor`` runs the ``config.verify_threads`` verification workers of
-        :meth:`receive_many` (for example a pool shared by many sessions); without one, the
-        session starts its own thread pool the first time it needs it (:meth:`close` ends it).
+        """``verify_executor`` (a ``concurrent.futures.ThreadPoolExecutor``, for example one
+        shared by many sessions) runs the ``config.verify_threads`` verification workers of
+        :meth:`receive_many`; the session starts no thread itself, and without a pool it does
+        that work on the calling thread.
         """
         self.doc_id = doc_id
         self.signer = signing_key_pair(signer)
@@ -248,7 +253,7 @@ class DocumentSession:
         memory and the error propagates to whoever took them."""
 
         self._verify_executor = verify_executor
-        self._own_executor: ThreadPoolExecutor | None = None
+        self._closed = False
         # What verification threads computed for the message being processed (receive_many).
         self._ahead: Prepared | None = None
 
@@ -579,7 +584,7 @@ class DocumentSession:
 
     # --- broker acknowledgements ------------------------------------------------------------
 
-    def snapshot_stored(self, snapshot_id: bytes, *, now: float | None = None) -> list[Event]:
+    def snapshot_stored(self, snapshot_id: bytes, *, now: float) -> list[Event]:
         """The broker stored our snapshot: it becomes the active one."""
         flight = self._snapshot_in_flight
         if flight is None or flight.message.snapshot_id != snapshot_id:
@@ -589,7 +594,7 @@ class DocumentSession:
         self._activate(flight.message, flight.key, carried=[])
         self._log.info("snapshot_stored", snapshot=_short(snapshot_id))
         events: list[Event] = [SnapshotStored(snapshot_id)]
-        self._drain_deferred(snapshot_id, time.monotonic() if now is None else now, events)
+        self._drain_deferred(snapshot_id, now, events)
         return events
 
     def snapshot_rejected(self, snapshot_id: bytes) -> list[Event]:
@@ -677,7 +682,7 @@ class DocumentSession:
         updates: Iterable[Update] = (),
         *,
         proof_chain: Sequence[ProofChainEntry] = (),
-        now: float | None = None,
+        now: float,
     ) -> list[Event]:
         """Initial load (or reload): the latest snapshot (``None`` for an empty document)
         and the updates stored after it."""
@@ -770,7 +775,7 @@ class DocumentSession:
         message: Message | bytes,
         *,
         proof_chain: Sequence[ProofChainEntry] = (),
-        now: float | None = None,
+        now: float,
     ) -> list[Event]:
         """Process one received message (decoded, or native wire bytes)."""
         return self.receive_many([message], proof_chain=proof_chain, now=now)
@@ -780,7 +785,7 @@ class DocumentSession:
         messages: Iterable[Message | bytes],
         *,
         proof_chain: Sequence[ProofChainEntry] = (),
-        now: float | None = None,
+        now: float,
     ) -> list[Event]:
         """Process received messages in order (decoded, or native wire bytes).
 
@@ -790,7 +795,6 @@ class DocumentSession:
         runs without the GIL), then processed in order here, with the outcome of processing
         each message alone (events, errors, state).
         """
-        now = time.monotonic() if now is None else now
         events: list[Event] = []
         self._collect_local()
         iterator = iter(messages)
@@ -859,7 +863,7 @@ class DocumentSession:
         )
 
         threads = self.config.verify_threads
-        pool = self._verification_pool(threads) if threads > 0 else None
+        pool = self._verify_executor if threads > 0 else None
         # Decoding is Python through and through: done here first, it does not contend for
         # the GIL with the workers' checks, which spend most of their time in libsodium.
         decoded = decode_messages(items, doc_id, max_bytes)
@@ -882,21 +886,12 @@ class DocumentSession:
         finally:
             self._ahead = outer
 
-    def _verification_pool(self, threads: int) -> Executor:
-        if self._verify_executor is not None:
-            return self._verify_executor
-        if self._own_executor is None:
-            self._own_executor = ThreadPoolExecutor(
-                max_workers=threads, thread_name_prefix="secsync-verify"
-            )
-        return self._own_executor
-
     def close(self) -> None:
-        """End the verification thread pool the session started, if any (it starts again
-        when needed). A pool given as ``verify_executor`` is left to its owner."""
-        pool, self._own_executor = self._own_executor, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        """Stop observing the CRDT document (the session holds no other resource); twice is
+        fine."""
+        if not self._closed:
+            self._closed = True
+            self.crdt.close()
 
     def recover(
         self,
@@ -904,7 +899,7 @@ class DocumentSession:
         updates: Iterable[Update] = (),
         *,
         reason: str = "requested",
-        now: float | None = None,
+        now: float,
     ) -> list[Event]:
         """Adopt ``snapshot`` without proof that it descends from the known one.
 
@@ -913,7 +908,6 @@ class DocumentSession:
         content is merged into the document; every local change not known to be in it is
         queued again, so nothing local is lost.
         """
-        now = time.monotonic() if now is None else now
         self._collect_local()
         events: list[Event] = []
         self._receive_snapshot(snapshot, (), events, recovery=reason, now=now)
@@ -928,7 +922,7 @@ class DocumentSession:
         updates: Iterable[Update] = (),
         *,
         reason: str = "history lost",
-        now: float | None = None,
+        now: float,
     ) -> list[Event]:
         """Start over from what the broker holds now, keeping everything local.
 
@@ -1377,9 +1371,8 @@ class DocumentSession:
         self._deferred.setdefault(update.public_data.ref_snapshot_id, []).append(update)
         self._deferred_count += 1
 
-    def handle_timer(self, now: float | None = None) -> list[Event]:
+    def handle_timer(self, now: float) -> list[Event]:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
-        now = time.monotonic() if now is None else now
         active = self._active
         events: list[Event] = []
         if (

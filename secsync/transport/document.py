@@ -370,7 +370,6 @@ class Document:
                 await self._ephemeral_sub.unsubscribe()
         if self._notify is not None:
             self._notify(None)
-        self.session.crdt.close()
         self.session.close()
         self._client._forget(self)
         self._log.info("document_closed")
@@ -585,6 +584,7 @@ class Document:
                 latest.snapshot,
                 self._updates_in(latest),
                 reason="the stream no longer holds what was applied (restored from a backup?)",
+                now=time.monotonic(),
             )
         )
         self._snapshot_seq = {}
@@ -648,7 +648,7 @@ class Document:
         events: list[Event] = []
         while True:
             latest = await self._fetch_latest(frozenset(passed_over))
-            loaded = self.session.load(latest.snapshot)
+            loaded = self.session.load(latest.snapshot, now=time.monotonic())
             events += loaded
             snapshot = latest.snapshot
             if (
@@ -799,7 +799,7 @@ class Document:
 
     def _receive_run(self, run: list[bytes]) -> None:
         if run:
-            events = self.session.receive_many(run)
+            events = self.session.receive_many(run, now=time.monotonic())
             run.clear()
             self._emit(events)
             self._react(events, None)
@@ -841,7 +841,7 @@ class Document:
             return
         self._dirty = True
         first = self._reassembler.first_sequence or stored.sequence
-        events = self.session.receive(data)
+        events = self.session.receive(data, now=time.monotonic())
         decoded_snapshot = next(
             (e for e in events if isinstance(e, SnapshotApplied) and not e.recovered), None
         )
@@ -883,7 +883,7 @@ class Document:
                     break
                 with contextlib.suppress(SecsyncError):
                     data = assembler.feed(message.sequence, message.data, message.headers) or data
-            events = self.session.receive(data) if data is not None else []
+            events = self.session.receive(data, now=time.monotonic()) if data is not None else []
             self._emit(events)
             applied = next((e for e in events if isinstance(e, SnapshotApplied)), None)
             if applied is None and any(
@@ -947,7 +947,7 @@ class Document:
             stored = await self._read(self.subjects.update, start)
             decoded = (self._decode(m.data) for m in stored)
             wanted = [m for m in decoded if m is not None and m.author == event.author]
-            self._emit(self.session.receive_many(wanted))
+            self._emit(self.session.receive_many(wanted, now=time.monotonic()))
             return
         latest = await self._fetch_latest()
         snapshot = latest.snapshot
@@ -958,6 +958,7 @@ class Document:
             snapshot,
             self._updates_in(latest),
             reason=event.reason,
+            now=time.monotonic(),
         )
         self._snapshot_seq[snapshot.snapshot_id] = latest.judged
         active = self.session.active_snapshot
@@ -979,7 +980,7 @@ class Document:
         if self._closed:
             return
         peers = len(self.session.ephemeral.peers)
-        events = self.session.receive(msg.data)
+        events = self.session.receive(msg.data, now=time.monotonic())
         for event in events:
             self._emit([event])
             if isinstance(event, EphemeralReceived):
@@ -1001,7 +1002,7 @@ class Document:
                 return
             if self._notify is None:
                 self._local_change()  # documents without change notifications are polled
-            timer_events = self.session.handle_timer()
+            timer_events = self.session.handle_timer(time.monotonic())
             self._emit(timer_events)
             self._react(timer_events, None)
             try:
@@ -1439,7 +1440,7 @@ class Document:
         if isinstance(message, Snapshot):
             if last > 0:
                 self._snapshot_seq[message.snapshot_id] = last
-            self._emit(self.session.snapshot_stored(message.snapshot_id))
+            self._emit(self.session.snapshot_stored(message.snapshot_id, now=time.monotonic()))
         else:
             self._emit(
                 self.session.update_stored(message.public_data.ref_snapshot_id, message.clock)

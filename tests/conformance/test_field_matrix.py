@@ -113,7 +113,7 @@ def _setup(kind: str) -> tuple[YPeer, Message, Message]:
     base, _ = yjs_change("base")
     root = make_snapshot(author, base)
     receiver = YPeer()
-    receiver.session.load(root)
+    receiver.session.load(root, now=0.0)
     assert receiver.content == "base"
     change, _ = yjs_change("!", at=4, base=base)
     other_doc = f"{DOC_ID}-other"
@@ -125,10 +125,10 @@ def _setup(kind: str) -> tuple[YPeer, Message, Message]:
         other = make_update(author, root, 0, [change], doc_id=other_doc)
     else:
         sender = YPeer(author)
-        sender.session.load(root)
+        sender.session.load(root, now=0.0)
         message = sender.session.send_ephemeral(b"\x80")
         foreign = YPeer(author, doc_id=other_doc)
-        foreign.session.load(make_snapshot(author, base, doc_id=other_doc))
+        foreign.session.load(make_snapshot(author, base, doc_id=other_doc), now=0.0)
         other = foreign.session.ephemeral.create(KEY, b"\x80")
     return receiver, message, other
 
@@ -155,14 +155,14 @@ def test_altered_field_is_rejected_with_its_code(
         other = _sibling(kind, message)
     data = alter(message, other)
     before = _state(receiver)
-    events = receiver.session.receive(data)
+    events = receiver.session.receive(data, now=0.0)
     rejected = [e for e in events if isinstance(e, MessageRejected)]
     assert rejected and len(rejected) == len(events), events
     assert rejected[0].error.code == code, rejected[0].error
     assert _state(receiver) == before
     conformance.observe(f"rejected {rejected[0].error.code}; state unchanged")
     # the genuine message is still accepted afterwards (an ephemeral one asks for a session)
-    events = receiver.session.receive(_enc(message))
+    events = receiver.session.receive(_enc(message), now=0.0)
     assert {e.error.code for e in events if isinstance(e, MessageRejected)} <= {302}, events
 
 

@@ -374,7 +374,7 @@ def _child_snapshot(doc_id: str, parent: Snapshot, words: str) -> Snapshot:
     """A legitimate participant's snapshot on ``parent``, as a concurrent writer makes it."""
     ydoc: pycrdt.Doc = pycrdt.Doc()
     session = DocumentSession(doc_id, crypto.SigningKeyPair.generate(), KEY, ydoc)
-    session.load(parent)
+    session.load(parent, now=0.0)
     text = ydoc.get("text", type=pycrdt.Text)
     text.insert(len(text), words)
     return session.create_snapshot()

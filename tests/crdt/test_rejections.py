@@ -44,11 +44,11 @@ def test_poison_update_and_snapshot_are_rejected_and_honest_ones_follow() -> Non
     root = make_snapshot(member, base)
     doc: pycrdt.Doc = pycrdt.Doc()
     reader = _reader(doc)
-    reader.receive(root)
+    reader.receive(root, now=0.0)
     before = doc.get_state()
     poison = make_update(member, root, 0, [deep_any_update(28_000)])
     honest, _ = yjs_change("!", at=4, base=base)
-    events = reader.receive_many([poison, make_update(other, root, 0, [honest])])
+    events = reader.receive_many([poison, make_update(other, root, 0, [honest])], now=0.0)
     assert _rejections(events) == [UpdateApplyError.code]
     assert any(isinstance(e, UpdateApplied) and e.author == other.public_key for e in events)
     assert str(doc.get("text", type=pycrdt.Text)) == "base!"
@@ -58,11 +58,11 @@ def test_poison_update_and_snapshot_are_rejected_and_honest_ones_follow() -> Non
     state = doc.get_state()
     clocks = {other.public_key: 0}
     bad_snapshot = make_snapshot(member, deep_any_update(28_000), parent=root, clocks=clocks)
-    events = reader.receive(bad_snapshot)
+    events = reader.receive(bad_snapshot, now=0.0)
     assert _rejections(events) == [SnapshotApplyError.code]
     assert doc.get_state() == state
     more, _ = yjs_change("?", at=5, base=doc.get_update())
-    events = reader.receive(make_update(other, root, 1, [more]))
+    events = reader.receive(make_update(other, root, 1, [more]), now=0.0)
     assert _rejections(events) == [] and str(doc.get("text", type=pycrdt.Text)) == "base!?"
 
 
@@ -74,7 +74,7 @@ def _exploding_reader(
     root = make_snapshot(member, base)
     adapter = Exploding(pycrdt.Doc())
     reader = _reader(adapter)
-    reader.receive(root)
+    reader.receive(root, now=0.0)
     change, _ = yjs_change("!", at=4, base=base)
     adapter.failure = failure
     return reader, adapter, [make_update(member, root, 0, [change])]
@@ -84,7 +84,7 @@ def test_a_library_panic_is_a_rejection_of_that_message() -> None:
     panic = type("PanicException", (BaseException,), {})
     reader, adapter, (update,) = _exploding_reader(panic("called `Option::unwrap()` on None"))
     before = adapter.doc.get_state()
-    events = reader.receive(update)
+    events = reader.receive(update, now=0.0)
     assert _rejections(events) == [UpdateApplyError.code]
     rejected = next(e for e in events if isinstance(e, MessageRejected))
     assert "PanicException" in rejected.error.message
@@ -95,7 +95,7 @@ def test_a_library_panic_is_a_rejection_of_that_message() -> None:
 def test_control_flow_propagates(control: type[BaseException]) -> None:
     reader, _, (update,) = _exploding_reader(control())
     with pytest.raises(control):
-        reader.receive(update)
+        reader.receive(update, now=0.0)
 
 
 def test_cancellation_propagates() -> None:
@@ -103,4 +103,4 @@ def test_cancellation_propagates() -> None:
 
     reader, _, (update,) = _exploding_reader(asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
-        reader.receive(update)
+        reader.receive(update, now=0.0)

@@ -30,7 +30,7 @@ def _holder() -> YPeer:
     """A session that holds the genuine root snapshot and update of ``genuine_messages``."""
     root, _child, update, _ephemeral = genuine_messages()
     peer = YPeer(key=KEY)
-    peer.session.load(root, [update])
+    peer.session.load(root, [update], now=0.0)
     assert peer.content == "base!"
     return peer
 
@@ -52,7 +52,7 @@ def _fed(inputs: Inputs, data: bytes | list[bytes]) -> None:
     before = _state(peer)
     many = isinstance(data, list)
     events: list[Event] | None = inputs.feed(
-        peer.session.receive_many if many else peer.session.receive, data
+        peer.session.receive_many if many else peer.session.receive, data, now=0.0
     )
     assert events is not None, "the session raised a SecsyncError for a received message"
     genuine = set(genuine_encodings())
@@ -140,9 +140,9 @@ def test_snapshot_accepted_only_with_the_true_proof_chain(
     inputs.example()
     root, _child, grandchild = _lineage()
     peer = YPeer(key=KEY)
-    peer.session.load(root)
+    peer.session.load(root, now=0.0)
     before = _state(peer)
-    events = inputs.feed(lambda c: peer.session.receive(grandchild, proof_chain=c), chain)
+    events = inputs.feed(lambda c: peer.session.receive(grandchild, proof_chain=c, now=0.0), chain)
     assert events is not None
     applied = any(isinstance(e, SnapshotApplied) for e in events)
     assert applied == (chain == _valid_chain()), (events, chain)

@@ -166,7 +166,7 @@ def test_js_session_proof_is_accepted_by_python_session() -> None:
         message.public_data.doc_id, crypto.SigningKeyPair.from_b64(SIGNING_SECRET_KEY)
     )
     sessions.session_id = receiver
-    result = sessions.receive(message, b64decode(case["key"]))
+    result = sessions.receive(message, b64decode(case["key"]), now=0.0)
     assert sessions.peers == {public_key: sender}
     (reply,) = result.replies
     answer = EphemeralPlaintext.decode(sealing.open_message(reply, b64decode(case["key"])))

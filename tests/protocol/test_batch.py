@@ -244,6 +244,9 @@ def one_by_one(root: Snapshot, batch: Sequence[Message | bytes]) -> tuple[list[A
 def in_one_batch(
     root: Snapshot, batch: Sequence[Message | bytes], config: SecsyncConfig, executor: Any = None
 ) -> tuple[list[Any], Any]:
+    if executor is None and config.verify_threads:
+        with ThreadPoolExecutor(max_workers=config.verify_threads) as pool:
+            return in_one_batch(root, batch, config, pool)
     session, text = reader(config, executor)
     try:
         events = session.load(root, now=100.0)
@@ -356,20 +359,17 @@ def test_a_busy_or_closed_pool_only_slows_down() -> None:
     assert in_one_batch(root, batch, SecsyncConfig(verify_threads=2), closed) == expected
 
 
-def test_the_session_owns_its_pool_until_closed() -> None:
+def test_the_session_starts_no_thread_without_a_pool() -> None:
     root, batch = scenario()
-    session, _ = reader(SecsyncConfig(verify_threads=2))
-    session.load(root, now=100.0)
-    session.receive_many(batch, now=100.0)
-    pool = session._own_executor
-    assert pool is not None
+    expected = one_by_one(root, batch)
+    before = set(threading.enumerate())
+    session, text = reader(SecsyncConfig(verify_threads=2))
+    events = session.load(root, now=100.0)
+    events += session.receive_many(batch, now=100.0)
+    assert set(threading.enumerate()) == before
+    assert (normalized(events), state(session, text)) == expected
     session.close()
-    assert session._own_executor is None
-    with pytest.raises(RuntimeError):
-        pool.submit(print)
     session.close()  # twice is fine
-    assert session.receive_many(batch[:8], now=100.0)  # starts a new one when needed
-    session.close()
 
 
 def test_messages_given_decoded_and_generators_are_taken_alike() -> None:
@@ -381,12 +381,13 @@ def test_messages_given_decoded_and_generators_are_taken_alike() -> None:
         except SecsyncError:
             decoded.append(item)
     expected = one_by_one(root, decoded)
-    for config in (SecsyncConfig(), SecsyncConfig(verify_threads=2)):
-        session, text = reader(config)
-        events = session.load(root, now=100.0)
-        events += session.receive_many((m for m in decoded), now=100.0)
-        assert (normalized(events), state(session, text)) == expected
-        session.close()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for config, executor in ((SecsyncConfig(), None), (SecsyncConfig(verify_threads=2), pool)):
+            session, text = reader(config, executor)
+            events = session.load(root, now=100.0)
+            events += session.receive_many((m for m in decoded), now=100.0)
+            assert (normalized(events), state(session, text)) == expected
+            session.close()
 
 
 def test_what_was_computed_ahead_counts_only_for_its_message_and_its_key() -> None:

@@ -163,9 +163,9 @@ def test_updates_on_a_snapshot_that_did_not_open_are_refused_at_once() -> None:
     foreign = make_snapshot(mallory, content, key=foreign_key)
     session = _session()
     choice = session.choose([good, foreign])
-    session.load([good, foreign][choice.index or 0])
+    session.load([good, foreign][choice.index or 0], now=0.0)
     change, _ = yjs_change("x")
-    events = session.receive(make_update(mallory, foreign, 0, [change], key=foreign_key))
+    events = session.receive(make_update(mallory, foreign, 0, [change], key=foreign_key), now=0.0)
     rejected = [e for e in events if isinstance(e, MessageRejected)]
     assert rejected and isinstance(rejected[0].error, UpdateSnapshotMismatchError)
     assert session.next_deadline() is None  # nothing held waiting for that snapshot

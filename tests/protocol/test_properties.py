@@ -53,7 +53,7 @@ def run_history(kind: str, n_authors: int, ops: list[tuple[int, str, int, str]])
                 snap = peers[i].session.create_snapshot()
                 if broker.publish(snap, parts[i].seen):
                     parts[i].seen = len(broker.log)
-                    peers[i].session.snapshot_stored(snap.snapshot_id)
+                    peers[i].session.snapshot_stored(snap.snapshot_id, now=0.0)
                 else:
                     peers[i].session.snapshot_rejected(snap.snapshot_id)
     for _ in range(3):
@@ -87,9 +87,9 @@ def test_any_delivery_order_with_duplicates_converges(
     delivery = list(broker.log) + rng.choices(broker.log, k=rng.randint(0, len(broker.log)))
     rng.shuffle(delivery)
     receiver = PEERS[kind]()
-    receiver.session.load(None)
+    receiver.session.load(None, now=0.0)
     for message in delivery:
-        events = receiver.session.receive(message)
+        events = receiver.session.receive(message, now=0.0)
         assert all(
             isinstance(e.error, SecsyncError) for e in events if isinstance(e, MessageRejected)
         )
@@ -101,8 +101,8 @@ def _loaded_receiver(kind: str) -> tuple[YPeer | AMPeer, list[Snapshot | Update]
         kind, 2, [(0, "type", 3, "ab"), (1, "sync", 0, ""), (1, "type", 0, "q")]
     )
     receiver = PEERS[kind]()
-    receiver.session.load(None)
-    receiver.session.receive_many(broker.log)
+    receiver.session.load(None, now=0.0)
+    receiver.session.receive_many(broker.log, now=0.0)
     assert receiver.content == peers[0].content
     return receiver, broker.log, peers[1]
 
@@ -123,7 +123,7 @@ def test_flipping_any_bit_is_rejected_and_changes_nothing(kind: str, data: st.Da
     bit = data.draw(st.integers(0, 2**32)) % (len(encoded) * 8)
     encoded[bit // 8] ^= 1 << (bit % 8)
     before = state_of(receiver)
-    events = receiver.session.receive(bytes(encoded))
+    events = receiver.session.receive(bytes(encoded), now=0.0)
     assert events and all(isinstance(e, MessageRejected) for e in events), events
     assert all(isinstance(e.error, SecsyncError) for e in events)
     assert state_of(receiver) == before
@@ -136,17 +136,17 @@ def test_any_replayed_message_is_a_no_op(kind: str, data: st.DataObject) -> None
     receiver, log, author = _loaded_receiver(kind)
     # presence traffic too: establish a session, then replay any of its messages
     init = author.session.ephemeral_initialize()
-    receiver.session.receive(init)
+    receiver.session.receive(init, now=0.0)
     for reply in receiver.session.data_to_send():
-        author.session.receive(reply)
+        author.session.receive(reply, now=0.0)
     traffic = [init, *author.session.data_to_send(), author.session.send_ephemeral(b"c1")]
     for message in traffic:
-        receiver.session.receive(message)
+        receiver.session.receive(message, now=0.0)
     receiver.session.data_to_send()
     everything = [*log, *traffic]
     replayed = everything[data.draw(st.integers(0, 2**16)) % len(everything)]
     before = state_of(receiver)
-    events = receiver.session.receive(replayed)
+    events = receiver.session.receive(replayed, now=0.0)
     assert not [
         e for e in events if isinstance(e, UpdateApplied | SnapshotApplied | EphemeralReceived)
     ]

@@ -36,9 +36,9 @@ EMPTY_STATE = pycrdt.Doc().get_update()
 
 def test_snapshot_content_the_crdt_refuses_is_rejected() -> None:
     peer = YPeer()
-    peer.session.load(None)
+    peer.session.load(None, now=0.0)
     snap = make_snapshot(crypto.SigningKeyPair.generate(), b"not a yjs update")
-    assert rejected_code(peer.session.receive(snap)) == 105
+    assert rejected_code(peer.session.receive(snap, now=0.0)) == 105
     assert peer.session.active_snapshot is None
 
 
@@ -135,7 +135,7 @@ def test_racing_snapshots_one_wins_loser_rebases() -> None:
     snap_a = a.session.create_snapshot()
     snap_b = b.session.create_snapshot()
     assert broker.publish(snap_a, a.p.seen)
-    a.session.snapshot_stored(snap_a.snapshot_id)
+    a.session.snapshot_stored(snap_a.snapshot_id, now=0.0)
     a.p.seen = len(broker.log)
     assert not broker.publish(snap_b, b.p.seen)  # compare-and-set refuses the loser
     b.session.snapshot_rejected(snap_b.snapshot_id)
@@ -154,7 +154,7 @@ def test_update_refused_for_stale_snapshot_is_rebased() -> None:
     b.p.sync()
     snap = a.session.create_snapshot()
     assert broker.publish(snap, a.p.seen)
-    a.session.snapshot_stored(snap.snapshot_id)
+    a.session.snapshot_stored(snap.snapshot_id, now=0.0)
     a.p.seen = len(broker.log)
     b.type(0, "B")
     (stale,) = b.session.data_to_send()
@@ -181,11 +181,11 @@ def test_update_refused_for_stale_snapshot_is_rebased() -> None:
 def _peer_with_updates(n: int) -> tuple[YPeer, Snapshot, list[Update]]:
     """A loaded peer on its own stored snapshot with ``n`` updates in flight, one per edit."""
     peer = YPeer()
-    peer.session.load(None)
+    peer.session.load(None, now=0.0)
     peer.type(0, "base")
     (snap,) = peer.session.data_to_send()
     assert isinstance(snap, Snapshot)
-    peer.session.snapshot_stored(snap.snapshot_id)
+    peer.session.snapshot_stored(snap.snapshot_id, now=0.0)
     updates = []
     for i in range(n):
         peer.type(len(peer.text), str(i))
@@ -234,9 +234,9 @@ def test_preempted_update_is_sealed_again_under_a_fresh_clock() -> None:
     assert snapshot.public_data.parent_snapshot_update_clocks[peer.signer.public_key] == 2
     # the snapshot holds what the preempted update carried
     reader = YPeer()
-    reader.session.load(None)
-    reader.session.receive(snap)
-    reader.session.receive(snapshot)
+    reader.session.load(None, now=0.0)
+    reader.session.receive(snap, now=0.0)
+    reader.session.receive(snapshot, now=0.0)
     assert reader.content == peer.content == "base01"
 
 
@@ -247,7 +247,7 @@ def test_own_clock_delivered_back_with_other_bytes_is_not_taken_as_stored() -> N
     session = peer.session
     change, _ = yjs_change("old")
     other = make_update(peer.signer, snap, u0.clock, [change])
-    events = session.receive(other)
+    events = session.receive(other, now=0.0)
     assert not any(isinstance(e, UpdateStored) for e in events)
     assert UpdateApplied(snap.snapshot_id, peer.signer.public_key, 0) in events
     assert session.unacknowledged == 0 and session.pending_changes == 1
@@ -256,12 +256,12 @@ def test_own_clock_delivered_back_with_other_bytes_is_not_taken_as_stored() -> N
     assert isinstance(snapshot, Snapshot)
     assert snapshot.public_data.parent_snapshot_update_clocks == {peer.signer.public_key: 0}
     assert "old" in peer.content and "base0" in peer.content
-    session.snapshot_stored(snapshot.snapshot_id)
+    session.snapshot_stored(snapshot.snapshot_id, now=0.0)
     # on it, the very bytes we sent, delivered back, are a confirmation
     peer.type(0, "!")
     (update,) = session.data_to_send()
     assert isinstance(update, Update) and update.clock == 0
-    events = session.receive(wire.decode(wire.encode(update), doc_id=DOC_ID))
+    events = session.receive(wire.decode(wire.encode(update), doc_id=DOC_ID), now=0.0)
     assert UpdateStored(snapshot.snapshot_id, 0) in events
 
 
@@ -295,7 +295,7 @@ def _history(n: int = 4) -> tuple[crypto.SigningKeyPair, Snapshot, list[Update],
 def test_out_of_order_updates_wait_for_their_predecessor() -> None:
     _, snap, updates, expected = _history(4)
     peer = YPeer()
-    peer.session.load(snap)
+    peer.session.load(snap, now=0.0)
     events = peer.session.receive_many([updates[2], updates[1], updates[3]], now=0.0)
     assert not [e for e in events if isinstance(e, UpdateApplied)]
     assert peer.content == ""
@@ -307,9 +307,9 @@ def test_out_of_order_updates_wait_for_their_predecessor() -> None:
 def test_duplicates_and_replays_are_no_ops() -> None:
     _, snap, updates, _ = _history(2)
     peer = YPeer()
-    peer.session.load(snap, updates)
+    peer.session.load(snap, updates, now=0.0)
     content, clocks = peer.content, peer.session.update_clocks
-    events = peer.session.receive_many([updates[0], updates[1], snap])
+    events = peer.session.receive_many([updates[0], updates[1], snap], now=0.0)
     assert codes(events) == [214, 214]
     assert peer.content == content and peer.session.update_clocks == clocks
 
@@ -317,9 +317,11 @@ def test_duplicates_and_replays_are_no_ops() -> None:
 def test_equivocating_update_with_used_clock_is_rejected() -> None:
     author, snap, updates, _ = _history(1)
     peer = YPeer()
-    peer.session.load(snap, updates)
+    peer.session.load(snap, updates, now=0.0)
     other, _ = yjs_change("evil")
-    assert rejected_code(peer.session.receive(make_update(author, snap, 0, [other]))) == 214
+    assert (
+        rejected_code(peer.session.receive(make_update(author, snap, 0, [other]), now=0.0)) == 214
+    )
     assert "evil" not in peer.content
 
 
@@ -359,29 +361,29 @@ def test_clocks_skipped_by_recovery_are_not_claimed_and_are_applied_late() -> No
     snapshot = peer.session.create_snapshot()
     assert author.public_key not in snapshot.public_data.parent_snapshot_update_clocks
     peer.session.snapshot_rejected(snapshot.snapshot_id)
-    events = peer.session.receive_many(updates[:2])
+    events = peer.session.receive_many(updates[:2], now=0.0)
     assert [e.clock for e in events if isinstance(e, UpdateApplied)] == [0, 1]
     assert codes(events) == []
     assert peer.content == expected
     assert peer.session.update_clocks == {author.public_key: 2}
     # replays below the skipped clock are still replays
-    assert codes(peer.session.receive(updates[2])) == [214]
+    assert codes(peer.session.receive(updates[2], now=0.0)) == [214]
 
 
 def test_update_for_a_snapshot_not_yet_received_is_deferred() -> None:
     _author, snap, updates, expected = _history(2)
     peer = YPeer()
-    peer.session.load(None)
-    assert peer.session.receive_many(updates) == []
-    peer.session.receive(snap)
+    peer.session.load(None, now=0.0)
+    assert peer.session.receive_many(updates, now=0.0) == []
+    peer.session.receive(snap, now=0.0)
     assert peer.content == expected
 
 
 def test_queue_bound_is_enforced() -> None:
     _, snap, updates, _ = _history(4)
     peer = YPeer(config=SecsyncConfig(max_queued_updates_per_author=1))
-    peer.session.load(snap)
-    assert codes(peer.session.receive_many([updates[2], updates[3]])) == [217]
+    peer.session.load(snap, now=0.0)
+    assert codes(peer.session.receive_many([updates[2], updates[3]], now=0.0)) == [217]
 
 
 # --- snapshot checks ---------------------------------------------------------------------------
@@ -393,12 +395,12 @@ def test_child_snapshot_chain_and_replay() -> None:
     s2 = make_snapshot(author, yjs_change("two")[0], parent=s1)
     s3 = make_snapshot(author, yjs_change("three")[0], parent=s2)
     peer = YPeer()
-    peer.session.load(s1)
-    events = peer.session.receive(s2)
+    peer.session.load(s1, now=0.0)
+    events = peer.session.receive(s2, now=0.0)
     assert isinstance(events[0], SnapshotApplied) and not events[0].recovered
-    assert rejected_code(peer.session.receive(s1)) == 116  # superseded: a replay
-    assert peer.session.receive(s2) == []  # the active one again: nothing to do
-    peer.session.receive(s3)
+    assert rejected_code(peer.session.receive(s1, now=0.0)) == 116  # superseded: a replay
+    assert peer.session.receive(s2, now=0.0) == []  # the active one again: nothing to do
+    peer.session.receive(s3, now=0.0)
     assert peer.session.active_snapshot == s3.info()
 
 
@@ -409,11 +411,11 @@ def test_snapshot_via_proof_chain_and_broken_chain() -> None:
     s3 = make_snapshot(author, yjs_change("three")[0], parent=s2)
     chain = [ProofChainEntry.of(s2), ProofChainEntry.of(s3)]
     peer = YPeer()
-    peer.session.load(s1)
+    peer.session.load(s1, now=0.0)
     broken = [chain[1]]
-    assert rejected_code(peer.session.receive(s3, proof_chain=broken)) == 115
+    assert rejected_code(peer.session.receive(s3, proof_chain=broken, now=0.0)) == 115
     assert peer.session.active_snapshot == s1.info()
-    events = peer.session.receive(s3, proof_chain=chain)
+    events = peer.session.receive(s3, proof_chain=chain, now=0.0)
     assert isinstance(events[0], SnapshotApplied)
 
 
@@ -423,8 +425,8 @@ def test_snapshot_with_wrong_parent_or_proof_is_rejected() -> None:
     s2 = make_snapshot(author, b"x", parent=s1)
     fork = make_snapshot(author, yjs_change("fork")[0])  # another initial snapshot
     peer = YPeer()
-    peer.session.load(s1)
-    assert rejected_code(peer.session.receive(fork)) == 112
+    peer.session.load(s1, now=0.0)
+    assert rejected_code(peer.session.receive(fork, now=0.0)) == 112
     # right parent id, wrong proof
     bad = make_snapshot(author, b"x", parent=s2)
     object.__setattr__(bad.public_data, "parent_snapshot_id", s1.snapshot_id)
@@ -442,24 +444,24 @@ def test_snapshot_missing_our_confirmed_update_is_rejected() -> None:
     b.p.sync()  # b's update 0 is confirmed by the broker
     # a (maliciously) writes a child that claims to include none of b's updates
     evil = make_snapshot(a.signer, a.doc.get_update(), parent=broker.log[0], clocks={})
-    assert rejected_code(b.session.receive(evil)) == 102
+    assert rejected_code(b.session.receive(evil, now=0.0)) == 102
     assert b.content == "ba"
 
 
 def test_wrong_document_and_wrong_key() -> None:
     author = crypto.SigningKeyPair.generate()
     peer = YPeer()
-    peer.session.load(None)
+    peer.session.load(None, now=0.0)
     other_doc = make_snapshot(author, b"", doc_id="another-doc")
-    assert rejected_code(peer.session.receive(other_doc)) == 113
+    assert rejected_code(peer.session.receive(other_doc, now=0.0)) == 113
     other_key = make_snapshot(author, b"", key=bytes(32))
-    assert rejected_code(peer.session.receive(other_key)) == 101
+    assert rejected_code(peer.session.receive(other_key, now=0.0)) == 101
     snap = make_snapshot(author, yjs_change("ok")[0])
-    peer.session.receive(snap)
+    peer.session.receive(snap, now=0.0)
     upd_doc = make_update(author, snap, 0, [yjs_change("z")[0]], doc_id="another-doc")
-    assert rejected_code(peer.session.receive(upd_doc)) == 216
+    assert rejected_code(peer.session.receive(upd_doc, now=0.0)) == 216
     upd_key = make_update(author, snap, 0, [yjs_change("z")[0]], key=bytes(32))
-    assert rejected_code(peer.session.receive(upd_key)) == 201
+    assert rejected_code(peer.session.receive(upd_key, now=0.0)) == 201
     assert peer.content == "ok" and peer.session.update_clocks == {}
 
 
@@ -467,15 +469,15 @@ def test_undecodable_update_content_is_rejected() -> None:
     author = crypto.SigningKeyPair.generate()
     snap = make_snapshot(author, EMPTY_STATE)
     peer = YPeer()
-    assert codes(peer.session.load(snap)) == []
+    assert codes(peer.session.load(snap, now=0.0)) == []
     from secsync.protocol import sealing
     from secsync.protocol.messages import UpdatePublicData
 
     public = UpdatePublicData(DOC_ID, author.public_key, snap.snapshot_id, 0)
     garbage = sealing.seal(public, b"\xc1 not msgpack", KEY, author)
-    assert rejected_code(peer.session.receive(garbage)) == 204
+    assert rejected_code(peer.session.receive(garbage, now=0.0)) == 204
     not_yjs = sealing.seal(public, wire.msgpack.packb([b"\xff\xff\xff"]), KEY, author)
-    assert rejected_code(peer.session.receive(not_yjs)) == 203
+    assert rejected_code(peer.session.receive(not_yjs, now=0.0)) == 203
     assert peer.session.update_clocks == {}
 
 
@@ -485,25 +487,25 @@ def test_policy_rejects_outsiders() -> None:
     session = DocumentSession(
         DOC_ID, crypto.SigningKeyPair.generate(), KEY, doc, policy=AllowList([writer.public_key])
     )
-    session.load(None)
-    assert rejected_code(session.receive(make_snapshot(outsider, b""))) == 114
+    session.load(None, now=0.0)
+    assert rejected_code(session.receive(make_snapshot(outsider, b""), now=0.0)) == 114
     snap = make_snapshot(writer, EMPTY_STATE)
-    assert codes(session.receive(snap)) == []
-    assert rejected_code(session.receive(make_update(outsider, snap, 0, [b"x"]))) == 215
+    assert codes(session.receive(snap, now=0.0)) == []
+    assert rejected_code(session.receive(make_update(outsider, snap, 0, [b"x"]), now=0.0)) == 215
 
     class Broken:
         def may_author(self, *args: object) -> bool:
             raise RuntimeError("policy backend down")
 
     session.policy = Broken()
-    assert rejected_code(session.receive(make_update(writer, snap, 0, [b"x"]))) == 205
+    assert rejected_code(session.receive(make_update(writer, snap, 0, [b"x"]), now=0.0)) == 205
 
 
 def test_garbage_bytes_are_rejected_not_raised() -> None:
     peer = YPeer()
-    peer.session.load(None)
+    peer.session.load(None, now=0.0)
     for data in [b"", b"\x00", b"\x96" + b"\x01" * 6]:
-        events = peer.session.receive(data)
+        events = peer.session.receive(data, now=0.0)
         assert isinstance(events[0], MessageRejected)
         assert isinstance(events[0].error, SecsyncError)
 
@@ -511,9 +513,9 @@ def test_garbage_bytes_are_rejected_not_raised() -> None:
 def test_native_bytes_are_accepted() -> None:
     _, snap, updates, expected = _history(2)
     peer = YPeer()
-    peer.session.load(None)
+    peer.session.load(None, now=0.0)
     frames = [wire.encode(m, include_doc_id=False) for m in [snap, *updates]]
-    peer.session.receive_many(frames)
+    peer.session.receive_many(frames, now=0.0)
     assert peer.content == expected
 
 
@@ -526,12 +528,12 @@ def test_acknowledgements_and_own_echoes() -> None:
     (snap,) = a.session.data_to_send()
     assert a.session.unacknowledged == 1 and not a.session.is_synced
     broker.publish(snap, 0)
-    assert a.session.receive(snap) == [SnapshotStored(snap.snapshot_id)]  # echo = stored
+    assert a.session.receive(snap, now=0.0) == [SnapshotStored(snap.snapshot_id)]  # echo = stored
     a.type(1, "b")
     (upd,) = a.session.data_to_send()
     assert isinstance(upd, Update)
     assert a.session.update_stored(snap.snapshot_id, 0) == [UpdateStored(snap.snapshot_id, 0)]
-    assert a.session.receive(upd) == []  # its echo after the ack is silent
+    assert a.session.receive(upd, now=0.0) == []  # its echo after the ack is silent
     assert a.session.is_synced and a.content == "ab"
 
 
@@ -542,8 +544,8 @@ def test_recover_adopts_unrelated_snapshot_and_keeps_local_changes() -> None:
     a.type(0, "more ")
     other = crypto.SigningKeyPair.generate()
     unrelated = make_snapshot(other, yjs_change("remote")[0])
-    assert rejected_code(a.session.receive(unrelated)) == 112
-    events = a.session.recover(unrelated, reason="unverifiable chain")
+    assert rejected_code(a.session.receive(unrelated, now=0.0)) == 112
+    events = a.session.recover(unrelated, reason="unverifiable chain", now=0.0)
     applied = [e for e in events if isinstance(e, SnapshotApplied)]
     assert applied and applied[0].recovered and applied[0].rebased_changes >= 1
     assert "local" in a.content and "remote" in a.content
@@ -557,7 +559,7 @@ def test_no_sending_before_load() -> None:
     session = DocumentSession(DOC_ID, crypto.SigningKeyPair.generate(), KEY, doc)
     assert session.data_to_send() == []
     assert session.pending_changes == 1
-    session.load(None)
+    session.load(None, now=0.0)
     (snap,) = session.data_to_send()
     assert isinstance(snap, Snapshot)
 

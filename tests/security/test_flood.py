@@ -45,7 +45,7 @@ def test_the_budget_bounds_a_flood_and_is_released_when_the_snapshot_arrives() -
     session = DocumentSession(
         DOC_ID, crypto.SigningKeyPair.generate(), KEY, pycrdt.Doc(), config=config
     )
-    session.load(None)
+    session.load(None, now=0.0)
     alice = crypto.SigningKeyPair.generate()
     content, _ = yjs_change("base")
     snapshot = make_snapshot(alice, content)  # not delivered yet: updates on it wait
@@ -54,13 +54,13 @@ def test_the_budget_bounds_a_flood_and_is_released_when_the_snapshot_arrives() -
         mallory = crypto.SigningKeyPair.generate()
         for clock in range(4):
             events = session.receive(
-                _junk_update(mallory, DOC_ID, snapshot.snapshot_id, clock, 300_000, KEY)
+                _junk_update(mallory, DOC_ID, snapshot.snapshot_id, clock, 300_000, KEY), now=0.0
             )
             refused += sum(isinstance(e, MessageRejected) and e.error.code == 217 for e in events)
             assert session._budget.held <= 8 * MiB
             assert session._budget.held_by(mallory.public_key) <= 1 * MiB
     assert refused >= 40 * 4 - (8 * MiB) // 300_256  # everything past the budget was refused
-    session.receive(snapshot)  # the snapshot arrives: what waited is processed and let go
+    session.receive(snapshot, now=0.0)  # the snapshot arrives: what waited is processed and let go
     assert session._budget.held == 0
 
 
@@ -72,15 +72,17 @@ def test_gaps_hold_within_the_budget_and_let_go_on_a_new_snapshot() -> None:
     alice = crypto.SigningKeyPair.generate()
     content, _ = yjs_change("base")
     first = make_snapshot(alice, content)
-    session.load(first)
+    session.load(first, now=0.0)
     codes = []
     for _ in range(5):  # clock 1 without 0: waits for its predecessor
         mallory = crypto.SigningKeyPair.generate()
-        events = session.receive(_junk_update(mallory, DOC_ID, first.snapshot_id, 1, 1000, KEY))
+        events = session.receive(
+            _junk_update(mallory, DOC_ID, first.snapshot_id, 1, 1000, KEY), now=0.0
+        )
         codes += [e.error.code for e in events if isinstance(e, MessageRejected)]
     assert codes == [217, 217]  # the fourth and fifth authors: no room
     assert session._budget.held > 0
-    session.receive(make_snapshot(alice, content, parent=first))
+    session.receive(make_snapshot(alice, content, parent=first), now=0.0)
     assert session._budget.held == 0
 
 
