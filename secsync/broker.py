@@ -6,12 +6,11 @@ distribution's RECORD. :func:`find_nats_server` reads it from there.
 
 :class:`Broker` runs one server on free loopback ports with its own store directory, waits until
 ``/healthz?js-enabled-only=true`` answers ok, and can stop, kill (for crash tests) and restart
-it on the same ports and data. :func:`run_broker` is the ``secsync broker`` command.
+it on the same ports and data. The ``secsync broker`` command is :mod:`secsync.broker_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import fcntl
@@ -21,30 +20,17 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, Any, Self
+from types import TracebackType
+from typing import IO, Self
 
-from secsync.broker_options import (
-    DEFAULT_DATA_DIR,
-    DEFAULT_HTTP_PORT,
-    DEFAULT_PORT,
-    DEFAULT_REGIONS,
-    add_broker_arguments,
-    default_data_dir,
-)
 from secsync.errors import TransportError
 from secsync.logs import get_logger
 
@@ -61,8 +47,6 @@ ENV_STORE_DIR = "SECSYNC_NATS_STORE_DIR"
 _BINARY_NAMES = ("nats-server", "nats-server.exe")
 _LOG_TAIL_LINES = 20
 _START_ATTEMPTS = 3  # new ports after a lost race for an automatically chosen port
-
-_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 def find_nats_server() -> Path:
@@ -115,10 +99,10 @@ def default_config_path() -> Path:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    return _free_ports(1)[0]
+    return free_ports(1)[0]
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports (all sockets stay open until every one is chosen)."""
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
@@ -129,7 +113,7 @@ def _free_ports(count: int) -> list[int]:
         return ports
 
 
-def _conf_string(value: str) -> str:
+def conf_string(value: str) -> str:
     """``value`` as a double-quoted nats-server config string (for an environment variable)."""
     if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
         raise TransportError(f"path contains control characters: {value!r}")
@@ -266,7 +250,7 @@ class Broker:
         try:
             for attempt in range(1, _START_ATTEMPTS + 1):
                 if choose_port or choose_http_port:
-                    fresh = iter(_free_ports(2))
+                    fresh = iter(free_ports(2))
                     self._port = next(fresh) if choose_port else self._port
                     self._http_port = next(fresh) if choose_http_port else self._http_port
                 try:
@@ -388,7 +372,7 @@ class Broker:
         return {
             ENV_PORT: str(self.port),
             ENV_HTTP_PORT: str(self.http_port),
-            ENV_STORE_DIR: _conf_string(str(self._store_dir)),
+            ENV_STORE_DIR: conf_string(str(self._store_dir)),
         }
 
     def _launch(self, binary: Path) -> None:
@@ -513,175 +497,3 @@ class Broker:
             self._finalizer.detach()
             self._finalizer = None
         return process.returncode if process is not None else None
-
-
-# --- `secsync broker` ---------------------------------------------------------------------------
-
-
-def cmd_broker(args: argparse.Namespace) -> int:
-    """Run ``secsync broker`` from parsed :func:`add_broker_arguments` options (errors raise,
-    for ``secsync.cli.main`` to report)."""
-    topology = getattr(args, "topology", "single")
-    if topology != "single" and (args.port or args.http_port):
-        raise TransportError(
-            "--port and --http-port apply to --topology single only; "
-            "the other topologies choose free ports and print them"
-        )
-    port = DEFAULT_PORT if args.port is None else args.port
-    http_port = DEFAULT_HTTP_PORT if args.http_port is None else args.http_port
-    if topology == "single":
-        for option, number in (("--port", port), ("--http-port", http_port)):
-            if number:
-                check_port_free(number, option)
-    return serve_broker(
-        topology=topology,
-        data_dir=args.data_dir if args.data_dir is not None else default_data_dir(topology),
-        port=port,
-        http_port=http_port,
-        config=args.config,
-        regions=tuple(r.strip() for r in getattr(args, "regions", "a,b").split(",") if r.strip()),
-        leaves=getattr(args, "leaves", 1),
-    )
-
-
-def check_port_free(port: int, option: str = "--port") -> None:
-    """Raise a one-line :class:`TransportError` naming ``port`` if it is taken on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As nats-server (Go) listens: a port that only lingers in TIME_WAIT counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError as exc:
-            raise TransportError(
-                f"port {port} on {LOOPBACK} is not available ({exc.strerror or exc}); "
-                f"choose another with {option} N, or {option} 0 for any free port"
-            ) from None
-
-
-def run_broker(argv: Sequence[str] | None = None) -> int:
-    """``secsync broker [--topology T] [--data-dir DIR] [--port N] [--http-port N] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="secsync broker",
-        description="Run a local nats-server (or several) with JetStream for secsync.",
-    )
-    add_broker_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_broker(args)
-    except (TransportError, OSError, ValueError) as exc:
-        print(f"secsync broker: {exc}", file=sys.stderr)
-        return 1
-
-
-def serve_broker(
-    *,
-    topology: str = "single",
-    data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
-    port: int = DEFAULT_PORT,
-    http_port: int = DEFAULT_HTTP_PORT,
-    config: str | os.PathLike[str] | None = None,
-    regions: Sequence[str] = DEFAULT_REGIONS,
-    leaves: int = 1,
-) -> int:
-    """Run a broker (or a whole topology) until Ctrl-C or SIGTERM, then stop it cleanly.
-
-    Prints the client URLs and how long the start took once everything is ready. Returns an
-    exit code: 0 after a requested stop, 1 if a server exited on its own."""
-    if topology == "single":
-        broker = Broker(
-            data_dir,
-            config=config,
-            port=port or free_port(),
-            http_port=http_port or free_port(),
-        )
-
-        def start() -> list[str]:
-            broker.start()
-            return [
-                f"secsync broker listening on {broker.url} (pid {broker.pid})",
-                f"  monitoring: {broker.monitor_url}",
-                f"  data:       {broker.store_dir}",
-                f"  server log: {broker.log_path}",
-            ]
-
-        def servers() -> list[Broker]:
-            return [broker]
-
-        close: Callable[[], object] = broker.stop
-    else:
-        from secsync.topology import (
-            build_topology,
-            describe_topology,
-            topology_servers,
-        )
-
-        made = build_topology(topology, data_dir, regions=regions, leaves=leaves, config=config)
-
-        def start() -> list[str]:
-            made.start()
-            found = topology_servers(made)
-            return [
-                f"secsync broker: {topology} of {len(found)} servers",
-                *describe_topology(made),
-                f"  data:       {made.root_dir}",
-            ]
-
-        def servers() -> list[Broker]:
-            return topology_servers(made)
-
-        close = made.close
-    return _serve(start, servers, close)
-
-
-def _serve(
-    start: Callable[[], list[str]],
-    servers: Callable[[], list[Broker]],
-    close: Callable[[], object],
-) -> int:
-    """Start, report, wait for a signal or an unexpected exit, stop."""
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
-
-    previous: dict[signal.Signals, _SignalHandler] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, request_stop)
-    try:
-        started = time.monotonic()
-        lines = start()
-        seconds = time.monotonic() - started
-        for line in lines:
-            print(line, flush=True)
-        print(f"ready in {seconds:.2f} s. Press Ctrl-C to stop.", flush=True)
-        while not stop_requested.is_set():
-            running = servers()
-            if len(running) == 1:
-                code = running[0].wait(timeout=0.25)
-            else:
-                stop_requested.wait(0.25)
-                exited = [s for s in running if not s.running]
-                code = exited[0].wait(0) if exited else None
-                running = exited or running
-            if code is not None and not stop_requested.is_set():
-                print(
-                    f"nats-server exited unexpectedly (code {code}); see {running[0].log_path}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return 1
-        print("stopping ...", flush=True)
-        everything = servers()
-        with ThreadPoolExecutor(max_workers=len(everything)) as pool:  # all at once
-            codes = list(pool.map(lambda server: server.stop(), everything))
-        close()
-        if len(codes) == 1:
-            print(f"stopped (nats-server exit code {codes[0]})", flush=True)
-        else:
-            print(f"stopped ({len(codes)} servers, exit codes {codes})", flush=True)
-        return 0
-    finally:
-        close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -374,7 +374,7 @@ async def _join(
 
 
 def cmd_broker(args: argparse.Namespace, inputs: Inputs) -> int:
-    from secsync.broker import cmd_broker as run
+    from secsync.broker_cli import cmd_broker as run
 
     return run(args)
 

@@ -34,10 +34,10 @@ from typing import Any, Protocol, Self, TypeVar
 from secsync.broker import (
     LOOPBACK,
     Broker,
-    _conf_string,
-    _free_ports,
+    conf_string,
     config_file,
     find_nats_server,
+    free_ports,
 )
 from secsync.errors import TransportError
 from secsync.logs import get_logger
@@ -75,7 +75,7 @@ def _route_url(port: int) -> str:
 
 def _conf_array(values: Sequence[str]) -> str:
     """``values`` as a nats-server config array of quoted strings (for an environment variable)."""
-    return "[" + ", ".join(_conf_string(value) for value in values) + "]"
+    return "[" + ", ".join(conf_string(value) for value in values) + "]"
 
 
 # No proxies: an http_proxy variable in the environment must not capture loopback.
@@ -249,8 +249,8 @@ class ClusterNode(Broker):
     def _environment(self) -> dict[str, str]:
         return {
             **super()._environment(),
-            ENV_SERVER_NAME: _conf_string(self._name),
-            ENV_CLUSTER_NAME: _conf_string(self._cluster_name),
+            ENV_SERVER_NAME: conf_string(self._name),
+            ENV_CLUSTER_NAME: conf_string(self._cluster_name),
             ENV_CLUSTER_PORT: str(self._cluster_port),
             ENV_ROUTES: _conf_array(self._routes),
         }
@@ -606,7 +606,7 @@ class Cluster(ServerGroup):
 
     def _make_nodes(self, binary: Path) -> list[ClusterNode]:
         """Nodes on fresh ports: client, monitoring and route port each, chosen at once."""
-        ports = _free_ports(3 * self._size)
+        ports = free_ports(3 * self._size)
         client, http, route = ports[0::3], ports[1::3], ports[2::3]
         return [
             ClusterNode(

@@ -55,10 +55,10 @@ from typing import Any, Self, TypeVar
 from secsync.broker import (
     LOOPBACK,
     Broker,
-    _conf_string,
-    _free_ports,
+    conf_string,
     config_file,
     find_nats_server,
+    free_ports,
 )
 from secsync.broker_options import DEFAULT_REGIONS, TOPOLOGIES
 from secsync.cluster import (
@@ -358,15 +358,15 @@ class SuperClusterNode(ClusterNode):
 
     def _environment(self) -> dict[str, str]:
         gateways = ", ".join(
-            f"{{name: {_conf_string(name)}, urls: "
+            f"{{name: {conf_string(name)}, urls: "
             f"{_conf_array([f'nats://{LOOPBACK}:{p}' for p in ports])}}}"
             for name, ports in self._gateways.items()
         )
         return {
             **super()._environment(),
-            ENV_SERVER_TAG: _conf_string(region_tag(self.region)),
+            ENV_SERVER_TAG: conf_string(region_tag(self.region)),
             ENV_GATEWAY_PORT: str(self._gateway_port),
-            ENV_GATEWAY_ADVERTISE: _conf_string(f"{LOOPBACK}:{self._advertise_port}"),
+            ENV_GATEWAY_ADVERTISE: conf_string(f"{LOOPBACK}:{self._advertise_port}"),
             ENV_GATEWAYS: f"[{gateways}]",
         }
 
@@ -838,7 +838,7 @@ class SuperCluster(ServerGroup):
         self._forget_nodes()
         names = list(self._regions)
         count = len(names) * self._size
-        ports = iter(_free_ports(4 * count))
+        ports = iter(free_ports(4 * count))
         plan: list[dict[str, int]] = [
             {kind: next(ports) for kind in ("client", "http", "route", "gateway")}
             for _ in range(count)
@@ -1014,7 +1014,7 @@ class LeafNode(Broker):
     def _environment(self) -> dict[str, str]:
         return {
             **super()._environment(),
-            ENV_SERVER_NAME: _conf_string(self._name),
+            ENV_SERVER_NAME: conf_string(self._name),
             ENV_LEAF_REMOTES: _conf_array(self._remotes),
         }
 
@@ -1277,7 +1277,7 @@ class LeafTopology(ServerGroup):
     # --- internals --------------------------------------------------------------------------------
 
     def _make_servers(self, binary: Path) -> None:
-        ports = iter(_free_ports(3 + 2 * self._leaf_count))
+        ports = iter(free_ports(3 + 2 * self._leaf_count))
         hub = HubNode(
             self._root / "hub",
             port=next(ports),

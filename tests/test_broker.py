@@ -26,7 +26,8 @@ from nats.errors import MaxPayloadError
 from nats.js.api import ConsumerConfig, StorageType
 from nats.js.errors import NotFoundError
 
-from secsync.broker import Broker, config_file, find_nats_server, free_port, run_broker
+from secsync.broker import Broker, config_file, find_nats_server, free_port
+from secsync.broker_cli import run_broker
 from secsync.errors import TransportError
 
 MiB = 1024 * 1024
@@ -332,7 +333,9 @@ class Output:
 
 
 def start_cli(data_dir: Path) -> subprocess.Popen[bytes]:
-    code = "import sys; from secsync.broker import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+    code = (
+        "import sys; from secsync.broker_cli import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+    )
     return subprocess.Popen(
         [
             sys.executable,
@@ -401,7 +404,9 @@ async def test_run_broker_starts_a_topology_and_stops_every_server(
     tmp_path: Path, topology: str, servers: int
 ) -> None:
     data_dir = tmp_path / topology
-    code = "import sys; from secsync.broker import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+    code = (
+        "import sys; from secsync.broker_cli import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--topology", topology, "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,

@@ -49,8 +49,7 @@ def _files() -> list[Path]:
 
 def test_no_module_of_the_core_imports_io_threads_or_the_clock() -> None:
     offenders = {
-        str(path.relative_to(CORE.parent)): sorted(_imports(path) & FORBIDDEN)
-        for path in _files()
+        str(path.relative_to(CORE.parent)): sorted(_imports(path) & FORBIDDEN) for path in _files()
     }
     assert {path: names for path, names in offenders.items() if names} == {}
     assert len(offenders) >= 16
@@ -96,9 +95,7 @@ print(json.dumps({"sent": len(sent), "loaded": sorted(n for n in heavy if n in s
 
 
 def test_the_core_runs_without_nats_and_loads_no_event_loop_or_pool() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["sent"] >= 1  # a real session wrote its first snapshot
