@@ -62,6 +62,32 @@ class UpdateApplied(BaseEvent):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class IdentityCollision(BaseEvent):
+    """Another update of ``author`` with a clock one of its updates already holds on this
+    snapshot, with other content: one identity was used by two clients at once. Its content
+    was applied like any update's (every reader does the same, in any order, and converges);
+    nothing was dropped."""
+
+    snapshot_id: bytes
+    author: bytes
+    clock: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IdentityInUse(BaseEvent):
+    """An update signed with this client's own key, that this client did not write, brought
+    content this client did not have: another client writes under the same identity. This
+    client stopped writing (``error`` is an :class:`~secsync.errors.IdentityInUseError`); its
+    unsent changes are kept (``kept_changes``), to be sent once the document is opened again
+    as another device or identity."""
+
+    error: SecsyncError
+    snapshot_id: bytes
+    clock: int
+    kept_changes: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class EphemeralReceived(BaseEvent):
     """A verified ephemeral (presence) payload from a peer."""
 
@@ -175,6 +201,8 @@ class ConnectionChanged(BaseEvent):
 Event: TypeAlias = (
     SnapshotApplied
     | UpdateApplied
+    | IdentityCollision
+    | IdentityInUse
     | EphemeralReceived
     | PresenceChanged
     | MessageRejected
