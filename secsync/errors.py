@@ -516,6 +516,19 @@ class NotAMemberError(AccessError):
     code = 1004
 
 
+class DeviceCertificateError(AccessError):
+    """A device certificate that does not check out: malformed, not signed by its user, or
+    for another signing key than the message's (see ``secsync.protocol.devices``)."""
+
+    code = 1011
+
+
+class DeviceNotRegisteredError(MembershipError):
+    """A device that its user never added to the group's roster (or removed from it)."""
+
+    code = 1012
+
+
 class GroupTooLargeError(MembershipError):
     """The group would exceed the size a snapshot can carry (members or membership changes)."""
 

@@ -24,6 +24,8 @@ class BaseEvent:
         parts = []
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
+            if f.name == "user" and value is None:
+                continue  # the author signs as itself: nothing to add
             if f.name == "payload" and isinstance(value, bytes):
                 shown = f"<{len(value)} bytes>"
             elif isinstance(value, bytes):
@@ -50,6 +52,8 @@ class SnapshotApplied(BaseEvent):
     """True when accepted by recovery, without proof that it descends from the known one."""
     rebased_changes: int = 0
     """Local changes not in the snapshot, queued again to be sent on top of it."""
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -59,6 +63,8 @@ class UpdateApplied(BaseEvent):
     snapshot_id: bytes
     author: bytes
     clock: int
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -71,6 +77,8 @@ class IdentityCollision(BaseEvent):
     snapshot_id: bytes
     author: bytes
     clock: int
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -93,6 +101,8 @@ class EphemeralReceived(BaseEvent):
 
     author: bytes
     payload: bytes
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -103,6 +113,8 @@ class PresenceChanged(BaseEvent):
     state: Any
     yjs_client_id: int | None = None
     timed_out: bool = False
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -21,6 +21,7 @@ from secsync.crdt import CrdtAdapter, adapter_for, crdt_failure
 from secsync.errors import (
     CreateSnapshotError,
     CreateUpdateError,
+    DeviceCertificateError,
     EphemeralAuthorRejectedError,
     EphemeralError,
     EphemeralNoSessionError,
@@ -54,6 +55,7 @@ from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.budget import QueueBudget
 from secsync.protocol.changes import deserialize_changes, serialize_changes
 from secsync.protocol.collisions import ClockDigests, content_version, message_digest
+from secsync.protocol.devices import Device, DeviceDirectory
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
 from secsync.protocol.events import (
@@ -186,7 +188,7 @@ class DocumentSession:
     def __init__(
         self,
         doc_id: str,
-        signer: crypto.SigningKeyPair | str,
+        signer: crypto.SigningKeyPair | str | Device,
         keys: KeyProvider | bytes | str,
         crdt: object,
         *,
@@ -199,6 +201,17 @@ class DocumentSession:
         session starts its own thread pool the first time it needs it (:meth:`close` ends it).
         """
         self.doc_id = doc_id
+        # --- devices (secsync.protocol.devices): who signs, and which user that is ---
+        self.device: Device | None = signer if isinstance(signer, Device) else None
+        """The certified device this session writes as (``None``: the key signs as itself)."""
+        self.devices = DeviceDirectory()
+        """The users of the certified devices seen (see :meth:`user_of`)."""
+        self._signed_extra: Mapping[str, Any] = {}
+        if self.device is not None:
+            signer = self.device.signer
+            self.devices.register(self.device.certificate)
+            self._signed_extra = self.device.extra()
+        # --- end of devices ---
         self.signer = signing_key_pair(signer)
         self.keys: KeyProvider = key_provider(keys)
         self.crdt: CrdtAdapter = adapter_for(crdt)
@@ -210,6 +223,7 @@ class DocumentSession:
             max_payload=self.config.presence_max_bytes,
             per_second=self.config.ephemeral_per_second,
         )
+        self.ephemeral.extra = self._signed_extra
         self._log = log.bind(
             doc=crypto.document_token(doc_id)[:8], me=_short(self.signer.public_key)
         )
@@ -267,6 +281,12 @@ class DocumentSession:
     @property
     def public_key(self) -> bytes:
         return self.signer.public_key
+
+    def user_of(self, author: bytes) -> bytes:
+        """The user a signing key belongs to: the user of a certified device seen in this
+        document (or our own device's), else the key itself. The one place a signer is
+        resolved to a person (attribution, events)."""
+        return self.devices.user_of(author)
 
     @property
     def active_snapshot(self) -> SnapshotInfo | None:
@@ -557,6 +577,8 @@ class DocumentSession:
         snapshot_id = crypto.generate_id()
         try:
             key, extra = self.keys.new_snapshot_key(snapshot_id)
+            if self._signed_extra:
+                extra = {**extra, **self._signed_extra}
             state = self.crdt.encode_state()
         except Exception as exc:
             raise CreateSnapshotError(f"could not prepare the snapshot: {exc}") from exc
@@ -617,6 +639,7 @@ class DocumentSession:
                 pub_key=self.public_key,
                 ref_snapshot_id=active.info.snapshot_id,
                 clock=self._local_clock,
+                extra=self._signed_extra,
             )
             try:
                 plaintext = serialize_changes(batch, self.config.change_encoding)
@@ -823,6 +846,8 @@ class DocumentSession:
         """Policy, signature and document checks of a stored snapshot; returns its AAD."""
         self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
         aad = sealing.verify(snapshot)
+        if snapshot.public_data.extra:
+            self.devices.admit(snapshot.author, snapshot.public_data.extra)
         if snapshot.public_data.doc_id != self.doc_id:
             raise SnapshotDocumentIdError()
         return aad
@@ -1170,6 +1195,8 @@ class DocumentSession:
         if public.snapshot_id in self._superseded:
             raise SnapshotReplayError("snapshot was already superseded")
         aad = self._verify(snapshot)
+        if public.extra:
+            self.devices.admit(public.pub_key, public.extra)
         if public.doc_id != self.doc_id:
             raise SnapshotDocumentIdError()
         info = snapshot.info()
@@ -1236,6 +1263,7 @@ class DocumentSession:
             public.pub_key,
             recovered=recovery is not None,
             rebased_changes=rebased,
+            user=self.devices.device_user(public.pub_key),
         )
 
     @staticmethod
@@ -1317,6 +1345,8 @@ class DocumentSession:
         if type(self.policy) is not AllowAll:  # AllowAll allows everything, without a call
             self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
         aad = self._verify(update)
+        if public.extra:
+            self.devices.admit(public.pub_key, public.extra)
         if public.doc_id != self.doc_id:
             raise UpdateDocumentIdError()
         active = self._active
@@ -1399,7 +1429,8 @@ class DocumentSession:
             return
         snapshot_id, author = active.info.snapshot_id, active.authors[update.author]
         self._log.warning("identity_collision", author=_short(author), clock=update.clock)
-        events.append(IdentityCollision(snapshot_id, author, update.clock))
+        user = self.devices.device_user(author)
+        events.append(IdentityCollision(snapshot_id, author, update.clock, user=user))
         if watch and brought:
             self._identity_in_use = IdentityInUseError(
                 f"an update signed with our key that this client did not write (clock "
@@ -1441,8 +1472,9 @@ class DocumentSession:
         # per author instead of holding the copies decoded from each message.
         author = active.authors.setdefault(public.pub_key, public.pub_key)
         clock = public.clock
+        user = self.devices.device_user(author) if public.extra else None
         if late:
-            events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+            events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
             return
         active.clocks[author] = clock
         active.updates += 1
@@ -1450,7 +1482,7 @@ class DocumentSession:
         if author == self.public_key:
             # Our own update, stored in an earlier run of this client: continue after it.
             self._local_clock = max(self._local_clock, clock)
-        events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+        events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
 
     def _verify(self, message: Update | Snapshot) -> bytes:
         """The signature check of ``message``; returns its AAD (ASCII bytes).
@@ -1588,14 +1620,17 @@ class DocumentSession:
                 ) from None
             if not allowed:
                 raise EphemeralAuthorRejectedError()
+            if message.public_data.extra:
+                self.devices.admit(message.author, message.public_data.extra)
             result = self.ephemeral.receive(message, self._ephemeral_key(), now)
         except EphemeralRateError:
             return  # a flood: dropped unchecked and counted, not reported message by message
-        except (EphemeralError, NoActiveSnapshotError) as exc:
+        except (EphemeralError, NoActiveSnapshotError, DeviceCertificateError) as exc:
             events.append(self._rejected(exc, MessageKind.EPHEMERAL, message.author))
             return
         self._outbox.extend(result.replies)
         if result.error is not None:
             events.append(self._rejected(result.error, MessageKind.EPHEMERAL, message.author))
         if result.payload is not None:
-            events.append(EphemeralReceived(message.author, result.payload))
+            user = self.devices.device_user(message.author)
+            events.append(EphemeralReceived(message.author, result.payload, user=user))

@@ -16,7 +16,8 @@ import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import IdentityInUseError
 from secsync.protocol import crypto
-from secsync.protocol.events import IdentityCollision, IdentityInUse
+from secsync.protocol.devices import UserIdentity
+from secsync.protocol.events import IdentityCollision, IdentityInUse, UpdateApplied
 from secsync.transport import Document
 from tests.transport.helpers import KEY, until
 
@@ -73,7 +74,8 @@ async def read_fresh(url: str, doc_id: str) -> str:
 
 @pytest.mark.parametrize("with_store", [False, True], ids=["memory", "store"])
 async def test_one_identity_on_two_clients(broker, tmp_path: Path, with_store: bool) -> None:
-    me = crypto.SigningKeyPair.generate()
+    user = UserIdentity.generate()
+    me = user.new_device("laptop")  # the same device string copied to a second process
     store = tmp_path / "a.db" if with_store else None
     async with (
         secsync.connect(broker.url, config=config(store)) as c1,
@@ -129,11 +131,11 @@ async def test_one_identity_on_two_clients(broker, tmp_path: Path, with_store: b
         kept = len(d1.unsent_changes())
         await d1.close()
         await d2.close()
-    # After a restart, the first writer opens the document under another identity: what it
-    # kept is sent then.
+    # After a restart, the first writer opens the document as another device of the user:
+    # what it kept is sent then.
     async with secsync.connect(broker.url, config=config(store)) as again:
         y4: pycrdt.Doc = pycrdt.Doc()
-        device = crypto.SigningKeyPair.generate()
+        device = user.new_device("second laptop").to_b64()  # its stored string form
         reopened = await again.open("twice", key=KEY, signing_key=device, crdt=y4)
         assert reopened.identity_in_use is None and reopened.pending_changes >= kept > 0
         await reopened.flush(10)
@@ -166,3 +168,33 @@ async def test_the_same_identity_again_after_a_restart_stays_stopped(
         assert d1.identity_in_use is not None and d1.pending_changes > 0
         with pytest.raises(IdentityInUseError):
             await d1.flush(10)
+
+
+async def test_two_devices_of_one_user_edit_and_are_named_as_the_user(broker) -> None:
+    user = UserIdentity.generate()
+    laptops = [user.new_device("laptop 1"), user.new_device("laptop 2")]
+    async with (
+        secsync.connect(broker.url, config=config()) as c1,
+        secsync.connect(broker.url, config=config()) as c2,
+        secsync.connect(broker.url, config=config()) as c3,
+    ):
+        y1, y2, y3 = pycrdt.Doc(), pycrdt.Doc(), pycrdt.Doc()
+        d1 = await c1.open("laptops", key=KEY, signing_key=laptops[0], crdt=y1)
+        text(y1).insert(0, "start ")
+        await d1.flush(10)
+        d2 = await c2.open("laptops", key=KEY, signing_key=laptops[1].to_b64(), crdt=y2)
+        reader = await c3.open(
+            "laptops", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=y3
+        )
+        await asyncio.gather(edit(d1, y1, "a"), edit(d2, y2, "b"))
+        await d1.flush(10)
+        await d2.flush(10)
+        expected = set(words("a") + words("b"))
+        for ydoc, doc in ((y1, d1), (y2, d2), (y3, reader)):
+            await until(doc, lambda ydoc=ydoc: all(w in str(text(ydoc)) for w in expected))
+        assert str(text(y1)) == str(text(y2)) == str(text(y3))
+        applied = [e for e in drained(reader) if isinstance(e, UpdateApplied)]
+        assert {e.author for e in applied} == {d.public_key for d in laptops}
+        assert {e.user for e in applied} == {user.public_key}
+        assert reader.session.user_of(laptops[1].public_key) == user.public_key
+        assert d1.identity_in_use is None and d2.identity_in_use is None
