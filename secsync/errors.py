@@ -523,12 +523,6 @@ class DeviceCertificateError(AccessError):
     code = 1011
 
 
-class DeviceNotRegisteredError(MembershipError):
-    """A device that its user never added to the group's roster (or removed from it)."""
-
-    code = 1012
-
-
 class GroupTooLargeError(MembershipError):
     """The group would exceed the size a snapshot can carry (members or membership changes)."""
 
