@@ -14,12 +14,14 @@ if TYPE_CHECKING:
     from secsync.config import SecsyncConfig
     from secsync.errors import InvalidKeyError, SecsyncError, WrongKeyError
     from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
+    from secsync.protocol.devices import Device, UserIdentity
     from secsync.protocol.keys import decode_key, encode_key
     from secsync.transport import Document, SecsyncClient, connect
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Device",
     "Document",
     "DocumentSession",
     "SecsyncClient",
@@ -28,6 +30,7 @@ __all__ = [
     "SecsyncError",
     "SigningKeyPair",
     "StaticKey",
+    "UserIdentity",
     "WrongKeyError",
     "__version__",
     "connect",
@@ -38,6 +41,7 @@ __all__ = [
 
 # Public name -> the module that defines it.
 _LAZY = {
+    "Device": "secsync.protocol.devices",
     "Document": "secsync.transport",
     "DocumentSession": "secsync.protocol",
     "SecsyncClient": "secsync.transport",
@@ -45,6 +49,7 @@ _LAZY = {
     "SecsyncError": "secsync.errors",
     "SigningKeyPair": "secsync.protocol",
     "StaticKey": "secsync.protocol",
+    "UserIdentity": "secsync.protocol.devices",
     "InvalidKeyError": "secsync.errors",
     "WrongKeyError": "secsync.errors",
     "connect": "secsync.transport",

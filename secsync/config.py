@@ -45,6 +45,10 @@ class SecsyncConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_queued_updates_per_author: int = 10_000
     """Out-of-order updates waiting for a predecessor, per author."""
+    max_clock_digests: int = 10_000
+    """Per document, how many ``(author, clock)`` digests of accepted updates on the active
+    snapshot are remembered to tell a clock collision (one identity used by two clients) from
+    a replay (see ``secsync.protocol.collisions``)."""
     max_deferred_updates: int = 10_000
     """Updates waiting for a snapshot that has not arrived yet."""
     max_queued_bytes_per_author: int = 16 * 1024 * 1024

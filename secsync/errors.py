@@ -382,6 +382,21 @@ class LocalStoreError(SessionError):
     code = 804
 
 
+class IdentityInUseError(SessionError):
+    """Another client writes under this client's identity (same signing key, same document):
+    this client stops writing under it. Its unsent changes are kept; open the document again
+    as another device (or identity) to send them."""
+
+    code = 805
+
+
+class IdentityCollisionError(SessionError):
+    """Two different updates of one author carry the same clock on the same snapshot (one
+    identity written from two clients at once); both were applied."""
+
+    code = 806
+
+
 # --- 9xx: transport and broker -------------------------------------------------------------
 
 
@@ -499,6 +514,13 @@ class NotAMemberError(AccessError):
     """No key of this snapshot epoch is sealed to us: we are not (or no longer) a member."""
 
     code = 1004
+
+
+class DeviceCertificateError(AccessError):
+    """A device certificate that does not check out: malformed, not signed by its user, or
+    for another signing key than the message's (see ``secsync.protocol.devices``)."""
+
+    code = 1011
 
 
 class GroupTooLargeError(MembershipError):

@@ -16,6 +16,7 @@ import enum
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +30,7 @@ from secsync.errors import (
     EphemeralTypeError,
 )
 from secsync.protocol import crypto, sealing
+from secsync.protocol.encoding import JsonValue
 from secsync.protocol.messages import EphemeralMessage, EphemeralPublicData
 
 SESSION_ID_BYTES: Final = 24
@@ -117,6 +119,8 @@ class EphemeralSessions:
         # peer -> (reply tokens left, when counted): handshake replies are rationed per peer
         self._replied: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
         self._now: float | None = None
+        self.extra: Mapping[str, JsonValue] = {}
+        """Public data added to every message of mine (a device's certificate)."""
         self.session_id = b""
         self._counter = 0
         self.new_session()
@@ -146,7 +150,9 @@ class EphemeralSessions:
         try:
             plaintext = EphemeralPlaintext(message_type, self.session_id, self._counter, payload)
             return sealing.seal(
-                EphemeralPublicData(doc_id=self.doc_id, pub_key=self._signer.public_key),
+                EphemeralPublicData(
+                    doc_id=self.doc_id, pub_key=self._signer.public_key, extra=self.extra
+                ),
                 plaintext.encode(),
                 key,
                 self._signer,

@@ -24,6 +24,8 @@ class BaseEvent:
         parts = []
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
+            if f.name == "user" and value is None:
+                continue  # the author signs as itself: nothing to add
             if f.name == "payload" and isinstance(value, bytes):
                 shown = f"<{len(value)} bytes>"
             elif isinstance(value, bytes):
@@ -50,6 +52,8 @@ class SnapshotApplied(BaseEvent):
     """True when accepted by recovery, without proof that it descends from the known one."""
     rebased_changes: int = 0
     """Local changes not in the snapshot, queued again to be sent on top of it."""
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -59,6 +63,36 @@ class UpdateApplied(BaseEvent):
     snapshot_id: bytes
     author: bytes
     clock: int
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IdentityCollision(BaseEvent):
+    """Another update of ``author`` with a clock one of its updates already holds on this
+    snapshot, with other content: one identity was used by two clients at once. Its content
+    was applied like any update's (every reader does the same, in any order, and converges);
+    nothing was dropped."""
+
+    snapshot_id: bytes
+    author: bytes
+    clock: int
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IdentityInUse(BaseEvent):
+    """An update signed with this client's own key, that this client did not write, brought
+    content this client did not have: another client writes under the same identity. This
+    client stopped writing (``error`` is an :class:`~secsync.errors.IdentityInUseError`); its
+    unsent changes are kept (``kept_changes``), to be sent once the document is opened again
+    as another device or identity."""
+
+    error: SecsyncError
+    snapshot_id: bytes
+    clock: int
+    kept_changes: int
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -67,6 +101,8 @@ class EphemeralReceived(BaseEvent):
 
     author: bytes
     payload: bytes
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -77,6 +113,8 @@ class PresenceChanged(BaseEvent):
     state: Any
     yjs_client_id: int | None = None
     timed_out: bool = False
+    user: bytes | None = None
+    """The user whose certified device ``author`` is (``None``: the author signs as itself)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -175,6 +213,8 @@ class ConnectionChanged(BaseEvent):
 Event: TypeAlias = (
     SnapshotApplied
     | UpdateApplied
+    | IdentityCollision
+    | IdentityInUse
     | EphemeralReceived
     | PresenceChanged
     | MessageRejected

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,10 @@ def decode_presence(payload: bytes) -> tuple[int, Any, int | None]:
     return clock, state, yjs
 
 
+def _no_user(author: bytes) -> bytes | None:
+    return None
+
+
 class PresenceTracker:
     """Remote presence states by author, with expiry and Yjs client id ownership."""
 
@@ -106,6 +110,9 @@ class PresenceTracker:
         self.clock = 0
         self.local_state: Any = None
         self.local_yjs_client_id: int | None = None
+        self.user_of: Callable[[bytes], bytes | None] = _no_user
+        """The user of a certified device (``None`` for a key that signs as itself): the
+        session's ``devices.device_user``, to name users in events."""
 
     @property
     def states(self) -> dict[bytes, Any]:
@@ -160,10 +167,11 @@ class PresenceTracker:
                 self._owners.popitem(last=False)
         if state is None:
             self._peers.pop(author, None)
-            return [PresenceChanged(author, None, yjs)] if peer is not None else []
+            user = self.user_of(author)
+            return [PresenceChanged(author, None, yjs, user=user)] if peer is not None else []
         changed = peer is None or peer.state != state or peer.yjs_client_id != yjs
         self._peers[author] = _Peer(clock, state, yjs, now)
-        return [PresenceChanged(author, state, yjs)] if changed else []
+        return [PresenceChanged(author, state, yjs, user=self.user_of(author))] if changed else []
 
     def expire(self, now: float) -> list[PresenceChanged]:
         """Take the coalesced states whose interval has passed, and remove peers not heard
@@ -179,7 +187,11 @@ class PresenceTracker:
         for author in gone:
             peer = self._peers.pop(author)
             self._taken.pop(author, None)
-            events.append(PresenceChanged(author, None, peer.yjs_client_id, timed_out=True))
+            events.append(
+                PresenceChanged(
+                    author, None, peer.yjs_client_id, timed_out=True, user=self.user_of(author)
+                )
+            )
         return events
 
     def next_held(self) -> float | None:

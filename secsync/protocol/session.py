@@ -19,10 +19,12 @@ from secsync.crdt import CrdtAdapter, adapter_for, crdt_failure
 from secsync.errors import (
     CreateSnapshotError,
     CreateUpdateError,
+    DeviceCertificateError,
     EphemeralAuthorRejectedError,
     EphemeralError,
     EphemeralNoSessionError,
     EphemeralRateError,
+    IdentityInUseError,
     MembershipError,
     NoActiveSnapshotError,
     SecsyncError,
@@ -50,12 +52,16 @@ from secsync.logs import get_logger
 from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.budget import QueueBudget
 from secsync.protocol.changes import deserialize_changes, serialize_changes
+from secsync.protocol.collisions import ClockDigests, content_version, message_digest
+from secsync.protocol.devices import Device, DeviceDirectory
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
 from secsync.protocol.events import (
     EphemeralReceived,
     Event,
     GapDetected,
+    IdentityCollision,
+    IdentityInUse,
     MessageRejected,
     RecoveryNeeded,
     SnapshotApplied,
@@ -147,6 +153,8 @@ class _Waiting:
     """Verified updates of one author that wait for their predecessor."""
 
     updates: dict[int, Update] = field(default_factory=dict)
+    twins: dict[int, list[Update]] = field(default_factory=dict)
+    """Other updates with a clock that waits already (an identity used by two clients)."""
     since: float = 0.0
     refetch_asked: bool = False
     recovery_asked: bool = False
@@ -184,7 +192,7 @@ class DocumentSession:
     def __init__(
         self,
         doc_id: str,
-        signer: crypto.SigningKeyPair | str,
+        signer: crypto.SigningKeyPair | str | Device,
         keys: KeyProvider | bytes | str,
         crdt: object,
         *,
@@ -198,6 +206,17 @@ class DocumentSession:
         that work on the calling thread.
         """
         self.doc_id = doc_id
+        # --- devices (secsync.protocol.devices): who signs, and which user that is ---
+        self.device: Device | None = signer if isinstance(signer, Device) else None
+        """The certified device this session writes as (``None``: the key signs as itself)."""
+        self.devices = DeviceDirectory()
+        """The users of the certified devices seen (see :meth:`user_of`)."""
+        self._signed_extra: Mapping[str, Any] = {}
+        if self.device is not None:
+            signer = self.device.signer
+            self.devices.register(self.device.certificate)
+            self._signed_extra = self.device.extra()
+        # --- end of devices ---
         self.signer = signing_key_pair(signer)
         self.keys: KeyProvider = key_provider(keys)
         self.crdt: CrdtAdapter = adapter_for(crdt)
@@ -209,6 +228,7 @@ class DocumentSession:
             max_payload=self.config.presence_max_bytes,
             per_second=self.config.ephemeral_per_second,
         )
+        self.ephemeral.extra = self._signed_extra
         self._log = log.bind(
             doc=crypto.document_token(doc_id)[:8], me=_short(self.signer.public_key)
         )
@@ -246,6 +266,10 @@ class DocumentSession:
         self._outbox: list[Message] = []
         self._snapshot_requested = False
         self._first_snapshot_wanted = False
+        # Identity collisions (secsync.protocol.collisions): digests per (author, clock) on the
+        # active snapshot, and why we stopped writing (our key is in use on another client).
+        self._digests = ClockDigests(cfg.max_clock_digests)
+        self._identity_in_use: IdentityInUseError | None = None
 
         self.change_log: Callable[[list[bytes]], None] | None = None
         """Called with local changes the moment they are taken from the CRDT, before the session
@@ -262,6 +286,12 @@ class DocumentSession:
     @property
     def public_key(self) -> bytes:
         return self.signer.public_key
+
+    def user_of(self, author: bytes) -> bytes:
+        """The user a signing key belongs to: the user of a certified device seen in this
+        document (or our own device's), else the key itself. The one place a signer is
+        resolved to a person (attribution, events)."""
+        return self.devices.user_of(author)
 
     @property
     def active_snapshot(self) -> SnapshotInfo | None:
@@ -299,6 +329,28 @@ class DocumentSession:
         is not the document's latest, and nothing is sent until a newer one is applied (or
         :meth:`resend_refused`)."""
         return bool(self._refused)
+
+    @property
+    def identity_in_use(self) -> IdentityInUseError | None:
+        """Why this session stopped writing, if it did: another client writes under its
+        identity (see :class:`~secsync.protocol.events.IdentityInUse`). Local changes still
+        count in :attr:`pending_changes` and stay in :meth:`unsent_changes`."""
+        return self._identity_in_use
+
+    def unsent_changes(self) -> list[bytes]:
+        """Every local change the broker is not known to store, in order: pending ones, and
+        those of messages refused or not acknowledged yet (to send under another identity)."""
+        self._collect_local()
+        return self._kept()
+
+    def _kept(self) -> list[bytes]:
+        kept: list[bytes] = []
+        if self._snapshot_in_flight is not None:
+            kept.extend(self._snapshot_in_flight.changes)
+        for _, flight in self._sent_updates():
+            kept.extend(flight.changes)
+        kept.extend(self._pending)
+        return kept
 
     @property
     def is_synced(self) -> bool:
@@ -370,6 +422,11 @@ class DocumentSession:
                 wire.encode(self._snapshot_in_flight.message),
                 self._snapshot_in_flight.changes,
             ],
+            "me": self.public_key,
+            "digests": self._digests.export(),
+            "identity_in_use": None
+            if self._identity_in_use is None
+            else self._identity_in_use.message,
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
@@ -419,11 +476,33 @@ class DocumentSession:
                 self._snapshot_in_flight = _SnapshotInFlight(
                     message, list(flight[1]), self.keys.snapshot_key(message.info())
                 )
+            self._digests = ClockDigests.restore(
+                state.get("digests", ()), self.config.max_clock_digests
+            )
+            self._restore_identity(state.get("me"), state.get("identity_in_use"))
         except (KeyError, TypeError, ValueError, AssertionError, SecsyncError) as exc:
             raise SessionError(f"saved session state is unusable: {exc}") from None
         # a session saved before it ever loaded from the broker still has to (and to check
         # that its key opens what is stored)
         self.loaded = bool(state.get("loaded", True))
+
+    def _restore_identity(self, saved_by: bytes | None, in_use: str | None) -> None:
+        """State saved under another identity (a device opened in place of one whose key was
+        in use elsewhere): what it sent and did not see stored is queued to be sealed again
+        under ours; what the broker confirmed is stored under the other key and stays."""
+        if saved_by is None or saved_by == self.public_key:
+            if in_use is not None:
+                self._identity_in_use = IdentityInUseError(in_use)
+            return
+        carried = self._kept()
+        self._pending = carried
+        self._in_flight = OrderedDict()
+        self._refused = OrderedDict()
+        self._snapshot_in_flight = None
+        self._confirmed = {}
+        active = self._active
+        self._local_clock = active.clocks.get(self.public_key, -1) if active else -1
+        self._log.info("identity_changed", kept=len(carried))
 
     # --- local changes and sending ----------------------------------------------------------
 
@@ -447,6 +526,8 @@ class DocumentSession:
         """
         self._collect_local()
         out, self._outbox = self._outbox, []
+        if self._identity_in_use is not None:
+            return out  # our key is in use elsewhere: nothing more is written under it
         if not self.loaded or self._snapshot_in_flight is not None or self._refused:
             return out  # refused: whatever we wrote now would be refused too
         if self._active is None:
@@ -489,6 +570,8 @@ class DocumentSession:
         """Write a snapshot now (for example after a key rotation) whatever the policy says."""
         if not self.loaded:
             raise NoActiveSnapshotError("load the document before writing a snapshot")
+        if self._identity_in_use is not None:
+            raise self._identity_in_use
         if self._snapshot_in_flight is not None:
             raise CreateSnapshotError("a snapshot is already in flight")
         self._collect_local()
@@ -499,6 +582,8 @@ class DocumentSession:
         snapshot_id = crypto.generate_id()
         try:
             key, extra = self.keys.new_snapshot_key(snapshot_id)
+            if self._signed_extra:
+                extra = {**extra, **self._signed_extra}
             state = self.crdt.encode_state()
         except Exception as exc:
             raise CreateSnapshotError(f"could not prepare the snapshot: {exc}") from exc
@@ -559,12 +644,14 @@ class DocumentSession:
                 pub_key=self.public_key,
                 ref_snapshot_id=active.info.snapshot_id,
                 clock=self._local_clock,
+                extra=self._signed_extra,
             )
             try:
                 plaintext = serialize_changes(batch, self.config.change_encoding)
             except Exception as exc:
                 raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
             update = sealing.seal(public, plaintext, active.cipher, self.signer)
+            self._digests.add(self.public_key, self._local_clock, message_digest(update))
             updates.append(update)
             self._in_flight[self._local_clock] = _UpdateInFlight(update, batch)
         return updates
@@ -624,7 +711,21 @@ class DocumentSession:
         if clock > active.clocks.get(self.public_key, -1):
             active.clocks[self.public_key] = clock
         active.updates += 1
-        return [UpdateStored(snapshot_id, clock)]
+        events: list[Event] = [UpdateStored(snapshot_id, clock)]
+        waiting = self._waiting.get(self.public_key)
+        if waiting is not None:
+            # updates of our key written elsewhere wait: at this clock (overtaken by ours,
+            # applied now as collisions) or after it
+            for stale in [c for c in waiting.updates if c <= clock]:
+                update = waiting.updates.pop(stale)
+                for held in (update, *waiting.twins.pop(stale, [])):
+                    self._budget.release(held.author, _held_size(held))
+                    try:
+                        self._collide(held, active, events, None, late=True, certain=True)
+                    except SecsyncError as exc:
+                        events.append(self._rejected(exc, MessageKind.UPDATE, held.author))
+            self._drain(self.public_key, active, events)
+        return events
 
     def update_rejected(self, snapshot_id: bytes, clock: int) -> list[Event]:
         """The broker refused our update for good: its snapshot is no longer the latest.
@@ -750,6 +851,8 @@ class DocumentSession:
         """Policy, signature and document checks of a stored snapshot; returns its AAD."""
         self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
         aad = sealing.verify(snapshot)
+        if snapshot.public_data.extra:
+            self.devices.admit(snapshot.author, snapshot.public_data.extra)
         if snapshot.public_data.doc_id != self.doc_id:
             raise SnapshotDocumentIdError()
         return aad
@@ -935,6 +1038,7 @@ class DocumentSession:
         self._collect_local()
         carried = self._carry_over_all()
         self._active = None
+        self._digests = ClockDigests(self.config.max_clock_digests)
         self._superseded.clear()
         self._confirmed = {}
         self._in_flight = OrderedDict()
@@ -1085,6 +1189,8 @@ class DocumentSession:
         if public.snapshot_id in self._superseded:
             raise SnapshotReplayError("snapshot was already superseded")
         aad = self._verify(snapshot)
+        if public.extra:
+            self.devices.admit(public.pub_key, public.extra)
         if public.doc_id != self.doc_id:
             raise SnapshotDocumentIdError()
         info = snapshot.info()
@@ -1151,6 +1257,7 @@ class DocumentSession:
             public.pub_key,
             recovered=recovery is not None,
             rebased_changes=rebased,
+            user=self.devices.device_user(public.pub_key),
         )
 
     @staticmethod
@@ -1204,9 +1311,10 @@ class DocumentSession:
         if activated is not None:
             activated(self._active.info)
         for waiting in self._waiting.values():  # they waited on the old snapshot: dropped
-            for update in waiting.updates.values():
+            for update in itertools.chain(waiting.updates.values(), *waiting.twins.values()):
                 self._budget.release(update.author, _held_size(update))
         self._waiting.clear()
+        self._digests = ClockDigests(self.config.max_clock_digests)
         self._confirmed = {}
         self._in_flight = OrderedDict()
         self._refused = OrderedDict()
@@ -1231,6 +1339,8 @@ class DocumentSession:
         if type(self.policy) is not AllowAll:  # AllowAll allows everything, without a call
             self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
         aad = self._verify(update)
+        if public.extra:
+            self.devices.admit(public.pub_key, public.extra)
         if public.doc_id != self.doc_id:
             raise UpdateDocumentIdError()
         active = self._active
@@ -1246,17 +1356,24 @@ class DocumentSession:
             self._defer(update, now)
             return
         current = active.clocks.get(public.pub_key, -1)
-        if public.pub_key == self.public_key:
+        own = public.pub_key == self.public_key
+        if own:
             flight = self._in_flight.get(public.clock) or self._refused.get(public.clock)
             if flight is not None and flight.message == update:
                 events += self.update_stored(ref, public.clock)  # our own, delivered back
                 return
-            if flight is not None:
-                # Another update of ours holds this clock in the stream (sealed before a
-                # restart that lost it): ours is sealed again; the stored one is applied below.
-                events += self.update_preempted(ref, public.clock)
-            elif public.clock <= current:
+        # --- identity collisions (see secsync.protocol.collisions) ---
+        known = self._digests.get(public.pub_key, public.clock)
+        if known and message_digest(update) in known:
+            if own:
                 return  # our own, already confirmed by the broker's acknowledgement
+            raise UpdateReplayError(f"clock {public.clock} was applied already")
+        if public.clock <= current and (known or own):
+            # another message holds this clock: both are applied (ours too, whatever our key
+            # wrote elsewhere; one older than the record brings nothing new and is dropped)
+            self._collide(update, active, events, aad, late=True, certain=bool(known))
+            return
+        # --- end of identity collisions ---
         if public.clock <= current:
             ranges = active.skipped.get(public.pub_key, ())
             if any(lo <= public.clock <= hi for lo, hi in ranges):
@@ -1268,8 +1385,54 @@ class DocumentSession:
         if public.clock > current + 1:
             self._enqueue(update, now)
             return
-        self._apply_update(update, active, events, aad)
+        self._accept(update, active, events, aad)
         self._drain(public.pub_key, active, events)
+
+    def _accept(
+        self, update: Update, active: _Active, events: list[Event], aad: bytes | None = None
+    ) -> None:
+        """Apply the next update of its author: a collision if its clock holds another one."""
+        if self._digests.get(update.author, update.clock):
+            self._collide(update, active, events, aad, late=False, certain=True)
+        else:
+            self._apply_update(update, active, events, aad)
+            self._digests.add(update.author, update.clock, message_digest(update))
+
+    def _collide(
+        self,
+        update: Update,
+        active: _Active,
+        events: list[Event],
+        aad: bytes | None,
+        *,
+        late: bool,
+        certain: bool,
+    ) -> None:
+        """Apply an update whose clock another update of its author holds (``certain``), or an
+        update of our key below our clock that we have no record of. Either way, an update of
+        our key that we did not write and that brings content we lacked proves that another
+        client writes under our identity: we stop writing."""
+        watch = update.author == self.public_key and self._identity_in_use is None
+        before = content_version(self.crdt) if watch else None
+        count = len(events)
+        self._apply_update(update, active, events, aad, late=late)
+        self._digests.add(update.author, update.clock, message_digest(update))
+        brought = before is None or content_version(self.crdt) != before
+        if not certain and not (watch and brought):
+            del events[count:]  # ours, older than the record: nothing new, nothing to report
+            return
+        snapshot_id, author = active.info.snapshot_id, active.authors[update.author]
+        self._log.warning("identity_collision", author=_short(author), clock=update.clock)
+        user = self.devices.device_user(author)
+        events.append(IdentityCollision(snapshot_id, author, update.clock, user=user))
+        if watch and brought:
+            self._identity_in_use = IdentityInUseError(
+                f"an update signed with our key that this client did not write (clock "
+                f"{update.clock}) brought content it lacked: the identity is in use elsewhere"
+            )
+            kept = len(self._kept()) + self.untaken_changes
+            self._log.warning("identity_in_use", clock=update.clock, kept=kept)
+            events.append(IdentityInUse(self._identity_in_use, snapshot_id, update.clock, kept))
 
     def _apply_update(
         self,
@@ -1303,8 +1466,9 @@ class DocumentSession:
         # per author instead of holding the copies decoded from each message.
         author = active.authors.setdefault(public.pub_key, public.pub_key)
         clock = public.clock
+        user = self.devices.device_user(author) if public.extra else None
         if late:
-            events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+            events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
             return
         active.clocks[author] = clock
         active.updates += 1
@@ -1312,7 +1476,7 @@ class DocumentSession:
         if author == self.public_key:
             # Our own update, stored in an earlier run of this client: continue after it.
             self._local_clock = max(self._local_clock, clock)
-        events.append(UpdateApplied(active.info.snapshot_id, author, clock))
+        events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
 
     def _verify(self, message: Update | Snapshot) -> bytes:
         """The signature check of ``message``; returns its AAD (ASCII bytes).
@@ -1328,13 +1492,16 @@ class DocumentSession:
 
     def _enqueue(self, update: Update, now: float) -> None:
         waiting = self._waiting.get(update.author)
-        if waiting is not None and update.clock in waiting.updates:
-            if waiting.updates[update.clock] == update:
+        twin = waiting is not None and update.clock in waiting.updates
+        if twin:
+            assert waiting is not None
+            if update == waiting.updates[update.clock] or update in waiting.twins.get(
+                update.clock, ()
+            ):
                 return  # the same message twice while waiting
-            raise UpdateReplayError("another update with the same clock is already waiting")
-        if (
-            waiting is not None
-            and len(waiting.updates) >= self.config.max_queued_updates_per_author
+        if waiting is not None and (
+            len(waiting.updates) + sum(map(len, waiting.twins.values()))
+            >= self.config.max_queued_updates_per_author
         ):
             raise UpdateQueueFullError(
                 f"{len(waiting.updates)} updates of this author already wait for a gap"
@@ -1342,6 +1509,9 @@ class DocumentSession:
         self._budget.admit(update.author, _held_size(update))
         if waiting is None:
             waiting = self._waiting[update.author] = _Waiting(since=now)
+        if twin:  # another update with the same clock: applied as a collision after it
+            waiting.twins.setdefault(update.clock, []).append(update)
+            return
         if not waiting.updates:
             waiting.since = now
             waiting.refetch_asked = waiting.recovery_asked = False
@@ -1350,15 +1520,23 @@ class DocumentSession:
     def _drain(self, author: bytes, active: _Active, events: list[Event]) -> None:
         waiting = self._waiting.get(author)
         while waiting and waiting.updates:
-            following = waiting.updates.pop(active.clocks[author] + 1, None)
+            clock = active.clocks.get(author, -1) + 1
+            following = waiting.updates.pop(clock, None)
             if following is None:
                 return
-            self._budget.release(author, _held_size(following))
+            twins = waiting.twins.pop(clock, [])
+            for update in (following, *twins):
+                self._budget.release(author, _held_size(update))
             try:
-                self._apply_update(following, active, events)
+                self._accept(following, active, events)
             except SecsyncError as exc:
                 events.append(self._rejected(exc, MessageKind.UPDATE, author))
                 return
+            for twin in twins:
+                try:
+                    self._collide(twin, active, events, None, late=True, certain=True)
+                except SecsyncError as exc:
+                    events.append(self._rejected(exc, MessageKind.UPDATE, author))
         self._waiting.pop(author, None)
 
     def _defer(self, update: Update, now: float) -> None:
@@ -1435,14 +1613,17 @@ class DocumentSession:
                 ) from None
             if not allowed:
                 raise EphemeralAuthorRejectedError()
+            if message.public_data.extra:
+                self.devices.admit(message.author, message.public_data.extra)
             result = self.ephemeral.receive(message, self._ephemeral_key(), now)
         except EphemeralRateError:
             return  # a flood: dropped unchecked and counted, not reported message by message
-        except (EphemeralError, NoActiveSnapshotError) as exc:
+        except (EphemeralError, NoActiveSnapshotError, DeviceCertificateError) as exc:
             events.append(self._rejected(exc, MessageKind.EPHEMERAL, message.author))
             return
         self._outbox.extend(result.replies)
         if result.error is not None:
             events.append(self._rejected(result.error, MessageKind.EPHEMERAL, message.author))
         if result.payload is not None:
-            events.append(EphemeralReceived(message.author, result.payload))
+            user = self.devices.device_user(message.author)
+            events.append(EphemeralReceived(message.author, result.payload, user=user))

@@ -22,12 +22,12 @@ from secsync.errors import (
 )
 from secsync.logs import get_logger
 from secsync.protocol.crypto import SigningKeyPair
+from secsync.protocol.devices import Device, device_or_key
 from secsync.protocol.keys import (
     KeyProvider,
     StaticKey,
     document_key,
     key_provider,
-    signing_key_pair,
 )
 from secsync.protocol.policy import AuthorPolicy
 from secsync.protocol.session import DocumentSession
@@ -200,7 +200,7 @@ class SecsyncClient:
         doc_id: str,
         *,
         key: KeyProvider | bytes | str,
-        signing_key: SigningKeyPair | str,
+        signing_key: SigningKeyPair | Device | str,
         crdt: object,
         policy: AuthorPolicy | None = None,
         awareness: Any = None,
@@ -211,7 +211,9 @@ class SecsyncClient:
         ``key`` is the document key (32 bytes, or the base64url text ``secsync keygen`` and
         :func:`secsync.encode_key` write) or a :class:`KeyProvider` (closed groups);
         ``signing_key`` is the identity that signs every change (a :class:`SigningKeyPair`
-        or its text form, :meth:`SigningKeyPair.to_b64`). Anything else raises
+        or its text form, :meth:`SigningKeyPair.to_b64`), or a certified
+        :class:`~secsync.protocol.devices.Device` of a user (or its text form,
+        :meth:`Device.to_b64`): then readers name the user beside the device. Anything else raises
         :class:`InvalidKeyError` at once. A document whose stored snapshots do not open with
         the key raises :class:`WrongKeyError`, and nothing is written to it.
 
@@ -222,7 +224,7 @@ class SecsyncClient:
         if doc_id in self._documents:
             raise ConfigurationError("this document is already open on this client")
         keys = key_provider(key)
-        signer = signing_key_pair(signing_key)
+        signer = device_or_key(signing_key)
         if storage_key is not None:
             storage_key = document_key(storage_key, parameter="storage_key")
         elif self.store is not None:

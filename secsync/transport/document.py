@@ -31,6 +31,7 @@ from secsync.errors import (
     DocumentClosedError,
     DuplicateBatchError,
     DuplicateMismatchError,
+    IdentityInUseError,
     PayloadTooLargeError,
     SecsyncError,
     SnapshotApplyError,
@@ -296,12 +297,28 @@ class Document:
         ):
             self.checkpoint()
 
+    @property
+    def identity_in_use(self) -> IdentityInUseError | None:
+        """Set when another client writes under this document's signing key: nothing more is
+        sent; :meth:`unsent_changes` are kept (and, with a store, survive a restart) until the
+        document is opened again under another identity (a device of the user)."""
+        return self.session.identity_in_use
+
+    def unsent_changes(self) -> list[bytes]:
+        """Local changes the broker is not known to store (see :attr:`identity_in_use`)."""
+        return self.session.unsent_changes()
+
     async def flush(self, timeout: float | None = None) -> None:
-        """Return once every local change is stored by the broker."""
+        """Return once every local change is stored by the broker.
+
+        Raises :class:`IdentityInUseError` if the document stopped writing because another
+        client writes under its identity (see :attr:`identity_in_use`)."""
         async with asyncio.timeout(timeout):
             while not self.session.is_synced or self._sending_paused:
                 if self._closed:
                     raise DocumentClosedError()
+                if self.session.identity_in_use is not None:
+                    raise self.session.identity_in_use
                 if self._sending_paused or not self._online:
                     # nothing can be sent now: wait for that to change, not in a busy loop
                     self._can_send.clear()

@@ -45,6 +45,7 @@ class Presence:
             max_bytes=self._config.presence_max_bytes,
             min_interval=self._config.presence_receive_interval,
         )
+        self.tracker.user_of = document.session.devices.device_user
         self.awareness = awareness
         self._dirty = False
         self._last_sent = 0.0

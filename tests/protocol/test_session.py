@@ -6,10 +6,13 @@ import pycrdt
 import pytest
 
 from secsync.config import SecsyncConfig
-from secsync.errors import SecsyncError
-from secsync.protocol import crypto, wire
+from secsync.errors import IdentityInUseError, SecsyncError
+from secsync.protocol import crypto, sealing, wire
+from secsync.protocol.changes import deserialize_changes
 from secsync.protocol.events import (
     GapDetected,
+    IdentityCollision,
+    IdentityInUse,
     MessageRejected,
     RecoveryNeeded,
     SnapshotApplied,
@@ -240,29 +243,47 @@ def test_preempted_update_is_sealed_again_under_a_fresh_clock() -> None:
     assert reader.content == peer.content == "base01"
 
 
-def test_own_clock_delivered_back_with_other_bytes_is_not_taken_as_stored() -> None:
-    """The stream holds another update of ours under a clock we have in flight (sealed before
-    a restart that lost it): it is applied as it is, and ours is sealed again."""
+def test_own_clock_written_elsewhere_stops_writing_and_keeps_the_changes() -> None:
+    """The stream holds another update of our key under a clock we have in flight, with
+    content we lacked: our identity is in use on another client. It is applied, we stop
+    writing (typed event, error), our own update stays to be acknowledged, and local changes
+    made afterwards stay pending."""
     peer, snap, (u0,) = _peer_with_updates(1)
     session = peer.session
-    change, _ = yjs_change("old")
+    change, _ = yjs_change("elsewhere")
     other = make_update(peer.signer, snap, u0.clock, [change])
     events = session.receive(other, now=0.0)
-    assert not any(isinstance(e, UpdateStored) for e in events)
-    assert UpdateApplied(snap.snapshot_id, peer.signer.public_key, 0) in events
-    assert session.unacknowledged == 0 and session.pending_changes == 1
-    # nothing else in flight: the requested snapshot carries our change at once
-    (snapshot,) = session.data_to_send()
-    assert isinstance(snapshot, Snapshot)
-    assert snapshot.public_data.parent_snapshot_update_clocks == {peer.signer.public_key: 0}
-    assert "old" in peer.content and "base0" in peer.content
-    session.snapshot_stored(snapshot.snapshot_id, now=0.0)
-    # on it, the very bytes we sent, delivered back, are a confirmation
+    assert IdentityCollision(snap.snapshot_id, peer.signer.public_key, 0) in events
+    (in_use,) = [e for e in events if isinstance(e, IdentityInUse)]
+    assert in_use.error.code == 805 and in_use.clock == 0 and in_use.kept_changes == 1
+    assert session.identity_in_use is in_use.error
+    assert "elsewhere" in peer.content and "base0" in peer.content
+    assert session.unacknowledged == 1  # ours was sent: its acknowledgement still counts
     peer.type(0, "!")
-    (update,) = session.data_to_send()
-    assert isinstance(update, Update) and update.clock == 0
-    events = session.receive(wire.decode(wire.encode(update), doc_id=DOC_ID), now=0.0)
-    assert UpdateStored(snapshot.snapshot_id, 0) in events
+    assert session.data_to_send() == []  # nothing more under this key
+    assert session.pending_changes == 1 and len(session.unsent_changes()) == 2
+    assert session.update_stored(snap.snapshot_id, u0.clock) == [UpdateStored(snap.snapshot_id, 0)]
+    assert len(session.unsent_changes()) == 1 and not session.is_synced
+    with pytest.raises(IdentityInUseError):
+        session.create_snapshot()
+
+
+def test_own_update_from_before_a_restart_is_a_collision_but_not_another_writer() -> None:
+    """Another update of our key at a clock we have in flight whose content we hold already
+    (sealed before a restart that lost its record): reported as a collision only."""
+    peer, snap, (u0,) = _peer_with_updates(1)
+    session = peer.session
+    (change,) = deserialize_changes(
+        sealing.open_sealed(u0, KEY)  # the very content, sealed again
+    )
+    again = make_update(peer.signer, snap, u0.clock, [change])
+    events = session.receive(again, now=0.0)
+    assert IdentityCollision(snap.snapshot_id, peer.signer.public_key, 0) in events
+    assert not [e for e in events if isinstance(e, IdentityInUse)]
+    assert session.identity_in_use is None and session.unacknowledged == 1
+    # the very bytes we sent, delivered back, are a confirmation
+    events = session.receive(wire.decode(wire.encode(u0), doc_id=DOC_ID), now=0.0)
+    assert UpdateStored(snap.snapshot_id, 0) in events
 
 
 def test_concurrent_initial_snapshots() -> None:
@@ -314,15 +335,20 @@ def test_duplicates_and_replays_are_no_ops() -> None:
     assert peer.content == content and peer.session.update_clocks == clocks
 
 
-def test_equivocating_update_with_used_clock_is_rejected() -> None:
+def test_another_update_with_a_used_clock_is_a_collision_applied_and_reported() -> None:
+    """Two validly signed updates of one author with one clock (one identity on two clients):
+    the second is applied and reported, not dropped as a replay; the same bytes again are."""
     author, snap, updates, _ = _history(1)
     peer = YPeer()
     peer.session.load(snap, updates, now=0.0)
-    other, _ = yjs_change("evil")
-    assert (
-        rejected_code(peer.session.receive(make_update(author, snap, 0, [other]), now=0.0)) == 214
-    )
-    assert "evil" not in peer.content
+    other, _ = yjs_change("twin")
+    twin = make_update(author, snap, 0, [other])
+    events = peer.session.receive(twin, now=0.0)
+    assert IdentityCollision(snap.snapshot_id, author.public_key, 0) in events
+    assert not codes(events) and "twin" in peer.content
+    assert peer.session.update_clocks[author.public_key] == 0
+    assert rejected_code(peer.session.receive(twin, now=0.0)) == 214  # the same message: a replay
+    assert rejected_code(peer.session.receive(updates[0], now=0.0)) == 214
 
 
 def test_unfilled_gap_asks_to_refetch_then_to_recover() -> None:
