@@ -259,6 +259,7 @@ def test_automerge_changes_under_another_members_actor_are_refused_and_hers_appl
     mallory.type(len(mallory.content), "!")
     parts[mallory].push()
     parts[bob].pull()
+    assert bob.session.update_clocks[mallory.signer.public_key] == 1
     assert bob.content == "Pay 250 EUR!"
     # Alice's real change has the seq the forgery claimed: not refused as a duplicate
     parts[alice].pull()
