@@ -20,7 +20,7 @@ class YClient:
 
     def __init__(self) -> None:
         self.signer = crypto.SigningKeyPair.generate()
-        self.ydoc: pycrdt.Doc = pycrdt.Doc()
+        self.ydoc: pycrdt.Doc = secsync.new_yjs_doc(self.signer)
         self.text = self.ydoc.get("text", type=pycrdt.Text)
 
     @property
