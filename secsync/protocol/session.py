@@ -42,6 +42,7 @@ from secsync.errors import (
     UpdateApplyError,
     UpdateAuthorRejectedError,
     UpdateClockGapError,
+    UpdateDeserializeError,
     UpdateDocumentIdError,
     UpdateIdentityError,
     UpdatePolicyError,
@@ -91,7 +92,7 @@ _SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 item
 # Content refused after its signature and decryption passed: the author did sign it for this
 # clock, so the clock is spent (no copy of it can apply later) and the author's next update
 # applies at once instead of waiting for a gap that would never fill.
-_CONTENT_REFUSED: Final = (UpdateApplyError, UpdateIdentityError)
+_CONTENT_REFUSED: Final = (UpdateApplyError, UpdateDeserializeError, UpdateIdentityError)
 
 
 def _held_size(update: Update) -> int:
@@ -1317,9 +1318,15 @@ class DocumentSession:
             changes = ahead.changes
         else:
             changes = None
-        if changes is None:
-            changes = deserialize_changes(sealing.open_sealed(update, active.cipher, aad))
         public = update.public_data
+        if changes is None:
+            plaintext = sealing.open_sealed(update, active.cipher, aad)
+            try:
+                changes = deserialize_changes(plaintext)
+            except UpdateDeserializeError:
+                if not late:
+                    self._spend(active, public.pub_key, public.clock)
+                raise
         try:
             if self._authors_of is not None:
                 self._check_authors(changes, public.pub_key)
