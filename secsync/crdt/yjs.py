@@ -25,19 +25,30 @@ log = get_logger("secsync.crdt")
 _EMPTY_UPDATE = b"\x00\x00"
 
 
-def new_yjs_doc(user: SigningKeyPair | str | bytes, **options: Any) -> pycrdt.Doc[Any]:
+def new_yjs_doc(
+    user: SigningKeyPair | str | bytes, *, state: bytes | None = None, **options: Any
+) -> pycrdt.Doc[Any]:
     """A ``pycrdt.Doc`` that writes under a client id bound to ``user``: the signing key pair
     (or its text form), or the user's public key when devices sign for a user. The id's
     suffix is random, so several clients of one user do not collide. Readers refuse content
-    under it that anyone else signed. ``options`` go to ``pycrdt.Doc`` (``client_id``
-    excepted)."""
+    under it that anyone else signed. ``state`` (an update the application saved) is loaded
+    into the document, and the suffix avoids the ids it holds. ``options`` go to
+    ``pycrdt.Doc`` (``client_id`` excepted)."""
     if "client_id" in options:
         raise TypeError("new_yjs_doc chooses the client_id")
     if isinstance(user, bytes):
         key = bytes(user)
     else:
         key = signing_key_pair(user, parameter="user").public_key
-    return pycrdt.Doc(client_id=crdt_identity.new_yjs_client_id(key), **options)
+    taken: set[int] = set()
+    if state is not None:
+        taken.update(_checked([state], UpdateApplyError)[0].client_ids)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(
+        client_id=crdt_identity.new_yjs_client_id(key, taken=taken), **options
+    )
+    if state is not None:
+        doc.apply_update(state)
+    return doc
 
 
 def _var_uint(value: int) -> bytes:
@@ -85,10 +96,13 @@ class YjsAdapter:
         self._checked: Sequence[bytes] | None = None
         # The clients whose content this session must not send (see bind_identity).
         self._foreign: Callable[[Collection[int]], list[int]] = lambda ids: []
-        self._existing = doc.get_update()
-        if self._existing != _EMPTY_UPDATE:
-            # Content the application put in before opening is a local change like any other.
-            self._local.append(self._existing)
+        existing = doc.get_update()
+        # until taken: content the application put in before opening, a local change like any
+        # other (bind_identity leaves other users' content out of it)
+        self._existing: bytes | None = None
+        if existing != _EMPTY_UPDATE:
+            self._existing = existing
+            self._local.append(existing)
         self._subscription = doc.observe(self._on_transaction)
 
     def bind_identity(self, user: bytes, *, legacy: bool = True) -> None:
@@ -107,8 +121,8 @@ class YjsAdapter:
         self._foreign = lambda ids: [
             int(i) for i in crdt_identity.refused_ids(ids, user, legacy=legacy)
         ]
-        if self._local and self._local[0] is self._existing:
-            # what the application put in before opening may hold other users' content
+        if self._existing is not None and self._local and self._local[0] is self._existing:
+            self._existing = None
             without = self._without_foreign(None)
             if without == _EMPTY_UPDATE:
                 del self._local[0]
@@ -149,6 +163,7 @@ class YjsAdapter:
 
     def take_local_changes(self) -> list[bytes]:
         changes, self._local = self._local, []
+        self._existing = None
         return changes
 
     def untaken_changes(self) -> int:

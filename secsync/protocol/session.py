@@ -3,7 +3,8 @@
 Like h11's ``Connection``, it performs no I/O. The caller feeds it received messages
 (:meth:`DocumentSession.receive`) and broker acknowledgements, collects local changes from the
 CRDT adapter, and sends what :meth:`DocumentSession.data_to_send` returns. Every call returns
-the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state.
+the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state,
+except that a validly signed update whose content is refused spends its author's clock.
 """
 
 from __future__ import annotations

@@ -183,3 +183,24 @@ def test_a_compressed_change_of_junk_is_refused() -> None:
     junk = MAGIC + b"\x00" * 4 + bytes([CHUNK_COMPRESSED_CHANGE, len(body)]) + body
     with pytest.raises(ValueError):
         change_actor(junk)  # actor of 5 bytes declared, 2 there
+
+
+def test_a_bound_document_made_from_a_saved_state_takes_a_fresh_id() -> None:
+    from secsync.crdt.yjs import new_yjs_doc
+    from secsync.protocol import crdt_identity as ci
+    from secsync.protocol.crypto import SigningKeyPair
+
+    me = SigningKeyPair.generate()
+    user = me.public_key
+    # every suffix but one already wrote into the saved state
+    saved: pycrdt.Doc = pycrdt.Doc()
+    text = saved.get("t", type=pycrdt.Text)
+    for suffix in range(4095):
+        writer: pycrdt.Doc = pycrdt.Doc(client_id=ci.bound_yjs_id(user, suffix))
+        writer.get("t", type=pycrdt.Text).insert(0, "x")
+        saved.apply_update(writer.get_update())
+    doc = new_yjs_doc(me, state=saved.get_update())
+    assert doc.client_id == ci.bound_yjs_id(user, 4095)
+    assert str(doc.get("t", type=pycrdt.Text)) == str(text)
+    with pytest.raises(UpdateApplyError):
+        new_yjs_doc(me, state=b"\x01")
