@@ -12,6 +12,7 @@ from secsync._lazy import lazy_names
 
 if TYPE_CHECKING:
     from secsync.config import SecsyncConfig
+    from secsync.crdt.yjs import new_yjs_doc
     from secsync.errors import InvalidKeyError, SecsyncError, WrongKeyError
     from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
     from secsync.protocol.devices import Device, UserIdentity
@@ -37,6 +38,7 @@ __all__ = [
     "decode_key",
     "encode_key",
     "generate_key",
+    "new_yjs_doc",
 ]
 
 # Public name -> the module that defines it.
@@ -56,6 +58,7 @@ _LAZY = {
     "decode_key": "secsync.protocol.keys",
     "encode_key": "secsync.protocol.keys",
     "generate_key": "secsync.protocol",
+    "new_yjs_doc": "secsync.crdt.yjs",
 }
 
 

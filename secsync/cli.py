@@ -353,9 +353,12 @@ async def _join(
     from secsync.share import ShareLink, open_shared
 
     parsed = ShareLink.parse(link)
-    ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
+    signer = secsync.SigningKeyPair.generate()  # an anonymous participant
+    ydoc: pycrdt.Doc[Any] = secsync.new_yjs_doc(signer)
     async with secsync.connect(urls) as client:
-        document = await open_shared(client, parsed, crdt=ydoc, passphrase=passphrase)
+        document = await open_shared(
+            client, parsed, crdt=ydoc, passphrase=passphrase, signing_key=signer
+        )
         try:
             empty = document.session.active_snapshot is None and document.last_sequence == 0
             if empty and not create:

@@ -41,6 +41,14 @@ class SecsyncConfig:
     ``DocumentSession`` used directly needs one given (``verify_executor``), the core starts no
     thread."""
 
+    legacy_crdt_ids: bool = True
+    """Accept updates whose Yjs client ids or Automerge actors are not bound to a user
+    (``secsync.protocol.crdt_identity``): the random ids of documents written before the
+    binding and of clients without it (JavaScript). Ids bound to a user are always checked
+    against the update's signer. Off, such updates are refused (``UpdateIdentityError``, 218)
+    and a session refuses to write under an unbound Yjs id (``LocalIdentityError``, 219): all
+    participants of a document must then agree, or the writers without bound ids diverge."""
+
     # --- bounds on untrusted input ----------------------------------------------------------
     max_message_bytes: int = 64 * 1024 * 1024
     max_queued_updates_per_author: int = 10_000

@@ -51,7 +51,7 @@ async def participant(args: argparse.Namespace) -> None:
     names: dict[str, str] = json.loads(args.people)
     signer = SigningKeyPair.from_b64(args.signing_key)
     key = b64decode(args.key)
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc: pycrdt.Doc[Any] = secsync.new_yjs_doc(signer)
     text = doc.get("text", type=pycrdt.Text)
     lines = PEOPLE[args.name]
     expected = sum(len(v) for v in PEOPLE.values())

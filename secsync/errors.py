@@ -247,6 +247,23 @@ class UpdateQueueFullError(UpdateError):
     code = 217
 
 
+class UpdateIdentityError(UpdateError):
+    """The update carries content under a CRDT identity (a Yjs client id, an Automerge actor)
+    that does not belong to the user who signed it: bound to another user, or not bound at all
+    where ``SecsyncConfig.legacy_crdt_ids`` is off. Refused whole; its clock is spent."""
+
+    code = 218
+
+
+class LocalIdentityError(UpdateError):
+    """This session's CRDT document would write under a CRDT identity that is not ours: a Yjs
+    client id bound to another user (or, with ``legacy_crdt_ids`` off, not bound at all), or an
+    Automerge actor bound to another user. Every reader would refuse our updates; raised when
+    the session opens the document. Create Yjs documents with ``secsync.new_yjs_doc``."""
+
+    code = 219
+
+
 # --- 3xx: ephemeral messages ---------------------------------------------------------------------
 
 

@@ -144,7 +144,7 @@ async def participate(
         store_path=options.store_path,
         **options.config_overrides,
     )
-    ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
+    ydoc: pycrdt.Doc[Any] = secsync.new_yjs_doc(signer)
     text = ydoc.get("text", type=pycrdt.Text)
 
     attempt = 0

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import pycrdt
 
 from secsync.config import SecsyncConfig
+from secsync.crdt.yjs import new_yjs_doc
 from secsync.protocol import crypto, sealing
 from secsync.protocol.changes import serialize_changes
 from secsync.protocol.messages import (
@@ -75,7 +76,7 @@ class YPeer:
         doc_id: str = DOC_ID,
     ) -> None:
         self.signer = signer or crypto.SigningKeyPair.generate()
-        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.doc: pycrdt.Doc = new_yjs_doc(self.signer)
         self.text = self.doc.get("text", type=pycrdt.Text)
         self.session = DocumentSession(doc_id, self.signer, key, self.doc, config=config)
 

@@ -57,9 +57,7 @@ def positions(state: api.StreamState) -> tuple[int, int, int, int]:
 
 def same_signer(who: YClient) -> YClient:
     """The same participant with an empty document, as after a process restart."""
-    again = YClient()
-    again.signer = who.signer
-    return again
+    return YClient(who.signer)
 
 
 async def edit(doc: Document, who: YClient, text: str) -> None:

@@ -28,7 +28,18 @@ def crdt_failure(exc: BaseException) -> bool:
 
 @runtime_checkable
 class CrdtAdapter(Protocol):
-    """The small interface a document session needs from a CRDT document."""
+    """The small interface a document session needs from a CRDT document.
+
+    Two optional methods bind CRDT identities to users (``secsync.protocol.crdt_identity``);
+    an adapter without them is not checked:
+
+    * ``authors_of(changes) -> set[int | bytes]``: the Yjs client ids or Automerge actors the
+      changes write content under (raising ``UpdateApplyError`` if malformed), called before
+      ``apply_changes`` on every received update;
+    * ``bind_identity(user, *, legacy)``: called once when the session is created, with our
+      user's public key: make or check that the document writes under an id bound to it
+      (``LocalIdentityError`` otherwise), and never hand out content readers would refuse.
+    """
 
     def take_local_changes(self) -> list[bytes]:
         """Changes made locally since the last call (never ones applied from remote)."""

@@ -19,7 +19,8 @@ from typing import TypeVar
 from automerge import core
 
 from secsync.crdt import crdt_failure
-from secsync.errors import SecsyncError, SnapshotApplyError, UpdateApplyError
+from secsync.errors import LocalIdentityError, SecsyncError, SnapshotApplyError, UpdateApplyError
+from secsync.protocol import crdt_identity
 
 T = TypeVar("T")
 
@@ -203,6 +204,47 @@ def check_chunks(data: bytes, types: frozenset[int]) -> int:
     return count
 
 
+_ACTOR_PREFIX_BYTES = 64 * 1024
+"""A compressed change is inflated this far first to read its actor (the header comes first)."""
+
+
+def change_actor(change: bytes) -> bytes:
+    """The actor of one change chunk, read from its header; ``ValueError`` if malformed."""
+    if change[:4] != MAGIC or len(change) < 10:
+        raise ValueError("no Automerge chunk")
+    chunk_type = change[8]
+    if chunk_type not in (CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE):
+        raise ValueError(f"chunk of type {chunk_type}")
+    header = _Reader(change)
+    header.pos = 9
+    length = header.uleb()
+    if length > len(change) - header.pos:
+        raise ValueError(f"chunk of {length} bytes, {len(change) - header.pos} left")
+    body = change[header.pos : header.pos + length]
+    if chunk_type == CHUNK_COMPRESSED_CHANGE:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            prefix = inflater.decompress(body, _ACTOR_PREFIX_BYTES)
+        except zlib.error as exc:
+            raise ValueError(f"bad DEFLATE data: {exc}") from None
+        try:
+            return _actor(prefix)
+        except ValueError:
+            if inflater.eof:
+                raise
+        body = _inflate(body)  # a header beyond the prefix: many dependencies
+    return _actor(body)
+
+
+def _actor(body: bytes) -> bytes:
+    reader = _Reader(body)
+    reader.skip(32 * reader.uleb())  # dependencies
+    length = reader.uleb()
+    start = reader.pos
+    reader.skip(length)
+    return body[start : start + length]
+
+
 def check_change(change: bytes) -> None:
     """One whole change, parsed by Automerge on a scratch document before the real one sees it.
 
@@ -249,11 +291,39 @@ class AutomergeAdapter:
         self.doc = doc
         self._heads: list[bytes] = []
         self._held: list[bytes] = []
+        # Actors whose changes this session must not send (see bind_identity).
+        self._foreign: Callable[[bytes], bool] = lambda actor: False
+
+    def bind_identity(self, user: bytes, *, legacy: bool = True) -> None:
+        """The session's user: the document writes under a fresh actor bound to it, unless
+        its actor already is one; an actor bound to another user raises
+        :class:`LocalIdentityError`. Changes readers would refuse (under actors bound to
+        other users, or unbound ones unless ``legacy``) are never sent."""
+        actor = self.doc.get_actor()
+        if crdt_identity.is_bound_actor(actor):
+            if not crdt_identity.actor_bound_to(actor, user):
+                raise LocalIdentityError(
+                    f"this document writes under {crdt_identity.describe(actor)}, which is "
+                    "bound to another identity"
+                )
+        else:
+            self.doc.set_actor(crdt_identity.new_actor_id(user))
+        self._foreign = lambda actor: bool(crdt_identity.refused_ids([actor], user, legacy=legacy))
+
+    def _sendable(self, changes: Sequence[core.Change]) -> list[bytes]:
+        return [change.bytes for change in changes if not self._foreign(change.actor_id)]
+
+    def authors_of(self, changes: Sequence[bytes]) -> set[bytes]:
+        """The actors of ``changes``, read from their headers. Raises ``UpdateApplyError``."""
+        return {
+            _guarded(lambda: change_actor(change), UpdateApplyError, "change")  # noqa: B023
+            for change in changes
+        }
 
     def _collect(self) -> list[bytes]:
         changes = self.doc.get_changes(self._heads)
         self._heads = self.doc.get_heads()
-        return [change.bytes for change in changes]
+        return self._sendable(changes)
 
     def take_local_changes(self) -> list[bytes]:
         changes = self._held + self._collect()
@@ -264,7 +334,7 @@ class AutomergeAdapter:
         """Local changes made since the last take (nothing is taken by asking)."""
         if self.doc.get_heads() == self._heads:
             return len(self._held)
-        return len(self._held) + len(self.doc.get_changes(self._heads))
+        return len(self._held) + len(self._sendable(self.doc.get_changes(self._heads)))
 
     def apply_changes(self, changes: Sequence[bytes]) -> None:
         if not changes:
@@ -295,7 +365,7 @@ class AutomergeAdapter:
     def missing_from(self, state: bytes) -> list[bytes]:
         other = _load(state)
         heads = other.get_heads()
-        return [change.bytes for change in self.doc.get_changes(heads)]
+        return self._sendable(self.doc.get_changes(heads))
 
     def close(self) -> None:
         """Nothing to unsubscribe: changes are read from the document on demand."""

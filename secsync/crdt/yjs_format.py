@@ -257,6 +257,9 @@ class UpdateSummary:
     value_depth: int = 0
     type_depth: int = 0
     delete_ranges: int = 0
+    client_ids: list[int] = field(default_factory=list)
+    """The client of each section with structs, in update order: whose content the update
+    carries (the delete set, which may delete anyone's items, is not counted)."""
 
 
 def check_update(data: bytes) -> UpdateSummary:
@@ -338,6 +341,8 @@ class _Checker:
             if client in seen:
                 raise d.fail(f"client {client} has two sections")
             seen.add(client)
+            if structs:
+                summary.client_ids.append(client)
             clock = d.read_var_uint(MAX_CLOCK)
             summary.structs += structs
             if summary.structs > MAX_STRUCTS:

@@ -119,7 +119,8 @@ class PresenceChanged(BaseEvent):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class MessageRejected(BaseEvent):
-    """A message was refused; the document and session state are unchanged."""
+    """A message was refused; the document and session state are unchanged, except that an
+    update refused for its content (203, 204, 218) spends its author's clock."""
 
     error: SecsyncError
     kind: MessageKind | None = None

@@ -3,7 +3,8 @@
 Like h11's ``Connection``, it performs no I/O. The caller feeds it received messages
 (:meth:`DocumentSession.receive`) and broker acknowledgements, collects local changes from the
 CRDT adapter, and sends what :meth:`DocumentSession.data_to_send` returns. Every call returns
-the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state.
+the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state,
+except that a validly signed update whose content is refused spends its author's clock.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ from secsync.errors import (
     UpdateApplyError,
     UpdateAuthorRejectedError,
     UpdateClockGapError,
+    UpdateDeserializeError,
     UpdateDocumentIdError,
+    UpdateIdentityError,
     UpdatePolicyError,
     UpdateQueueFullError,
     UpdateReplayError,
     UpdateSnapshotMismatchError,
 )
 from secsync.logs import get_logger
-from secsync.protocol import crypto, sealing, wire
+from secsync.protocol import crdt_identity, crypto, sealing, wire
 from secsync.protocol.budget import QueueBudget
 from secsync.protocol.changes import deserialize_changes, serialize_changes
 from secsync.protocol.collisions import ClockDigests, content_version, message_digest
@@ -97,6 +100,10 @@ log = get_logger("secsync.session")
 # (on verify_threads threads too) before it is processed, so that at most this many are held.
 BATCH_CHUNK: Final = 512
 _SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 items]
+# Content refused after its signature and decryption passed: the author did sign it for this
+# clock, so the clock is spent (no copy of it can apply later) and the author's next update
+# applies at once instead of waiting for a gap that would never fill.
+_CONTENT_REFUSED: Final = (UpdateApplyError, UpdateDeserializeError, UpdateIdentityError)
 
 
 def _held_size(update: Update) -> int:
@@ -199,11 +206,20 @@ class DocumentSession:
         config: SecsyncConfig | None = None,
         policy: AuthorPolicy | None = None,
         verify_executor: TaskPool | None = None,
+        user_of: crdt_identity.UserOf | None = None,
     ) -> None:
         """``verify_executor`` (a ``concurrent.futures.ThreadPoolExecutor``, for example one
         shared by many sessions) runs the ``config.verify_threads`` verification workers of
         :meth:`receive_many`; the session starts no thread itself, and without a pool it does
         that work on the calling thread.
+
+        ``user_of`` maps a message's signing key to its user's public key (default: the user
+        of a certified device seen in the document, else the key itself, see :meth:`user_of`),
+        to whom CRDT identities are bound (:mod:`~secsync.protocol.crdt_identity`): content of
+        a received update under an id bound to another user is refused
+        (``UpdateIdentityError``), and the document must write under an id of our user
+        (``LocalIdentityError`` here otherwise). An adapter without ``authors_of`` and
+        ``bind_identity`` is not checked.
         """
         self.doc_id = doc_id
         # --- devices (secsync.protocol.devices): who signs, and which user that is ---
@@ -221,6 +237,13 @@ class DocumentSession:
         self.keys: KeyProvider = key_provider(keys)
         self.crdt: CrdtAdapter = adapter_for(crdt)
         self.config = config or SecsyncConfig()
+        self._user_of = user_of
+        self._authors_of: Callable[[Sequence[bytes]], Iterable[crdt_identity.CrdtId]] | None = (
+            getattr(self.crdt, "authors_of", None)
+        )
+        bind = getattr(self.crdt, "bind_identity", None)
+        if bind is not None:
+            bind(self.user_of(self.signer.public_key), legacy=self.config.legacy_crdt_ids)
         self.policy: AuthorPolicy = policy or AllowAll()
         self.ephemeral = EphemeralSessions(
             doc_id,
@@ -290,7 +313,10 @@ class DocumentSession:
     def user_of(self, author: bytes) -> bytes:
         """The user a signing key belongs to: the user of a certified device seen in this
         document (or our own device's), else the key itself. The one place a signer is
-        resolved to a person (attribution, events)."""
+        resolved to a person (attribution, events, CRDT identities). A ``user_of`` given to the
+        session decides instead."""
+        if self._user_of is not None:
+            return self._user_of(author)
         return self.devices.user_of(author)
 
     @property
@@ -1385,7 +1411,10 @@ class DocumentSession:
         if public.clock > current + 1:
             self._enqueue(update, now)
             return
-        self._accept(update, active, events, aad)
+        try:
+            self._accept(update, active, events, aad)
+        except _CONTENT_REFUSED as exc:  # its clock is spent: what waits behind it follows
+            events.append(self._rejected(exc, MessageKind.UPDATE, public.pub_key))
         self._drain(public.pub_key, active, events)
 
     def _accept(
@@ -1395,7 +1424,11 @@ class DocumentSession:
         if self._digests.get(update.author, update.clock):
             self._collide(update, active, events, aad, late=False, certain=True)
         else:
-            self._apply_update(update, active, events, aad)
+            try:
+                self._apply_update(update, active, events, aad)
+            except _CONTENT_REFUSED:  # its clock is spent: a copy is a replay, a twin collides
+                self._digests.add(update.author, update.clock, message_digest(update))
+                raise
             self._digests.add(update.author, update.clock, message_digest(update))
 
     def _collide(
@@ -1451,17 +1484,33 @@ class DocumentSession:
             changes = ahead.changes
         else:
             changes = None
+        public = update.public_data
         if changes is None:
-            changes = deserialize_changes(sealing.open_sealed(update, active.cipher, aad))
+            plaintext = sealing.open_sealed(update, active.cipher, aad)
+            try:
+                changes = deserialize_changes(plaintext)
+            except UpdateDeserializeError:
+                if not late:
+                    self._spend(active, public.pub_key, public.clock)
+                raise
         try:
+            if self._authors_of is not None:
+                self._check_authors(changes, public.pub_key)
             self.crdt.apply_changes(changes)
         except UpdateApplyError:
+            if not late:
+                self._spend(active, public.pub_key, public.clock)
             raise  # the adapter's own verdict, with its reason
+        except UpdateIdentityError:
+            if not late:
+                self._spend(active, public.pub_key, public.clock)
+            raise
         except BaseException as exc:
             if not crdt_failure(exc):
                 raise
+            if not late:
+                self._spend(active, public.pub_key, public.clock)
             raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
-        public = update.public_data
         # The event shares the active snapshot's id (the update names it) and one key object
         # per author instead of holding the copies decoded from each message.
         author = active.authors.setdefault(public.pub_key, public.pub_key)
@@ -1477,6 +1526,44 @@ class DocumentSession:
             # Our own update, stored in an earlier run of this client: continue after it.
             self._local_clock = max(self._local_clock, clock)
         events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
+
+    def _check_authors(self, changes: Sequence[bytes], signer: bytes) -> None:
+        """Refuse ``changes`` unless every CRDT id they write under may be the signer's."""
+        assert self._authors_of is not None
+        try:
+            ids = self._authors_of(changes)
+        except UpdateApplyError:
+            raise
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
+            raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
+        try:
+            user = self.user_of(signer)
+        except SecsyncError:
+            raise
+        except Exception as exc:
+            raise UpdateIdentityError(
+                f"the signer's user is unknown: {type(exc).__name__}"
+            ) from None
+        refused = crdt_identity.refused_ids(ids, user, legacy=self.config.legacy_crdt_ids)
+        if refused:
+            raise UpdateIdentityError(
+                f"content under {crdt_identity.describe(refused[0])}, "
+                + (
+                    "bound to another user than the signer"
+                    if crdt_identity.is_bound(refused[0])
+                    else "not bound to a user (legacy_crdt_ids is off)"
+                )
+            )
+
+    def _spend(self, active: _Active, author: bytes, clock: int) -> None:
+        """Count a validly signed update whose content was refused as received at its clock."""
+        author = active.authors.setdefault(author, author)
+        if clock > active.clocks.get(author, -1):
+            active.clocks[author] = clock
+        if author == self.public_key:
+            self._local_clock = max(self._local_clock, clock)
 
     def _verify(self, message: Update | Snapshot) -> bytes:
         """The signature check of ``message``; returns its AAD (ASCII bytes).
@@ -1531,7 +1618,8 @@ class DocumentSession:
                 self._accept(following, active, events)
             except SecsyncError as exc:
                 events.append(self._rejected(exc, MessageKind.UPDATE, author))
-                return
+                if not isinstance(exc, _CONTENT_REFUSED):
+                    return
             for twin in twins:
                 try:
                     self._collide(twin, active, events, None, late=True, certain=True)

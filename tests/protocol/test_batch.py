@@ -156,8 +156,8 @@ def scenario() -> tuple[Snapshot, list[Message | bytes]]:
         broken_tag(BOB, b[2]),
         broken_aead(BOB, b[2], root_key),
         wire.encode(b[2], include_doc_id=False),
-        update(BOB, root, 3, [], plaintext=b"\xc1 not a change list"),
-        update(BOB, root, 3, [b"\x05garbage the CRDT refuses"]),
+        update(BOB, root, 3, [], plaintext=b"\xc1 not a change list"),  # spends clock 3
+        update(BOB, root, 4, [b"\x05garbage the CRDT refuses"]),  # and this one 4
         update(ALICE, root, 3, [alice.type("elsewhere")], doc_id="another document"),
         update(MALLORY, root, 0, [Text(base).type("mallory")]),
         wire.encode(mine),
@@ -173,7 +173,7 @@ def scenario() -> tuple[Snapshot, list[Message | bytes]]:
         wire.encode(a[1]),  # superseded and included
         wire.encode(on_child[2]),
         forged_signature(on_child[2]),
-        wire.encode(b[3]),
+        wire.encode(b[3]),  # clock 3 was spent: a replay
     ]
     return root, batch
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pycrdt
 import pytest
 
+from secsync.crdt.yjs import new_yjs_doc
 from secsync.errors import DeviceCertificateError, InvalidKeyError
 from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.changes import serialize_changes
@@ -101,6 +103,8 @@ def _as_device(user: UserIdentity, label: str) -> YPeer:
     device = user.new_device(label)
     peer = YPeer()
     peer.signer = device.signer
+    peer.doc = new_yjs_doc(device)  # under an id of the user, not of the device key
+    peer.text = peer.doc.get("text", type=pycrdt.Text)
     peer.session = DocumentSession("doc", device, KEY, peer.doc)
     return peer
 

@@ -502,9 +502,13 @@ def test_undecodable_update_content_is_rejected() -> None:
     public = UpdatePublicData(DOC_ID, author.public_key, snap.snapshot_id, 0)
     garbage = sealing.seal(public, b"\xc1 not msgpack", KEY, author)
     assert rejected_code(peer.session.receive(garbage, now=0.0)) == 204
+    # refused content spends its clock (its author signed it): a copy is a replay
+    assert peer.session.update_clocks == {author.public_key: 0}
+    assert rejected_code(peer.session.receive(garbage, now=0.0)) == 214
+    public = UpdatePublicData(DOC_ID, author.public_key, snap.snapshot_id, 1)
     not_yjs = sealing.seal(public, wire.msgpack.packb([b"\xff\xff\xff"]), KEY, author)
     assert rejected_code(peer.session.receive(not_yjs, now=0.0)) == 203
-    assert peer.session.update_clocks == {}
+    assert peer.session.update_clocks == {author.public_key: 1}
 
 
 def test_policy_rejects_outsiders() -> None:

@@ -18,9 +18,9 @@ KEY = crypto.generate_key()
 class YClient:
     """A participant: a signing key and a pycrdt document with a text."""
 
-    def __init__(self) -> None:
-        self.signer = crypto.SigningKeyPair.generate()
-        self.ydoc: pycrdt.Doc = pycrdt.Doc()
+    def __init__(self, signer: crypto.SigningKeyPair | None = None) -> None:
+        self.signer = signer or crypto.SigningKeyPair.generate()
+        self.ydoc: pycrdt.Doc = secsync.new_yjs_doc(self.signer)
         self.text = self.ydoc.get("text", type=pycrdt.Text)
 
     @property
