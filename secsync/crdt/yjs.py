@@ -13,17 +13,96 @@ from typing import Any
 import pycrdt
 
 from secsync.crdt import crdt_failure
-from secsync.crdt.yjs_format import YjsFormatError, check_updates
-from secsync.errors import SecsyncError, SnapshotApplyError, UpdateApplyError
+from secsync.crdt.yjs_format import (
+    UpdateSummary,
+    YjsFormatError,
+    check_updates,
+    covers,
+    decode_state_vector,
+    merged,
+)
+from secsync.errors import (
+    SecsyncError,
+    SnapshotApplyError,
+    UpdateApplyError,
+    UpdatePendingBudgetError,
+)
 
 _EMPTY_UPDATE = b"\x00\x00"
 
+DEFAULT_PENDING_BYTES = 4 * 1024 * 1024
+"""``SecsyncConfig.max_pending_bytes``'s default (a session sets its own)."""
 
-def _checked(changes: Sequence[bytes], error: type[SecsyncError]) -> None:
+Ranges = dict[int, list[tuple[int, int]]]
+
+
+def _checked(
+    changes: Sequence[bytes], error: type[SecsyncError], *, track: bool = False
+) -> list[UpdateSummary]:
     try:
-        check_updates(changes)
+        return check_updates(changes, track=track)
     except YjsFormatError as exc:
         raise error(f"not a valid Yjs update: {exc}") from None
+
+
+class _Content:
+    """The IDs some Yjs content holds: struct and delete ranges per client, joined."""
+
+    __slots__ = ("deletes", "structs")
+
+    def __init__(self, summaries: Sequence[UpdateSummary]) -> None:
+        structs: Ranges = {}
+        deletes: Ranges = {}
+        for summary in summaries:
+            for client, ranges in summary.structs_by_client.items():
+                structs.setdefault(client, []).extend(ranges)
+            for client, ranges in summary.deleted_by_client.items():
+                deletes.setdefault(client, []).extend(ranges)
+        self.structs = {client: merged(ranges) for client, ranges in structs.items()}
+        self.deletes = {client: merged(ranges) for client, ranges in deletes.items()}
+
+    def holds(self, summary: UpdateSummary) -> bool:
+        return _within(summary.structs_by_client, self.structs) and _within(
+            summary.deleted_by_client, self.deletes
+        )
+
+
+def _within(ranges: Ranges, held: Ranges) -> bool:
+    for client, wanted in ranges.items():
+        have = held.get(client, [])
+        if not all(covers(have, start, end) for start, end in wanted):
+            return False
+    return True
+
+
+def _needs(summary: UpdateSummary) -> dict[int, int]:
+    """Per client, the clock the document must reach for all of ``summary`` to be in it."""
+    need: dict[int, int] = {}
+    for ranges in (summary.structs_by_client, summary.deleted_by_client):
+        for client, held in ranges.items():
+            for _, end in held:
+                if end > need.get(client, 0):
+                    need[client] = end
+    return need
+
+
+def _ready(summary: UpdateSummary, vector: dict[int, int]) -> bool:
+    """Whether yrs can integrate all of an update on a document at ``vector`` (otherwise
+    part of it stays pending): each client's structs continue what the document has, every ID
+    they name is there, and the delete set names only known clocks."""
+    for client, ranges in summary.structs_by_client.items():
+        known = vector.get(client, 0)
+        for start, end in ranges:
+            if start > known:
+                return False
+            known = max(known, end)
+    if any(clock >= vector.get(client, 0) for client, clock in summary.references):
+        return False
+    return all(
+        end <= vector.get(client, 0)
+        for client, ranges in summary.deleted_by_client.items()
+        for _, end in ranges
+    )
 
 
 class YjsAdapter:
@@ -34,6 +113,12 @@ class YjsAdapter:
         self._local: list[bytes] = []
         self._applying = False
         self._listener: Callable[[], None] | None = None
+        self.max_pending_bytes = DEFAULT_PENDING_BYTES
+        # Received content yrs keeps pending (missing dependencies): its size and what the
+        # document must reach for it to be integrated.
+        self._pending: list[tuple[int, dict[int, int]]] = []
+        self._pending_size = 0
+        self._state: tuple[bytes, UpdateSummary] | None = None  # the last snapshot checked
         existing = doc.get_update()
         if existing != _EMPTY_UPDATE:
             # Content the application put in before opening is a local change like any other.
@@ -61,16 +146,78 @@ class YjsAdapter:
         """Local transactions not taken yet (nothing is taken by asking)."""
         return len(self._local)
 
+    def set_pending_budget(self, size: int) -> None:
+        """Bytes of received content that may wait for missing dependencies (see
+        ``SecsyncConfig.max_pending_bytes``)."""
+        self.max_pending_bytes = size
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of received content yrs keeps waiting for dependencies it has not seen."""
+        return self._pending_size
+
     def apply_changes(self, changes: Sequence[bytes]) -> None:
         self._apply(changes, UpdateApplyError)
 
     def apply_snapshot(self, state: bytes) -> None:
-        self._apply([state], SnapshotApplyError)
+        summaries = self._apply([state], SnapshotApplyError)
+        if summaries:
+            self._state = (state, summaries[0])
 
-    def _apply(self, changes: Sequence[bytes], error: type[SecsyncError]) -> None:
+    def _apply(self, changes: Sequence[bytes], error: type[SecsyncError]) -> list[UpdateSummary]:
         if not changes:
+            return []
+        summaries = _checked(changes, error, track=True)
+        self._admit_pending(changes, summaries, error)
+        self._apply_checked(changes, error)
+        if self._pending:
+            self._settle_pending()
+        return summaries
+
+    def _admit_pending(
+        self,
+        changes: Sequence[bytes],
+        summaries: Sequence[UpdateSummary],
+        error: type[SecsyncError],
+    ) -> None:
+        """Count what will stay pending; refuse all of ``changes`` past the budget.
+
+        yrs keeps structs whose dependencies are missing for the document's life and offers no
+        way to drop them, so they are bounded before they go in: a change is pending when
+        the document (with the changes before it) cannot integrate all of it."""
+        vector = decode_state_vector(self.doc.get_state())
+        added: list[tuple[int, dict[int, int]]] = []
+        size = 0
+        for change, summary in zip(changes, summaries, strict=True):
+            if _ready(summary, vector):
+                for client, ranges in summary.structs_by_client.items():
+                    vector[client] = max(vector.get(client, 0), ranges[-1][1])
+                continue
+            added.append((len(change), _needs(summary)))
+            size += len(change)
+        if not added:
             return
-        _checked(changes, error)
+        if self._pending_size + size > self.max_pending_bytes:
+            if error is UpdateApplyError:
+                error = UpdatePendingBudgetError
+            raise error(
+                f"content waiting for missing dependencies would exceed "
+                f"{self.max_pending_bytes} bytes"
+            )
+        self._pending.extend(added)
+        self._pending_size += size
+
+    def _settle_pending(self) -> None:
+        vector = decode_state_vector(self.doc.get_state())
+        still = [
+            (size, need)
+            for size, need in self._pending
+            if any(vector.get(client, 0) < clock for client, clock in need.items())
+        ]
+        self._pending = still
+        self._pending_size = sum(size for size, _ in still)
+
+    def _apply_checked(self, changes: Sequence[bytes], error: type[SecsyncError]) -> None:
         self._applying = True
         try:
             # One by one: yrs merges adjacent items at the end of each transaction, at a cost
@@ -99,6 +246,49 @@ class YjsAdapter:
                 raise
             raise SnapshotApplyError(f"pycrdt refused the state: {type(exc).__name__}") from None
         return [] if missing == _EMPTY_UPDATE else [missing]
+
+    def _state_summary(self, state: bytes) -> UpdateSummary:
+        cached = self._state
+        if cached is not None and (cached[0] is state or cached[0] == state):
+            return cached[1]
+        summary = _checked([state], SnapshotApplyError, track=True)[0]
+        self._state = (state, summary)
+        return summary
+
+    def uncontained(self, state: bytes, changes: Sequence[bytes]) -> list[bytes]:
+        """Those of ``changes`` whose structs or deletions the full ``state`` lacks (their
+        IDs are compared: a snapshot is trusted for the content under an ID it holds)."""
+        if not changes:
+            return []
+        held = _Content([self._state_summary(state)])
+        summaries = _checked(changes, SnapshotApplyError, track=True)
+        return [
+            change
+            for change, summary in zip(changes, summaries, strict=True)
+            if not held.holds(summary)
+        ]
+
+    def lacks(self, state: bytes, extra: Sequence[bytes]) -> bool:
+        """Whether this document has structs (by the state vector) or deletions (by the
+        delete set) that ``state`` and ``extra`` together do not."""
+        summaries = [self._state_summary(state)]
+        summaries += _checked(extra, SnapshotApplyError, track=True) if extra else []
+        held = _Content(summaries)
+        try:
+            vector = decode_state_vector(self.doc.get_state())
+            # with the whole state vector, yrs encodes no struct and the whole delete set
+            deletions = self.doc.get_update(self.doc.get_state())
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
+            raise SnapshotApplyError(f"pycrdt could not encode: {type(exc).__name__}") from None
+        if any(
+            clock and not covers(held.structs.get(client, []), 0, clock)
+            for client, clock in vector.items()
+        ):
+            return True
+        ours = _checked([deletions], SnapshotApplyError, track=True)[0]
+        return not _within(ours.deleted_by_client, held.deletes)
 
     def close(self) -> None:
         self.doc.unobserve(self._subscription)
