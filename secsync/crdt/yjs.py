@@ -118,6 +118,9 @@ class YjsAdapter:
         # document must reach for it to be integrated.
         self._pending: list[tuple[int, dict[int, int]]] = []
         self._pending_size = 0
+        # The document's state vector as _apply left it (None: ask pycrdt; asking opens a
+        # transaction, which costs as much as applying a keystroke).
+        self._vector: dict[int, int] | None = None
         self._state: tuple[bytes, UpdateSummary] | None = None  # the last snapshot checked
         existing = doc.get_update()
         if existing != _EMPTY_UPDATE:
@@ -128,6 +131,7 @@ class YjsAdapter:
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
         if self._applying:
             return
+        self._vector = None  # the document changed outside _apply
         update = event.update
         if update != _EMPTY_UPDATE:
             self._local.append(update)
@@ -168,10 +172,13 @@ class YjsAdapter:
         if not changes:
             return []
         summaries = _checked(changes, error, track=True)
-        self._admit_pending(changes, summaries, error)
+        vector = self._admit_pending(changes, summaries, error)
+        self._vector = None
         self._apply_checked(changes, error)
         if self._pending:
             self._settle_pending()
+        else:
+            self._vector = vector
         return summaries
 
     def _admit_pending(
@@ -179,13 +186,15 @@ class YjsAdapter:
         changes: Sequence[bytes],
         summaries: Sequence[UpdateSummary],
         error: type[SecsyncError],
-    ) -> None:
+    ) -> dict[int, int]:
         """Count what will stay pending; refuse all of ``changes`` past the budget.
 
         yrs keeps structs whose dependencies are missing for the document's life and offers no
         way to drop them, so they are bounded before they go in: a change is pending when
-        the document (with the changes before it) cannot integrate all of it."""
-        vector = decode_state_vector(self.doc.get_state())
+        the document (with the changes before it) cannot integrate all of it. Returns the
+        state vector the document will have."""
+        known = self._vector
+        vector = decode_state_vector(self.doc.get_state()) if known is None else dict(known)
         added: list[tuple[int, dict[int, int]]] = []
         size = 0
         for change, summary in zip(changes, summaries, strict=True):
@@ -196,7 +205,7 @@ class YjsAdapter:
             added.append((len(change), _needs(summary)))
             size += len(change)
         if not added:
-            return
+            return vector
         if self._pending_size + size > self.max_pending_bytes:
             if error is UpdateApplyError:
                 error = UpdatePendingBudgetError
@@ -206,9 +215,11 @@ class YjsAdapter:
             )
         self._pending.extend(added)
         self._pending_size += size
+        return vector
 
     def _settle_pending(self) -> None:
         vector = decode_state_vector(self.doc.get_state())
+        self._vector = vector
         still = [
             (size, need)
             for size, need in self._pending

@@ -329,6 +329,7 @@ class _Checker:
     def __init__(self, data: bytes, track: bool = False) -> None:
         self.track = track
         self.skipped = False  # the struct just read was a Skip
+        self.section_start = 0  # with track: the first clock of the client section being read
         self.named: list[tuple[int, int]] = []  # with track: IDs the items name
         self.d = Decoder(data)
         self.summary = UpdateSummary()
@@ -361,7 +362,7 @@ class _Checker:
                     clock = self.struct(client, clock)
             else:
                 covered: list[tuple[int, int]] = []
-                start = clock
+                start = self.section_start = clock
                 for _ in range(structs):
                     before = clock
                     clock = self.struct(client, clock)
@@ -449,7 +450,10 @@ class _Checker:
             if info & HAS_PARENT_SUB:
                 self.summary.payload_bytes += len(d.read_var_string())
         if self.track:
-            if origin[0] >= 0:
+            # an origin just before the item, in this section, is the common case: no need
+            if origin[0] >= 0 and not (
+                origin[0] == client and self.section_start <= origin[1] < clock
+            ):
                 self.named.append(origin)
             if right[0] >= 0:
                 self.named.append(right)

@@ -1307,10 +1307,15 @@ class DocumentSession:
                     for change in changes
                 ]
                 lacking = check.lacks(plaintext, extra + claimed + unclaimed + self._pending)
-        except SecsyncError as exc:
+        except BaseException as exc:
+            if not isinstance(exc, SecsyncError) and not crdt_failure(exc):
+                raise
             # the snapshot is merged already: report, and fall back to what it claims
             self._log.warning(
-                "snapshot_check_failed", snapshot=_short(public.snapshot_id), code=exc.code
+                "snapshot_check_failed",
+                snapshot=_short(public.snapshot_id),
+                error=type(exc).__name__,
+                code=exc.code if isinstance(exc, SecsyncError) else None,
             )
             return claimed_carry
         if not checked:
