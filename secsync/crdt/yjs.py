@@ -7,6 +7,8 @@ the typed rejection of that one message.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +34,10 @@ _EMPTY_UPDATE = b"\x00\x00"
 
 DEFAULT_PENDING_BYTES = 4 * 1024 * 1024
 """``SecsyncConfig.max_pending_bytes``'s default (a session sets its own)."""
+
+_ENTRY_BYTES = 256
+"""What tracking one pending change costs the budget besides its bytes (so that a flood of
+tiny changes is bounded in number too)."""
 
 Ranges = dict[int, list[tuple[int, int]]]
 
@@ -114,9 +120,12 @@ class YjsAdapter:
         self._applying = False
         self._listener: Callable[[], None] | None = None
         self.max_pending_bytes = DEFAULT_PENDING_BYTES
-        # Received content yrs keeps pending (missing dependencies): its size and what the
-        # document must reach for it to be integrated.
-        self._pending: list[tuple[int, dict[int, int]]] = []
+        # Received content yrs keeps pending (missing dependencies): by id, its size and the
+        # clock per client the document must reach for it to be integrated; and per client, a
+        # heap of (clock needed, id) of the entries waiting on that client now.
+        self._pending: dict[int, tuple[int, dict[int, int]]] = {}
+        self._waiting_on: dict[int, list[tuple[int, int]]] = {}
+        self._pending_ids = itertools.count()
         self._pending_size = 0
         # The document's state vector as _apply left it (None: ask pycrdt; asking opens a
         # transaction, which costs as much as applying a keystroke).
@@ -157,7 +166,8 @@ class YjsAdapter:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of received content yrs keeps waiting for dependencies it has not seen."""
+        """Bytes of received content yrs keeps waiting for dependencies it has not seen (with
+        256 bytes more for each change tracked)."""
         return self._pending_size
 
     def apply_changes(self, changes: Sequence[bytes]) -> None:
@@ -196,14 +206,14 @@ class YjsAdapter:
         known = self._vector
         vector = decode_state_vector(self.doc.get_state()) if known is None else dict(known)
         added: list[tuple[int, dict[int, int]]] = []
-        size = 0
+        size = 0  # what each costs: its bytes, and the entry that tracks it
         for change, summary in zip(changes, summaries, strict=True):
             if _ready(summary, vector):
                 for client, ranges in summary.structs_by_client.items():
                     vector[client] = max(vector.get(client, 0), ranges[-1][1])
                 continue
-            added.append((len(change), _needs(summary)))
-            size += len(change)
+            added.append((len(change) + _ENTRY_BYTES, _needs(summary)))
+            size += len(change) + _ENTRY_BYTES
         if not added:
             return vector
         if self._pending_size + size > self.max_pending_bytes:
@@ -213,20 +223,35 @@ class YjsAdapter:
                 f"content waiting for missing dependencies would exceed "
                 f"{self.max_pending_bytes} bytes"
             )
-        self._pending.extend(added)
+        for entry in added:
+            self._wait(next(self._pending_ids), entry, vector)
         self._pending_size += size
         return vector
 
+    def _wait(self, key: int, entry: tuple[int, dict[int, int]], vector: dict[int, int]) -> bool:
+        """File a pending entry under the first client it still waits on; False if none."""
+        for client, clock in entry[1].items():
+            if vector.get(client, 0) < clock:
+                self._pending[key] = entry
+                heapq.heappush(self._waiting_on.setdefault(client, []), (clock, key))
+                return True
+        return False
+
     def _settle_pending(self) -> None:
+        """Let go of what the document has integrated now (each entry is looked at only when
+        the client it waits on reached the clock it needs)."""
         vector = decode_state_vector(self.doc.get_state())
         self._vector = vector
-        still = [
-            (size, need)
-            for size, need in self._pending
-            if any(vector.get(client, 0) < clock for client, clock in need.items())
-        ]
-        self._pending = still
-        self._pending_size = sum(size for size, _ in still)
+        for client in list(self._waiting_on):
+            heap = self._waiting_on[client]
+            reached = vector.get(client, 0)
+            while heap and heap[0][0] <= reached:
+                _, key = heapq.heappop(heap)
+                entry = self._pending.pop(key)
+                if not self._wait(key, entry, vector):
+                    self._pending_size -= entry[0]
+            if not heap:
+                del self._waiting_on[client]
 
     def _apply_checked(self, changes: Sequence[bytes], error: type[SecsyncError]) -> None:
         self._applying = True
