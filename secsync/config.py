@@ -67,7 +67,21 @@ class SecsyncConfig:
     max_waiting_authors: int = 1_000
     """Distinct authors that may have updates waiting at once."""
     superseded_snapshots_kept: int = 16
-    """How many superseded snapshots are remembered to recognize their late updates."""
+    """How many superseded snapshots are remembered to recognize their late updates (and how
+    many snapshots whose parent has not arrived are held)."""
+    max_held_snapshot_bytes: int = 64 * 1024 * 1024
+    """Bytes of snapshots held because their parent has not arrived yet, in all: past this the
+    oldest are let go (``MessageRejected`` with ``SnapshotBudgetError``, 117)."""
+    max_pending_bytes: int = 4 * 1024 * 1024
+    """Bytes of received CRDT content the document may keep waiting for dependencies it does
+    not have (Yjs "pending" structs, kept by yrs for the document's life and about 14 times
+    their size in memory): an update that would go past it is refused
+    (``UpdatePendingBudgetError``, 220). Adapters without the accounting ignore it."""
+    snapshot_check_bytes: int = 16 * 1024 * 1024
+    """Bytes of the changes of updates applied on the active snapshot kept to check the next
+    snapshot against (an honest snapshot leaves out only updates concurrent with it, see
+    ``SnapshotIncomplete``). Past this the oldest are let go, and a snapshot that would need
+    them is not checked for other authors' content (our own is checked all the same)."""
 
     # --- healing ----------------------------------------------------------------------------
     gap_refetch_after: float = 2.0

@@ -160,6 +160,13 @@ class SnapshotReplayError(SnapshotError):
     code = 116
 
 
+class SnapshotBudgetError(SnapshotError):
+    """A snapshot held for its parent was let go: held snapshots would exceed
+    ``max_held_snapshot_bytes`` (the oldest go first; one larger than the budget is not held)."""
+
+    code = 117
+
+
 # --- 2xx: updates --------------------------------------------------------------------------------
 
 
@@ -239,6 +246,14 @@ class UpdateDocumentIdError(UpdateError):
     """The update belongs to another document."""
 
     code = 216
+
+
+class UpdatePendingBudgetError(UpdateApplyError):
+    """The update's CRDT content depends on content the document does not have, and what
+    waits for missing dependencies would exceed ``max_pending_bytes``: it is refused before the
+    CRDT sees it (the CRDT would keep it for the document's life)."""
+
+    code = 220
 
 
 class UpdateQueueFullError(UpdateError):

@@ -66,6 +66,28 @@ class CrdtAdapter(Protocol):
         ...
 
 
+@runtime_checkable
+class ContentCheck(Protocol):
+    """What an adapter may add to :class:`CrdtAdapter` so that a session checks snapshots by
+    their content rather than by what their author claims. Both adapters shipped here have it;
+    an adapter without it keeps working, and the session then trusts a snapshot's claimed
+    clocks for our own changes and does not check it for lost content.
+
+    Both are called after :meth:`CrdtAdapter.apply_snapshot` merged ``state``; content is
+    checked before the CRDT library sees it, and a failure is a typed ``SecsyncError``.
+    """
+
+    def uncontained(self, state: bytes, changes: Sequence[bytes]) -> list[bytes]:
+        """Those of ``changes`` (ours, as taken from this document) that the full ``state``
+        does not hold entirely, in their order."""
+        ...
+
+    def lacks(self, state: bytes, extra: Sequence[bytes]) -> bool:
+        """Whether this document holds content that ``state`` and ``extra`` (changes already
+        applied here) together do not."""
+        ...
+
+
 def adapter_for(document: object) -> CrdtAdapter:
     """Wrap a ``pycrdt.Doc`` or an ``automerge`` document (core or the wrapper)."""
     if isinstance(document, CrdtAdapter):
@@ -89,4 +111,4 @@ def adapter_for(document: object) -> CrdtAdapter:
     )
 
 
-__all__ = ["CrdtAdapter", "adapter_for", "crdt_failure"]
+__all__ = ["ContentCheck", "CrdtAdapter", "adapter_for", "crdt_failure"]

@@ -12,6 +12,7 @@ raises, whatever its class, becomes the typed rejection of that one message.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -260,6 +261,27 @@ def check_change(change: bytes) -> None:
             raise
 
 
+def change_hash(change: bytes) -> bytes | None:
+    """The hash Automerge names a change by (SHA-256 of the uncompressed chunk after its
+    checksum); ``None`` when ``change`` is not one whole change chunk."""
+    if len(change) < 10 or change[:4] != MAGIC:
+        return None
+    header = _Reader(change)
+    header.pos = 9
+    try:
+        length = header.uleb()
+        body = change[header.pos : header.pos + length]
+        if len(body) != length or header.pos + length != len(change):
+            return None
+        if change[8] == CHUNK_COMPRESSED_CHANGE:
+            body = _inflate(body)
+        elif change[8] != CHUNK_CHANGE:
+            return None
+    except ValueError:
+        return None
+    return hashlib.sha256(bytes([CHUNK_CHANGE]) + _leb128(len(body)) + body).digest()
+
+
 def changes_sync_message(changes: Sequence[bytes]) -> bytes:
     """An Automerge sync message carrying only ``changes``."""
     parts = [b"\x42", b"\x00", b"\x00", b"\x00", _leb128(len(changes))]
@@ -291,6 +313,7 @@ class AutomergeAdapter:
         self.doc = doc
         self._heads: list[bytes] = []
         self._held: list[bytes] = []
+        self._state: tuple[bytes, list[bytes]] | None = None  # the last snapshot, its heads
         # Actors whose changes this session must not send (see bind_identity).
         self._foreign: Callable[[bytes], bool] = lambda actor: False
 
@@ -358,6 +381,7 @@ class AutomergeAdapter:
         other = _load(state)
         _guarded(lambda: self.doc.merge(other), SnapshotApplyError, "snapshot")
         self._heads = self.doc.get_heads()
+        self._state = (state, other.get_heads())
 
     def encode_state(self) -> bytes:
         return self.doc.save()
@@ -366,6 +390,31 @@ class AutomergeAdapter:
         other = _load(state)
         heads = other.get_heads()
         return self._sendable(self.doc.get_changes(heads))
+
+    def _lacking(self, state: bytes) -> set[bytes]:
+        """Hashes of this document's changes that ``state`` does not hold."""
+        cached = self._state
+        if cached is not None and (cached[0] is state or cached[0] == state):
+            heads = cached[1]
+        else:
+            heads = _load(state).get_heads()
+            self._state = (state, heads)
+        changes = _guarded(lambda: self.doc.get_changes(heads), SnapshotApplyError, "heads")
+        return {change.hash for change in changes}
+
+    def uncontained(self, state: bytes, changes: Sequence[bytes]) -> list[bytes]:
+        """Those of ``changes`` that are not among the changes ``state`` holds (by hash)."""
+        if not changes:
+            return []
+        lacking = self._lacking(state)
+        return [change for change in changes if change_hash(change) in lacking]
+
+    def lacks(self, state: bytes, extra: Sequence[bytes]) -> bool:
+        """Whether this document has changes that neither ``state`` nor ``extra`` hold."""
+        lacking = self._lacking(state)
+        if not lacking:
+            return False
+        return bool(lacking - {change_hash(change) for change in extra})
 
     def close(self) -> None:
         """Nothing to unsubscribe: changes are read from the document on demand."""

@@ -7,14 +7,29 @@ the typed rejection of that one message.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import pycrdt
 
 from secsync.crdt import crdt_failure
-from secsync.crdt.yjs_format import Decoder, UpdateSummary, YjsFormatError, check_updates
-from secsync.errors import LocalIdentityError, SecsyncError, SnapshotApplyError, UpdateApplyError
+from secsync.crdt.yjs_format import (
+    UpdateSummary,
+    YjsFormatError,
+    check_updates,
+    covers,
+    decode_state_vector,
+    merged,
+)
+from secsync.errors import (
+    LocalIdentityError,
+    SecsyncError,
+    SnapshotApplyError,
+    UpdateApplyError,
+    UpdatePendingBudgetError,
+)
 from secsync.logs import get_logger
 from secsync.protocol import crdt_identity
 from secsync.protocol.crypto import SigningKeyPair
@@ -24,6 +39,15 @@ from secsync.protocol.keys import signing_key_pair
 log = get_logger("secsync.crdt")
 
 _EMPTY_UPDATE = b"\x00\x00"
+
+DEFAULT_PENDING_BYTES = 4 * 1024 * 1024
+"""``SecsyncConfig.max_pending_bytes``'s default (a session sets its own)."""
+
+_ENTRY_BYTES = 256
+"""What tracking one pending change costs the budget besides its bytes (so that a flood of
+tiny changes is bounded in number too)."""
+
+Ranges = dict[int, list[tuple[int, int]]]
 
 
 def new_yjs_doc(
@@ -69,16 +93,6 @@ def _var_uint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_state_vector(data: bytes) -> dict[int, int]:
-    """A Yjs state vector (client -> next clock); ``YjsFormatError`` if malformed."""
-    d = Decoder(data)
-    clients = d.read_count(2, "state vector entries")
-    state = {d.read_var_uint(): d.read_var_uint() for _ in range(clients)}
-    if d.remaining:
-        raise d.fail("bytes after the state vector")
-    return state
-
-
 def encode_state_vector(state: dict[int, int]) -> bytes:
     parts = [_var_uint(len(state))]
     for client, clock in state.items():
@@ -86,11 +100,73 @@ def encode_state_vector(state: dict[int, int]) -> bytes:
     return b"".join(parts)
 
 
-def _checked(changes: Sequence[bytes], error: type[SecsyncError]) -> list[UpdateSummary]:
+def _checked(
+    changes: Sequence[bytes], error: type[SecsyncError], *, track: bool = False
+) -> list[UpdateSummary]:
     try:
-        return check_updates(changes)
+        return check_updates(changes, track=track)
     except YjsFormatError as exc:
         raise error(f"not a valid Yjs update: {exc}") from None
+
+
+class _Content:
+    """The IDs some Yjs content holds: struct and delete ranges per client, joined."""
+
+    __slots__ = ("deletes", "structs")
+
+    def __init__(self, summaries: Sequence[UpdateSummary]) -> None:
+        structs: Ranges = {}
+        deletes: Ranges = {}
+        for summary in summaries:
+            for client, ranges in summary.structs_by_client.items():
+                structs.setdefault(client, []).extend(ranges)
+            for client, ranges in summary.deleted_by_client.items():
+                deletes.setdefault(client, []).extend(ranges)
+        self.structs = {client: merged(ranges) for client, ranges in structs.items()}
+        self.deletes = {client: merged(ranges) for client, ranges in deletes.items()}
+
+    def holds(self, summary: UpdateSummary) -> bool:
+        return _within(summary.structs_by_client, self.structs) and _within(
+            summary.deleted_by_client, self.deletes
+        )
+
+
+def _within(ranges: Ranges, held: Ranges) -> bool:
+    for client, wanted in ranges.items():
+        have = held.get(client, [])
+        if not all(covers(have, start, end) for start, end in wanted):
+            return False
+    return True
+
+
+def _needs(summary: UpdateSummary) -> dict[int, int]:
+    """Per client, the clock the document must reach for all of ``summary`` to be in it."""
+    need: dict[int, int] = {}
+    for ranges in (summary.structs_by_client, summary.deleted_by_client):
+        for client, held in ranges.items():
+            for _, end in held:
+                if end > need.get(client, 0):
+                    need[client] = end
+    return need
+
+
+def _ready(summary: UpdateSummary, vector: dict[int, int]) -> bool:
+    """Whether yrs can integrate all of an update on a document at ``vector`` (otherwise
+    part of it stays pending): each client's structs continue what the document has, every ID
+    they name is there, and the delete set names only known clocks."""
+    for client, ranges in summary.structs_by_client.items():
+        known = vector.get(client, 0)
+        for start, end in ranges:
+            if start > known:
+                return False
+            known = max(known, end)
+    if any(clock >= vector.get(client, 0) for client, clock in summary.references):
+        return False
+    return all(
+        end <= vector.get(client, 0)
+        for client, ranges in summary.deleted_by_client.items()
+        for _, end in ranges
+    )
 
 
 class YjsAdapter:
@@ -101,10 +177,23 @@ class YjsAdapter:
         self._local: list[bytes] = []
         self._applying = False
         self._listener: Callable[[], None] | None = None
-        # Changes authors_of has just checked, for apply_changes not to check them again.
-        self._checked: Sequence[bytes] | None = None
+        # Changes authors_of has just checked (and their summaries), for apply_changes not to
+        # check them again.
+        self._checked: tuple[Sequence[bytes], list[UpdateSummary]] | None = None
         # The clients whose content this session must not send (see bind_identity).
         self._foreign: Callable[[Collection[int]], list[int]] = lambda ids: []
+        self.max_pending_bytes = DEFAULT_PENDING_BYTES
+        # Received content yrs keeps pending (missing dependencies): by id, its size and the
+        # clock per client the document must reach for it to be integrated; and per client, a
+        # heap of (clock needed, id) of the entries waiting on that client now.
+        self._pending: dict[int, tuple[int, dict[int, int]]] = {}
+        self._waiting_on: dict[int, list[tuple[int, int]]] = {}
+        self._pending_ids = itertools.count()
+        self._pending_size = 0
+        # The document's state vector as _apply left it (None: ask pycrdt; asking opens a
+        # transaction, which costs as much as applying a keystroke).
+        self._vector: dict[int, int] | None = None
+        self._state: tuple[bytes, UpdateSummary] | None = None  # the last snapshot checked
         existing = doc.get_update()
         # until taken: content the application put in before opening, a local change like any
         # other (bind_identity leaves other users' content out of it)
@@ -153,13 +242,14 @@ class YjsAdapter:
     def authors_of(self, changes: Sequence[bytes]) -> set[int]:
         """The clients whose structs ``changes`` carry (checking them as ``apply_changes``
         would, which then does not check them again). Raises ``UpdateApplyError``."""
-        summaries = _checked(changes, UpdateApplyError)
-        self._checked = changes
+        summaries = _checked(changes, UpdateApplyError, track=True)
+        self._checked = (changes, summaries)
         return {client for summary in summaries for client in summary.client_ids}
 
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
         if self._applying:
             return
+        self._vector = None  # the document changed outside _apply
         update = event.update
         if update != _EMPTY_UPDATE:
             self._local.append(update)
@@ -179,22 +269,109 @@ class YjsAdapter:
         """Local transactions not taken yet (nothing is taken by asking)."""
         return len(self._local)
 
+    def set_pending_budget(self, size: int) -> None:
+        """Bytes of received content that may wait for missing dependencies (see
+        ``SecsyncConfig.max_pending_bytes``)."""
+        self.max_pending_bytes = size
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of received content yrs keeps waiting for dependencies it has not seen (with
+        256 bytes more for each change tracked)."""
+        return self._pending_size
+
     def apply_changes(self, changes: Sequence[bytes]) -> None:
         self._apply(changes, UpdateApplyError)
 
     def apply_snapshot(self, state: bytes) -> None:
-        self._apply([state], SnapshotApplyError)
+        summaries = self._apply([state], SnapshotApplyError)
+        if summaries:
+            self._state = (state, summaries[0])
 
-    def _apply(self, changes: Sequence[bytes], error: type[SecsyncError]) -> None:
+    def _apply(self, changes: Sequence[bytes], error: type[SecsyncError]) -> list[UpdateSummary]:
         if not changes:
-            return
+            return []
         checked, self._checked = self._checked, None
-        if not (
+        if (
             checked is not None
-            and len(checked) == len(changes)
-            and all(a is b for a, b in zip(checked, changes, strict=True))
+            and len(checked[0]) == len(changes)
+            and all(a is b for a, b in zip(checked[0], changes, strict=True))
         ):
-            _checked(changes, error)
+            summaries = checked[1]
+        else:
+            summaries = _checked(changes, error, track=True)
+        vector = self._admit_pending(changes, summaries, error)
+        self._vector = None
+        self._apply_checked(changes, error)
+        if self._pending:
+            self._settle_pending()
+        else:
+            self._vector = vector
+        return summaries
+
+    def _admit_pending(
+        self,
+        changes: Sequence[bytes],
+        summaries: Sequence[UpdateSummary],
+        error: type[SecsyncError],
+    ) -> dict[int, int]:
+        """Count what will stay pending; refuse all of ``changes`` past the budget.
+
+        yrs keeps structs whose dependencies are missing for the document's life and offers no
+        way to drop them, so they are bounded before they go in: a change is pending when
+        the document (with the changes before it) cannot integrate all of it. Returns the
+        state vector the document will have."""
+        known = self._vector
+        vector = decode_state_vector(self.doc.get_state()) if known is None else dict(known)
+        added: list[tuple[int, dict[int, int]]] = []
+        size = 0  # what each costs: its bytes, and the entry that tracks it
+        for change, summary in zip(changes, summaries, strict=True):
+            if _ready(summary, vector):
+                for client, ranges in summary.structs_by_client.items():
+                    vector[client] = max(vector.get(client, 0), ranges[-1][1])
+                continue
+            added.append((len(change) + _ENTRY_BYTES, _needs(summary)))
+            size += len(change) + _ENTRY_BYTES
+        if not added:
+            return vector
+        if self._pending_size + size > self.max_pending_bytes:
+            if error is UpdateApplyError:
+                error = UpdatePendingBudgetError
+            raise error(
+                f"content waiting for missing dependencies would exceed "
+                f"{self.max_pending_bytes} bytes"
+            )
+        for entry in added:
+            self._wait(next(self._pending_ids), entry, vector)
+        self._pending_size += size
+        return vector
+
+    def _wait(self, key: int, entry: tuple[int, dict[int, int]], vector: dict[int, int]) -> bool:
+        """File a pending entry under the first client it still waits on; False if none."""
+        for client, clock in entry[1].items():
+            if vector.get(client, 0) < clock:
+                self._pending[key] = entry
+                heapq.heappush(self._waiting_on.setdefault(client, []), (clock, key))
+                return True
+        return False
+
+    def _settle_pending(self) -> None:
+        """Let go of what the document has integrated now (each entry is looked at only when
+        the client it waits on reached the clock it needs)."""
+        vector = decode_state_vector(self.doc.get_state())
+        self._vector = vector
+        for client in list(self._waiting_on):
+            heap = self._waiting_on[client]
+            reached = vector.get(client, 0)
+            while heap and heap[0][0] <= reached:
+                _, key = heapq.heappop(heap)
+                entry = self._pending.pop(key)
+                if not self._wait(key, entry, vector):
+                    self._pending_size -= entry[0]
+            if not heap:
+                del self._waiting_on[client]
+
+    def _apply_checked(self, changes: Sequence[bytes], error: type[SecsyncError]) -> None:
         self._applying = True
         try:
             # One by one: yrs merges adjacent items at the end of each transaction, at a cost
@@ -223,6 +400,49 @@ class YjsAdapter:
                 raise
             raise SnapshotApplyError(f"pycrdt refused the state: {type(exc).__name__}") from None
         return [] if missing == _EMPTY_UPDATE else [missing]
+
+    def _state_summary(self, state: bytes) -> UpdateSummary:
+        cached = self._state
+        if cached is not None and (cached[0] is state or cached[0] == state):
+            return cached[1]
+        summary = _checked([state], SnapshotApplyError, track=True)[0]
+        self._state = (state, summary)
+        return summary
+
+    def uncontained(self, state: bytes, changes: Sequence[bytes]) -> list[bytes]:
+        """Those of ``changes`` whose structs or deletions the full ``state`` lacks (their
+        IDs are compared: a snapshot is trusted for the content under an ID it holds)."""
+        if not changes:
+            return []
+        held = _Content([self._state_summary(state)])
+        summaries = _checked(changes, SnapshotApplyError, track=True)
+        return [
+            change
+            for change, summary in zip(changes, summaries, strict=True)
+            if not held.holds(summary)
+        ]
+
+    def lacks(self, state: bytes, extra: Sequence[bytes]) -> bool:
+        """Whether this document has structs (by the state vector) or deletions (by the
+        delete set) that ``state`` and ``extra`` together do not."""
+        summaries = [self._state_summary(state)]
+        summaries += _checked(extra, SnapshotApplyError, track=True) if extra else []
+        held = _Content(summaries)
+        try:
+            vector = decode_state_vector(self.doc.get_state())
+            # with the whole state vector, yrs encodes no struct and the whole delete set
+            deletions = self.doc.get_update(self.doc.get_state())
+        except BaseException as exc:
+            if not crdt_failure(exc):
+                raise
+            raise SnapshotApplyError(f"pycrdt could not encode: {type(exc).__name__}") from None
+        if any(
+            clock and not covers(held.structs.get(client, []), 0, clock)
+            for client, clock in vector.items()
+        ):
+            return True
+        ours = _checked([deletions], SnapshotApplyError, track=True)[0]
+        return not _within(ours.deleted_by_client, held.deletes)
 
     def close(self) -> None:
         self.doc.unobserve(self._subscription)

@@ -260,16 +260,27 @@ class UpdateSummary:
     client_ids: list[int] = field(default_factory=list)
     """The client of each section with structs, in update order: whose content the update
     carries (the delete set, which may delete anyone's items, is not counted)."""
+    structs_by_client: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    """With ``track``: per client, the clock ranges ``[start, end)`` the structs cover (skips
+    left out), in order."""
+    deleted_by_client: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    """With ``track``: per client, the ranges of the delete set."""
+    references: list[tuple[int, int]] = field(default_factory=list)
+    """With ``track``: the IDs the items name (origins, parents) that the update itself does
+    not hold: what they need the document to have before they can be integrated."""
 
 
-def check_update(data: bytes) -> UpdateSummary:
-    """Decode a whole Yjs v1 update; raise :class:`YjsFormatError` unless valid and in bounds."""
-    return check_updates([data])[0]
+def check_update(data: bytes, *, track: bool = False) -> UpdateSummary:
+    """Decode a whole Yjs v1 update; raise :class:`YjsFormatError` unless valid and in bounds.
+
+    With ``track``, the summary also holds the ranges of structs and deletes and the IDs the
+    update depends on (see :class:`UpdateSummary`)."""
+    return check_updates([data], track=track)[0]
 
 
-def check_updates(updates: Sequence[bytes]) -> list[UpdateSummary]:
+def check_updates(updates: Sequence[bytes], *, track: bool = False) -> list[UpdateSummary]:
     """Check updates applied together: each alone, and parents named across them."""
-    checkers = [_Checker(bytes(data)) for data in updates]
+    checkers = [_Checker(bytes(data), track) for data in updates]
     for phase in range(2):
         for index, checker in enumerate(checkers):
             try:
@@ -318,7 +329,11 @@ class _Items:
 
 
 class _Checker:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, track: bool = False) -> None:
+        self.track = track
+        self.skipped = False  # the struct just read was a Skip
+        self.section_start = 0  # with track: the first clock of the client section being read
+        self.named: list[tuple[int, int]] = []  # with track: IDs the items name
         self.d = Decoder(data)
         self.summary = UpdateSummary()
         self.items: dict[int, _Items] = {}
@@ -347,12 +362,36 @@ class _Checker:
             summary.structs += structs
             if summary.structs > MAX_STRUCTS:
                 raise d.fail(f"more than {MAX_STRUCTS} structs")
-            for _ in range(structs):
-                clock = self.struct(client, clock)
+            if not self.track:
+                for _ in range(structs):
+                    clock = self.struct(client, clock)
+            else:
+                covered: list[tuple[int, int]] = []
+                start = self.section_start = clock
+                for _ in range(structs):
+                    before = clock
+                    clock = self.struct(client, clock)
+                    if self.skipped:
+                        self.skipped = False
+                        if before > start:
+                            covered.append((start, before))
+                        start = clock
+                if clock > start:
+                    covered.append((start, clock))
+                if covered:
+                    summary.structs_by_client[client] = covered
             self.end_run()
         self.delete_set()
         if d.remaining:
             raise d.fail(f"{d.remaining} bytes after the delete set")
+        if self.track:
+            own = summary.structs_by_client
+            summary.references = [
+                (client, clock)
+                for client, clock in self.named
+                if not covers(own.get(client, ()), clock, clock + 1)
+            ]
+            self.named = []
         return summary
 
     def end_run(self) -> None:
@@ -391,6 +430,7 @@ class _Checker:
                 # Yjs ignores the flag bits on these, yrs reads an item: no common reading.
                 raise d.fail(f"{name} with flag bits {info:#04x}")
             self.end_run()
+            self.skipped = kind == SKIP
             return self.advance(clock, d.read_var_uint(MAX_CLOCK))
         if kind not in KIND_NAMES or kind == JSON:
             raise d.fail(f"content kind {kind} is not read alike by Yjs and yrs")
@@ -414,6 +454,16 @@ class _Checker:
                 raise d.fail(f"parent info {named}")
             if info & HAS_PARENT_SUB:
                 self.summary.payload_bytes += len(d.read_var_string())
+        if self.track:
+            # an origin just before the item, in this section, is the common case: no need
+            if origin[0] >= 0 and not (
+                origin[0] == client and self.section_start <= origin[1] < clock
+            ):
+                self.named.append(origin)
+            if right[0] >= 0:
+                self.named.append(right)
+            if parent[0] == _PARENT_ID:
+                self.named.append((parent[1], parent[2]))
         length = self.content(kind)
         end = self.advance(clock, length)
         self.continue_run(client, clock, info, origin, right)
@@ -556,9 +606,14 @@ class _Checker:
             self.summary.delete_ranges += ranges
             if self.summary.delete_ranges > MAX_DELETE_RANGES:
                 raise d.fail(f"more than {MAX_DELETE_RANGES} deleted ranges")
+            deleted: list[tuple[int, int]] = []
             for _ in range(ranges):
                 clock = d.read_var_uint(MAX_CLOCK)
-                self.advance(clock, d.read_var_uint(MAX_CLOCK))
+                end = self.advance(clock, d.read_var_uint(MAX_CLOCK))
+                if self.track:
+                    deleted.append((clock, end))
+            if deleted:
+                self.summary.deleted_by_client[client] = deleted
 
     def find(self, client: int, clock: int) -> int | None:
         """Index of the item of this update that holds ``(client, clock)``, if any."""
@@ -630,3 +685,34 @@ class _Checker:
                     raise YjsFormatError(f"shared types nested deeper than {MAX_TYPE_DEPTH}", 0)
                 deepest = max(deepest, value)
         return deepest
+
+
+def merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges sorted, with overlapping and adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def covers(ranges: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether the sorted, joined ``ranges`` (see :func:`merged`) hold all of ``[start, end)``."""
+    index = bisect_right(ranges, (start, MAX_CLOCK + 1)) - 1
+    return index >= 0 and ranges[index][0] <= start and end <= ranges[index][1]
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """A Yjs state vector (``Doc.get_state()``): the next clock of each client."""
+    d = Decoder(data)
+    count = d.read_count(2, "clients")
+    vector = {}
+    for _ in range(count):
+        client = d.read_var_uint(MAX_CLIENT)
+        vector[client] = d.read_var_uint(MAX_CLOCK)
+    if d.remaining:
+        raise d.fail(f"{d.remaining} bytes after the state vector")
+    return vector

@@ -57,6 +57,22 @@ class SnapshotApplied(BaseEvent):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class SnapshotIncomplete(BaseEvent):
+    """An applied snapshot lacks content this client holds that an honest snapshot would have
+    included (not explained by updates concurrent with it, nor by our own changes not yet in
+    it): ``author`` wrote a lossy snapshot. What it lacks of ours is sent again as updates on
+    it (``resent_changes``); when it lacks other authors' content too (``repair``), this client
+    writes a complete snapshot on top of it (anyone's complete snapshot ends the repair)."""
+
+    snapshot_id: bytes
+    author: bytes
+    resent_changes: int = 0
+    """Changes of ours the snapshot lacks although it claims to include them."""
+    repair: bool = False
+    """It lacks content of other authors: a complete snapshot is requested on top of it."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class UpdateApplied(BaseEvent):
     """A remote update was verified, decrypted and applied."""
 
@@ -213,6 +229,7 @@ class ConnectionChanged(BaseEvent):
 
 Event: TypeAlias = (
     SnapshotApplied
+    | SnapshotIncomplete
     | UpdateApplied
     | IdentityCollision
     | IdentityInUse

@@ -10,13 +10,13 @@ except that a validly signed update whose content is refused spends its author's
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from secsync.config import SecsyncConfig
-from secsync.crdt import CrdtAdapter, adapter_for, crdt_failure
+from secsync.crdt import ContentCheck, CrdtAdapter, adapter_for, crdt_failure
 from secsync.errors import (
     CreateSnapshotError,
     CreateUpdateError,
@@ -33,6 +33,7 @@ from secsync.errors import (
     SnapshotAncestryError,
     SnapshotApplyError,
     SnapshotAuthorRejectedError,
+    SnapshotBudgetError,
     SnapshotDecryptionError,
     SnapshotDocumentIdError,
     SnapshotKeyError,
@@ -68,6 +69,7 @@ from secsync.protocol.events import (
     MessageRejected,
     RecoveryNeeded,
     SnapshotApplied,
+    SnapshotIncomplete,
     SnapshotStored,
     UpdateApplied,
     UpdateStored,
@@ -111,6 +113,11 @@ def _held_size(update: Update) -> int:
     return len(update.ciphertext) + 256
 
 
+def _snapshot_size(snapshot: Snapshot) -> int:
+    """What a held snapshot costs the budget: its ciphertext, the bulk of what is held."""
+    return len(snapshot.ciphertext) + 512
+
+
 def _next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
     """The next part of a batch for :meth:`DocumentSession._receive_ahead`: up to
     ``BATCH_CHUNK`` messages, ending after a snapshot (updates after it are opened ahead
@@ -150,6 +157,16 @@ class _Active:
     """The key, ready for many messages (a malformed key stays as it is and fails as before)."""
     authors: dict[bytes, bytes] = field(init=False, repr=False, default_factory=dict)
     """One bytes object per author with applied updates, shared by their events."""
+    applied: deque[tuple[bytes, int, list[bytes], bool]] = field(
+        init=False, repr=False, default_factory=deque
+    )
+    """(author, clock, changes, late) of the updates applied on it, oldest first, to check the
+    next snapshot against (``SecsyncConfig.snapshot_check_bytes``)."""
+    applied_bytes: int = field(init=False, repr=False, default=0)
+    dropped: dict[bytes, int] = field(init=False, repr=False, default_factory=dict)
+    """Per author, the highest clock let go from ``applied`` (late ones count as ``2**62``)."""
+    recorded: bool = field(init=False, repr=False, default=True)
+    """False when updates were applied that ``applied`` never saw (restored from a save)."""
 
     def __post_init__(self) -> None:
         self.cipher = crypto.Cipher.of(self.key)
@@ -264,6 +281,7 @@ class DocumentSession:
         self._deferred: dict[bytes, list[Update]] = {}
         # Snapshots whose parent has not arrived yet, by parent id (for out-of-order delivery).
         self._future_snapshots: OrderedDict[bytes, Snapshot] = OrderedDict()
+        self._future_bytes = 0
         # Validly signed snapshots that did not open with our key: updates on them are refused
         # at once instead of waiting for a snapshot that will never open.
         self._unreadable: OrderedDict[bytes, None] = OrderedDict()
@@ -293,6 +311,16 @@ class DocumentSession:
         # active snapshot, and why we stopped writing (our key is in use on another client).
         self._digests = ClockDigests(cfg.max_clock_digests)
         self._identity_in_use: IdentityInUseError | None = None
+        # A snapshot lacked other authors' content: a complete one is written on top of it,
+        # unless someone else's complete snapshot comes first.
+        self._repair_wanted = False
+        self._late_events: list[Event] = []
+        self._content_check: ContentCheck | None = (
+            self.crdt if isinstance(self.crdt, ContentCheck) else None
+        )
+        set_pending_budget = getattr(self.crdt, "set_pending_budget", None)
+        if set_pending_budget is not None:
+            set_pending_budget(self.config.max_pending_bytes)
 
         self.change_log: Callable[[list[bytes]], None] | None = None
         """Called with local changes the moment they are taken from the CRDT, before the session
@@ -482,6 +510,9 @@ class DocumentSession:
                         for a, rs in active.get("skipped", {}).items()
                     },
                 )
+                # the updates applied before the save are not known: no lost-content check
+                # of other authors' content on the next snapshot (our own is still checked)
+                self._active.recorded = not active["updates"]
                 activated = getattr(self.keys, "snapshot_activated", None)
                 if activated is not None:
                     # the key provider re-verified the stored snapshot above: its roster rules
@@ -560,7 +591,8 @@ class DocumentSession:
             if self._pending or self._snapshot_requested or self._first_snapshot_wanted:
                 out.append(self._create_snapshot())
             return out
-        if (self._pending or self._snapshot_requested) and self._should_snapshot():
+        wanted = self._snapshot_requested or self._repair_wanted
+        if (self._pending or wanted) and self._should_snapshot():
             out.append(self._create_snapshot())
         elif self._pending:
             out.extend(self._create_updates())
@@ -572,14 +604,30 @@ class DocumentSession:
         if self._in_flight or any(w.updates for w in self._waiting.values()):
             return False  # a snapshot must not leave out what is in flight or still queued
         cfg = self.config
-        return self._snapshot_requested or bool(
-            (cfg.snapshot_after_updates and active.updates >= cfg.snapshot_after_updates)
-            or (cfg.snapshot_after_bytes and active.update_bytes >= cfg.snapshot_after_bytes)
+        return (
+            self._snapshot_requested
+            or self._repair_wanted
+            or bool(
+                (cfg.snapshot_after_updates and active.updates >= cfg.snapshot_after_updates)
+                or (cfg.snapshot_after_bytes and active.update_bytes >= cfg.snapshot_after_bytes)
+            )
         )
 
     @property
     def snapshot_requested(self) -> bool:
         return self._snapshot_requested
+
+    @property
+    def repair_wanted(self) -> bool:
+        """True while a snapshot lacked other authors' content and no complete snapshot has
+        been applied or stored since: the next snapshot written here repairs it."""
+        return self._repair_wanted
+
+    @property
+    def held_snapshot_bytes(self) -> int:
+        """Bytes of snapshots held because their parent has not arrived (see
+        ``SecsyncConfig.max_held_snapshot_bytes``)."""
+        return self._future_bytes
 
     def request_snapshot(self) -> None:
         """Write a snapshot at the next opportunity, and again after losing a race, until one
@@ -704,6 +752,7 @@ class DocumentSession:
             return []
         self._snapshot_in_flight = None
         self._snapshot_requested = False
+        self._repair_wanted = False  # ours holds all we have
         self._activate(flight.message, flight.key, carried=[])
         self._log.info("snapshot_stored", snapshot=_short(snapshot_id))
         events: list[Event] = [SnapshotStored(snapshot_id)]
@@ -1156,12 +1205,16 @@ class DocumentSession:
         except SecsyncError as exc:
             events.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
             return
+        finally:
+            late, self._late_events = self._late_events, []
         if applied is None:
             return
         events.append(applied)
+        events += late
         self._drain_deferred(snapshot.snapshot_id, now, events)
         child = self._future_snapshots.pop(snapshot.snapshot_id, None)
         if child is not None:
+            self._future_bytes -= _snapshot_size(child)
             self._receive_snapshot(child, (), events, recovery=None, now=now)
 
     def _is_known(self, snapshot_id: bytes) -> bool:
@@ -1172,13 +1225,38 @@ class DocumentSession:
             or (active is not None and snapshot_id == active.info.parent_snapshot_id)
         )
 
-    def _hold_future_snapshot(self, snapshot: Snapshot) -> None:
+    def _hold_future_snapshot(self, snapshot: Snapshot, events: list[Event]) -> None:
+        """Keep a snapshot whose parent has not arrived, within a count
+        (``superseded_snapshots_kept``) and a byte budget (``max_held_snapshot_bytes``): the
+        oldest held ones are let go and reported (117); one larger than the budget alone is
+        refused."""
+        size = _snapshot_size(snapshot)
+        budget = self.config.max_held_snapshot_bytes
+        if size > budget:
+            raise SnapshotBudgetError(
+                f"a snapshot of {size} bytes waits for its parent; at most {budget} are held"
+            )
         parent = snapshot.public_data.parent_snapshot_id
-        if parent not in self._future_snapshots:
-            while len(self._future_snapshots) >= self.config.superseded_snapshots_kept:
-                self._future_snapshots.popitem(last=False)
+        replaced = self._future_snapshots.pop(parent, None)
+        if replaced is not None:
+            self._future_bytes -= _snapshot_size(replaced)
+        while self._future_snapshots and (
+            len(self._future_snapshots) >= self.config.superseded_snapshots_kept
+            or self._future_bytes + size > budget
+        ):
+            _, evicted = self._future_snapshots.popitem(last=False)
+            evicted_size = _snapshot_size(evicted)
+            self._future_bytes -= evicted_size
+            error = SnapshotBudgetError(
+                f"a held snapshot of {evicted_size} bytes was let go for a newer one "
+                f"({len(self._future_snapshots)} still held, {self._future_bytes} bytes)"
+            )
+            events.append(self._rejected(error, MessageKind.SNAPSHOT, evicted.author))
         self._future_snapshots[parent] = snapshot
-        self._log.debug("snapshot_held", snapshot=_short(snapshot.snapshot_id))
+        self._future_bytes += size
+        self._log.debug(
+            "snapshot_held", snapshot=_short(snapshot.snapshot_id), held=self._future_bytes
+        )
 
     def _drain_deferred(self, snapshot_id: bytes, now: float, events: list[Event]) -> None:
         deferred = self._deferred.pop(snapshot_id, [])
@@ -1227,7 +1305,7 @@ class DocumentSession:
             elif public.parent_snapshot_id != active.info.snapshot_id and not self._is_known(
                 public.parent_snapshot_id
             ):
-                self._hold_future_snapshot(snapshot)  # its parent has not arrived yet
+                self._hold_future_snapshot(snapshot, events)  # its parent has not arrived yet
                 return None
             else:
                 direct_child = True
@@ -1260,6 +1338,9 @@ class DocumentSession:
                 # snapshot's content and our pending changes included) is sent again on it.
                 carried = self.crdt.missing_from(plaintext)
                 self._pending = []
+            elif direct_child and self._content_check is not None:
+                assert active is not None
+                carried = self._check_content(snapshot, plaintext, active, carried)
         except SnapshotApplyError:
             raise  # the adapter's own verdict, with its reason
         except BaseException as exc:
@@ -1304,8 +1385,88 @@ class DocumentSession:
         ):
             raise SnapshotAncestryError("proof chain does not end at this snapshot")
 
+    def _own_updates(self) -> list[tuple[int, list[bytes]]]:
+        """Our updates on the active snapshot, confirmed, in flight or refused, by clock."""
+        own = [(clock, changes) for clock, changes in self._confirmed.items()]
+        own += [(clock, flight.changes) for clock, flight in self._sent_updates()]
+        own.sort(key=lambda item: item[0])
+        return own
+
+    def _check_content(
+        self, snapshot: Snapshot, plaintext: bytes, active: _Active, claimed_carry: list[bytes]
+    ) -> list[bytes]:
+        """Check a child of the active snapshot against what we hold, after merging it;
+        return our changes to send again on it.
+
+        Ours are sent again when the snapshot's content lacks them, whatever clocks it claims
+        (a claim of 10**9 must not make us drop what is in flight). It is lossy when it lacks
+        content not explained by an honest snapshot's blind spots (updates with clocks beyond
+        what it claims, our changes not yet in it): then :class:`SnapshotIncomplete` names its
+        author and, if it lacks other authors' content, a complete snapshot is requested.
+        """
+        check = self._content_check
+        assert check is not None
+        public = snapshot.public_data
+        claims = public.parent_snapshot_update_clocks
+        mine = claims.get(self.public_key, -1)
+        claimed: list[bytes] = []  # ours the snapshot says it includes
+        unclaimed: list[bytes] = []
+        own = self._own_updates()
+        # ours from an earlier run of this client, received back like anyone's
+        own += [(c, ch) for a, c, ch, _ in active.applied if a == self.public_key]
+        own.sort(key=lambda item: item[0])
+        for clock, changes in own:
+            (claimed if clock <= mine else unclaimed).extend(changes)
+        if self._snapshot_in_flight is not None:
+            unclaimed.extend(self._snapshot_in_flight.changes)
+        try:
+            lost = check.uncontained(plaintext, claimed)
+            resend = lost + check.uncontained(plaintext, unclaimed)
+            lacking = False
+            checked = active.recorded and not any(
+                clock > claims.get(author, -1) for author, clock in active.dropped.items()
+            )
+            if checked:
+                extra = [
+                    change
+                    for author, clock, changes, late in active.applied
+                    if author != self.public_key and (late or clock > claims.get(author, -1))
+                    for change in changes
+                ]
+                lacking = check.lacks(plaintext, extra + claimed + unclaimed + self._pending)
+        except BaseException as exc:
+            if not isinstance(exc, SecsyncError) and not crdt_failure(exc):
+                raise
+            # the snapshot is merged already: report, and fall back to what it claims
+            self._log.warning(
+                "snapshot_check_failed",
+                snapshot=_short(public.snapshot_id),
+                error=type(exc).__name__,
+                code=exc.code if isinstance(exc, SecsyncError) else None,
+            )
+            return claimed_carry
+        if not checked:
+            self._log.info("snapshot_check_partial", snapshot=_short(public.snapshot_id))
+        if lost or lacking:
+            self._log.warning(
+                "snapshot_incomplete",
+                snapshot=_short(public.snapshot_id),
+                author=_short(public.pub_key),
+                resent=len(lost),
+                repair=lacking,
+            )
+            self._late_events.append(
+                SnapshotIncomplete(public.snapshot_id, public.pub_key, len(lost), lacking)
+            )
+        if lacking:
+            self._repair_wanted = True
+        elif checked:
+            self._repair_wanted = False  # a complete snapshot: any repair is done
+        return resend
+
     def _carry_over(self, snapshot: Snapshot, direct_child: bool) -> list[bytes]:
-        """Local changes the incoming snapshot may lack, to send again on top of it."""
+        """Local changes the incoming snapshot may lack, to send again on top of it (by its
+        claimed clocks; :meth:`_check_content` checks its content instead when it can)."""
         included = (
             snapshot.public_data.parent_snapshot_update_clocks.get(self.public_key, -1)
             if direct_child
@@ -1516,6 +1677,8 @@ class DocumentSession:
         author = active.authors.setdefault(public.pub_key, public.pub_key)
         clock = public.clock
         user = self.devices.device_user(author) if public.extra else None
+        if self._content_check is not None:
+            self._record(active, author, clock, changes, late)
         if late:
             events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
             return
@@ -1564,6 +1727,20 @@ class DocumentSession:
             active.clocks[author] = clock
         if author == self.public_key:
             self._local_clock = max(self._local_clock, clock)
+
+    def _record(
+        self, active: _Active, author: bytes, clock: int, changes: list[bytes], late: bool
+    ) -> None:
+        """Keep an applied update's changes to check the next snapshot against, within
+        ``snapshot_check_bytes`` (the oldest go first)."""
+        active.applied.append((author, clock, changes, late))
+        active.applied_bytes += sum(map(len, changes))
+        budget = self.config.snapshot_check_bytes
+        while active.applied_bytes > budget and active.applied:
+            gone, gone_clock, gone_changes, gone_late = active.applied.popleft()
+            active.applied_bytes -= sum(map(len, gone_changes))
+            mark = 2**62 if gone_late else gone_clock
+            active.dropped[gone] = max(active.dropped.get(gone, -1), mark)
 
     def _verify(self, message: Update | Snapshot) -> bytes:
         """The signature check of ``message``; returns its AAD (ASCII bytes).

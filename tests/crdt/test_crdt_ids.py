@@ -95,9 +95,9 @@ def test_authors_of_checks_once_for_the_apply_that_follows(
     calls = []
     real = yjs_format.check_updates
 
-    def counting(updates: list[bytes]) -> list[yjs_format.UpdateSummary]:
+    def counting(updates: list[bytes], **options: bool) -> list[yjs_format.UpdateSummary]:
         calls.append(len(updates))
-        return real(updates)
+        return real(updates, **options)
 
     monkeypatch.setattr("secsync.crdt.yjs.check_updates", counting)
     changes = [state]

@@ -17,7 +17,7 @@ def test_every_event_is_a_base_event_with_a_readable_repr() -> None:
         if isinstance(getattr(events, name), type)
         and dataclasses.is_dataclass(getattr(events, name))
     ]
-    assert len(classes) == 17
+    assert len(classes) == 18
     for cls in classes:
         assert issubclass(cls, events.BaseEvent)
         assert "__repr__" not in cls.__dict__  # the readable one, not the dataclass one
