@@ -160,6 +160,20 @@ class SnapshotReplayError(SnapshotError):
     code = 116
 
 
+class SnapshotRateError(SnapshotError):
+    """The snapshot's author sent more snapshots than the per-author rate allows: it is held
+    (the newest one of the author is processed once the rate allows) or dropped unread."""
+
+    code = 118
+
+
+class SnapshotSearchError(SnapshotError):
+    """Loading looked back over more stored snapshot messages (or bytes) than its bound
+    without finding one to load; nothing was written."""
+
+    code = 119
+
+
 # --- 2xx: updates --------------------------------------------------------------------------------
 
 
