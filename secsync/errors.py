@@ -166,6 +166,14 @@ class SnapshotRateError(SnapshotError):
 
     code = 118
 
+    def __init__(
+        self, message: str | None = None, *, snapshot_id: bytes = b"", held: bool = False
+    ) -> None:
+        self.snapshot_id = snapshot_id
+        self.held = held
+        """Held (processed later), not dropped."""
+        super().__init__(message)
+
 
 class SnapshotSearchError(SnapshotError):
     """Loading looked back over more stored snapshot messages (or bytes) than its bound

@@ -34,6 +34,7 @@ from secsync.errors import (
     PayloadTooLargeError,
     SecsyncError,
     SnapshotApplyError,
+    SnapshotRateError,
     SnapshotSearchError,
     StreamNotFoundError,
     TransportError,
@@ -1005,8 +1006,23 @@ class Document:
         decoded_snapshot = next(
             (e for e in events if isinstance(e, SnapshotApplied) and not e.recovered), None
         )
+        held = next(
+            (
+                e.error
+                for e in events
+                if isinstance(e, MessageRejected)
+                and isinstance(e.error, SnapshotRateError)
+                and e.error.held
+            ),
+            None,
+        )
         if decoded_snapshot is not None:
             self._snapshot_seq[decoded_snapshot.snapshot_id] = stored.sequence
+        elif held is not None:
+            # a real snapshot, taken when its author's rate allows (DocumentSession.handle_timer):
+            # where it is stored is what updates on it expect
+            self._snapshot_seq[held.snapshot_id] = stored.sequence
+            self._wake.set()
         elif stored.subject == self.subjects.snapshot and not any(
             isinstance(e, SnapshotStored) for e in events
         ):
