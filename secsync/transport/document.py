@@ -819,6 +819,8 @@ class Document:
         fresh = [last]  # read and not decoded yet, in stream order
         decoded: list[tuple[int, Snapshot]] = []  # (sequence of its last part, snapshot)
         span = _FIRST_SPAN
+        search: _Search | None = None
+        total: int | None = None  # snapshot messages stored, once the first window fell short
         while True:
             # A window starts where a message starts: fetch the first parts of a chunked one.
             index = _part_index(fresh[0]) if fresh else 1
@@ -827,12 +829,24 @@ class Document:
                 fresh = await self._snapshots_between(start, lowest - 1, read) + fresh
                 lowest = start
                 continue
-            decoded = _decode_window(fresh, self._decode) + decoded
+            if fresh or search is None:  # an empty window changes nothing to weigh
+                decoded = _decode_window(fresh, self._decode) + decoded
+                search = _weigh(self.session, decoded, passed_over, read)
             fresh = []
-            complete = lowest <= 1
-            search = _weigh(self.session, decoded, passed_over, read)
+            complete = lowest <= 1 or (total is not None and read.messages >= total)
             if complete or _settled(search, decoded, chains, config.load_chain_window):
                 return search
+            if total is None and read.windows > 1:
+                # Read back to the subject's first message, without counting down the
+                # sequences to 1 (a compacted document starts far into the stream).
+                total = await jetstream.count_scoped(
+                    self._client.js,
+                    self._read_stream,
+                    self.subjects.snapshot,
+                    timeout=self.config.request_timeout,
+                )
+                if read.messages >= total:
+                    return search
             if (
                 read.messages >= config.load_snapshot_messages
                 or read.bytes >= config.load_snapshot_bytes

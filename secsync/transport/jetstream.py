@@ -90,6 +90,7 @@ __all__ = [
     "messages_after",
     "messages_between",
     "last_scoped",
+    "count_scoped",
     "publish",
     "publish_batch",
 ]
@@ -851,6 +852,15 @@ async def last_scoped(
         js, stream, subject, 1, lambda pending: min(pending, 1), timeout=timeout, last_only=True
     )
     return stored[-1] if stored else None
+
+
+async def count_scoped(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> int:
+    """How many messages are stored on ``subject``: the pending count of a consumer scoped to
+    it (created and deleted; nothing is fetched)."""
+    _stored, pending = await _scoped(js, stream, subject, 1, lambda _pending: 0, timeout=timeout)
+    return pending
 
 
 async def _scoped(
