@@ -387,6 +387,7 @@ def render(results: dict[str, Any], png: str | None, plot_note: str | None) -> s
     _why(results, add)
     _federation(results, add)
     _capacity(results, add)
+    _open_bound(results, add)
     _reproduce(results, add)
     return "\n".join(out).rstrip() + "\n"
 
@@ -460,6 +461,23 @@ def _capacity(results: dict[str, Any], add: Any) -> None:
     lines = fragment.splitlines()
     if lines and lines[0].startswith("## "):
         lines[0] = "## 9. " + lines[0][3:]  # numbered like the other sections
+    for line in lines:
+        add(line)
+    add("")
+
+
+def _open_bound(results: dict[str, Any], add: Any) -> None:
+    measured = results.get("open_bound")
+    fragment = str(measured.get("markdown") or "") if isinstance(measured, dict) else ""
+    if not fragment:
+        add("## 10. Opening with many stored snapshots")
+        add("")
+        add("*Not measured in this run.*")
+        add("")
+        return
+    lines = fragment.splitlines()
+    if lines and lines[0].startswith("## "):
+        lines[0] = "## 10. " + lines[0][3:]
     for line in lines:
         add(line)
     add("")

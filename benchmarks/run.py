@@ -42,6 +42,7 @@ SECTIONS = (
     "profile",
     "federation",
     "capacity",
+    "open_bound",
 )
 
 
@@ -236,6 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"markdown": capacity.render(measured), "numbers": measured}
 
     results["capacity"] = section("capacity", run_capacity)
+
+    def run_open_bound() -> dict[str, Any]:
+        from benchmarks import open_bound
+
+        measured = open_bound.run(quick=sizes.name == "quick")
+        return {"markdown": open_bound.render(measured), "numbers": measured}
+
+    results["open_bound"] = section("open_bound", run_open_bound)
 
     results["duration_s"] = time.perf_counter() - t0
     results["loadavg_end"] = os.getloadavg()

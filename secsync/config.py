@@ -23,6 +23,24 @@ class SecsyncConfig:
     """Write a snapshot once this many updates were stored on the active snapshot (0: never)."""
     snapshot_after_bytes: int = 4 * 1024 * 1024
     """... or once their ciphertexts add up to this many bytes (0: never)."""
+    snapshots_per_author_per_minute: float = 30.0
+    """Snapshots of one author that a receiver checks and applies per minute, after a burst
+    of ``snapshot_burst_per_author``; faster ones are coalesced (the author's newest is held
+    and processed when the rate allows, older held ones are dropped, ``SnapshotRateError``).
+    Honest clients write a snapshot per ``snapshot_after_updates`` updates or a membership
+    change, far below this. 0: no limit."""
+    snapshot_burst_per_author: int = 10
+    """Snapshots of one author taken at once before ``snapshots_per_author_per_minute`` holds."""
+    load_snapshot_messages: int = 256
+    """Stored snapshot messages (parts count one each) that loading may read back from the
+    end of the snapshot subject while looking for one to load; past it, opening fails with
+    ``SnapshotSearchError`` (119) and writes nothing."""
+    load_snapshot_bytes: int = 256 * 1024 * 1024
+    """... and their bytes, at most (the largest snapshot a client reassembles must fit)."""
+    load_chain_window: int = 32
+    """With a key provider that has membership chains (closed groups), loading weighs at
+    least this many stored snapshot messages before the chosen one (or all, if fewer), so a
+    stale or forked chain is told by the chains stored before it."""
 
     # --- updates ----------------------------------------------------------------------------
     max_update_plaintext_bytes: int = 512 * 1024

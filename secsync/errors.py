@@ -167,6 +167,28 @@ class SnapshotBudgetError(SnapshotError):
     code = 117
 
 
+class SnapshotRateError(SnapshotError):
+    """The snapshot's author sent more snapshots than the per-author rate allows: it is held
+    (the newest one of the author is processed once the rate allows) or dropped unread."""
+
+    code = 118
+
+    def __init__(
+        self, message: str | None = None, *, snapshot_id: bytes = b"", held: bool = False
+    ) -> None:
+        self.snapshot_id = snapshot_id
+        self.held = held
+        """Held (processed later), not dropped."""
+        super().__init__(message)
+
+
+class SnapshotSearchError(SnapshotError):
+    """Loading looked back over more stored snapshot messages (or bytes) than its bound
+    without finding one to load; nothing was written."""
+
+    code = 119
+
+
 # --- 2xx: updates --------------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from secsync.errors import (
     SnapshotMissesUpdatesError,
     SnapshotParentError,
     SnapshotPolicyError,
+    SnapshotRateError,
     SnapshotReplayError,
     UpdateApplyError,
     UpdateAuthorRejectedError,
@@ -95,6 +96,7 @@ from secsync.protocol.prefetch import (
     decode_messages,
     prepare_all,
 )
+from secsync.protocol.snapshot_rate import SnapshotRate
 
 log = get_logger("secsync.session")
 
@@ -294,6 +296,14 @@ class DocumentSession:
         )
         self._deferred_since = 0.0
         self._deferred_recovery_asked = False
+        # Snapshots of one author checked per minute (held and coalesced beyond, see
+        # secsync.protocol.snapshot_rate); a loaded session only, never our own.
+        self.snapshot_rate = SnapshotRate(
+            per_minute=cfg.snapshots_per_author_per_minute,
+            burst=cfg.snapshot_burst_per_author,
+            max_authors=cfg.max_waiting_authors,
+            max_held=cfg.superseded_snapshots_kept,
+        )
 
         self._pending: list[bytes] = []
         self._local_clock = -1
@@ -1013,9 +1023,32 @@ class DocumentSession:
         if isinstance(message, Update):
             self._receive_update(message, now, events)
         elif isinstance(message, Snapshot):
+            if not self._snapshot_admitted(message, now, events):
+                return
             self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
         else:
             self._receive_ephemeral(message, events, now)
+
+    def _snapshot_admitted(self, snapshot: Snapshot, now: float, events: list[Event]) -> bool:
+        """The per-author snapshot rate, before any check of ``snapshot``: held ones and those
+        dropped in their favour are reported (``SnapshotRateError``, 118)."""
+        if not self.loaded or snapshot.author == self.public_key:
+            return True
+        admitted, dropped = self.snapshot_rate.admit(snapshot, now)
+        for old in dropped:
+            error = SnapshotRateError(
+                "dropped unread: a newer snapshot of its author is held",
+                snapshot_id=old.snapshot_id,
+            )
+            events.append(self._rejected(error, MessageKind.SNAPSHOT, old.author))
+        if not admitted:
+            error = SnapshotRateError(
+                "held: its author exceeds the snapshot rate",
+                snapshot_id=snapshot.snapshot_id,
+                held=True,
+            )
+            events.append(self._rejected(error, MessageKind.SNAPSHOT, snapshot.author))
+        return admitted
 
     def _receive_ahead(
         self,
@@ -1816,8 +1849,12 @@ class DocumentSession:
 
     def handle_timer(self, now: float) -> list[Event]:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
-        active = self._active
         events: list[Event] = []
+        for held in self.snapshot_rate.due(now):
+            # the newest of its author; one it replaced may have been its parent
+            reason = "earlier snapshots of its author were dropped (rate)" if held.skipped else None
+            self._receive_snapshot(held.snapshot, (), events, recovery=reason, now=now)
+        active = self._active
         if (
             self._deferred
             and not self._deferred_recovery_asked
@@ -1851,6 +1888,9 @@ class DocumentSession:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` has something to report, in ``time.monotonic`` terms."""
         deadlines = []
+        held = self.snapshot_rate.next_deadline()
+        if held is not None:
+            deadlines.append(held)
         if self._deferred and not self._deferred_recovery_asked:
             deadlines.append(self._deferred_since + self.config.gap_recover_after)
         for waiting in self._waiting.values():

@@ -35,6 +35,8 @@ from secsync.errors import (
     PayloadTooLargeError,
     SecsyncError,
     SnapshotApplyError,
+    SnapshotRateError,
+    SnapshotSearchError,
     StreamNotFoundError,
     TransportError,
     WrongKeyError,
@@ -58,7 +60,7 @@ from secsync.protocol.events import (
     SyncFailed,
 )
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
-from secsync.protocol.session import DocumentSession
+from secsync.protocol.session import DocumentSession, SnapshotChoice
 from secsync.transport import chunks, jetstream
 from secsync.transport.presence import Presence
 from secsync.transport.subjects import DocumentSubjects, snapshot_msg_id, update_msg_id
@@ -95,6 +97,94 @@ class _Latest:
     sequence: int  # where the chosen snapshot's message ends (0: none)
     judged: int  # the last snapshot-subject sequence weighed when choosing
     after: list[jetstream.StoredMessage]  # stored after the chosen snapshot, in order
+
+
+# Sequences in the first window read back before the last snapshot message; each next one
+# doubles, so a snapshot n sequences back is found after about log2(n) windows.
+_FIRST_SPAN = 16
+
+
+@dataclass(slots=True)
+class _SearchRead:
+    """What looking back over the snapshot subject read, for its bound (and for tests)."""
+
+    messages: int
+    bytes: int
+    windows: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    choice: SnapshotChoice
+    candidates: list[Snapshot]
+    sequences: list[int]
+    read: _SearchRead
+
+
+def _part_index(message: jetstream.StoredMessage) -> int:
+    """A stored part's 1-based index (1 for a whole message, or a malformed header)."""
+    value = message.headers.get(chunks.PART_HEADER)
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 9:
+        return 1
+    return max(1, int(value))
+
+
+def _decode_window(
+    messages: list[jetstream.StoredMessage], decode: Callable[[bytes], Message | None]
+) -> list[tuple[int, Snapshot]]:
+    """The snapshots among ``messages`` (in stream order, starting where a message starts)."""
+    assembler = chunks.Reassembler()
+    out: list[tuple[int, Snapshot]] = []
+    for message in messages:
+        try:
+            data = assembler.feed(message.sequence, message.data, message.headers)
+        except SecsyncError:
+            continue  # broken parts: not a snapshot
+        if data is None:
+            continue
+        decoded = decode(data)
+        if isinstance(decoded, Snapshot):
+            out.append((message.sequence, decoded))
+    return out
+
+
+def _weigh(
+    session: DocumentSession,
+    decoded: list[tuple[int, Snapshot]],
+    passed_over: frozenset[bytes],
+    read: _SearchRead,
+) -> _Search:
+    """The session's choice among the snapshots read: each id at its first place in the
+    stream (a later copy is a replay, never the latest), without those ``passed_over``."""
+    seen: set[bytes] = set()
+    candidates: list[Snapshot] = []
+    sequences: list[int] = []
+    for sequence, snapshot in decoded:
+        if snapshot.snapshot_id in seen:
+            continue
+        seen.add(snapshot.snapshot_id)
+        if snapshot.snapshot_id in passed_over:
+            continue  # its content did not apply: not a snapshot to load
+        candidates.append(snapshot)
+        sequences.append(sequence)
+    return _Search(session.choose(candidates), candidates, sequences, read)
+
+
+def _settled(
+    search: _Search, decoded: list[tuple[int, Snapshot]], chains: bool, chain_window: int
+) -> bool:
+    """Whether reading further back could not change the choice (see
+    :meth:`Document._fetch_latest`): its parent was read before it, and with membership
+    chains ``chain_window`` snapshot messages before it too."""
+    index = search.choice.index
+    if index is None:
+        return False
+    chosen, sequence = search.candidates[index], search.sequences[index]
+    parent = chosen.public_data.parent_snapshot_id
+    before = [s for seq, s in decoded if seq < sequence]
+    if not parent or not any(s.snapshot_id == parent for s in before):
+        return False  # a first snapshot, or a parent not read yet: only the start settles it
+    return not chains or len(before) >= chain_window
 
 
 class Document:
@@ -168,6 +258,8 @@ class Document:
         self.presence = Presence(self, awareness)
         """Cursors and user state of the participants online now."""
         self.load_errors: list[SecsyncError] = []
+        # What the last look for a snapshot to load read back (messages, bytes, windows).
+        self.load_search: _SearchRead | None = None
         """Why the latest snapshot was refused when the document was loaded, if it was."""
         self.redelivered = 0
         """Stored messages delivered again after they were applied (e.g. after a reconnect)."""
@@ -683,37 +775,30 @@ class Document:
         """The snapshot to load, and what was stored after it.
 
         The last message on the snapshot subject is only a hint: anyone who may write there
-        can store junk, replay an old snapshot, or seal one under another key. So the snapshot
-        subject is read whole (it holds one message per snapshot epoch, fewer after
-        compaction); every message that decodes as a snapshot, and whose id no earlier message
-        carried, is a candidate, and the session chooses (:meth:`DocumentSession.choose`).
-        Raises :class:`WrongKeyError` (or the key provider's :class:`NotAMemberError`) when
-        the document has snapshots and none of them opens with our key.
+        can store junk, replay an old snapshot, or seal one under another key. So the subject
+        is read back from its end (:meth:`_search`), in windows that double, until the session
+        chooses (:meth:`DocumentSession.choose`) a snapshot among those read that is settled:
+        its parent was read too (or the whole subject was), so an earlier copy of it — which
+        makes it a replay — would have been seen; with membership chains, at least
+        ``load_chain_window`` snapshot messages before it were weighed as well. Past
+        ``load_snapshot_messages`` messages or ``load_snapshot_bytes`` bytes read without a
+        settled choice it raises :class:`SnapshotSearchError` (119). Raises
+        :class:`WrongKeyError` (or the key provider's :class:`NotAMemberError`) when the whole
+        subject was read and no snapshot in it opens with our key.
         """
-        stored_snapshots = await self._read(self.subjects.snapshot, 1)
-        assembler = chunks.Reassembler()
-        seen: set[bytes] = set()
-        candidates: list[Snapshot] = []
-        sequences: list[int] = []
-        for message in stored_snapshots:
-            try:
-                data = assembler.feed(message.sequence, message.data, message.headers)
-            except SecsyncError:
-                continue  # broken parts: not a snapshot
-            if data is None:
-                continue
-            decoded = self._decode(data)
-            if not isinstance(decoded, Snapshot):
-                continue
-            if decoded.snapshot_id in seen:
-                continue  # a replay of an earlier snapshot is never the latest
-            seen.add(decoded.snapshot_id)
-            if decoded.snapshot_id in passed_over:
-                continue  # its content did not apply: not a snapshot to load
-            candidates.append(decoded)
-            sequences.append(message.sequence)
-        judged = stored_snapshots[-1].sequence if stored_snapshots else 0
-        choice = self.session.choose(candidates)
+        last = await jetstream.last_scoped(
+            self._client.js,
+            self._read_stream,
+            self.subjects.snapshot,
+            timeout=self.config.request_timeout,
+        )
+        if last is None:
+            after = await self._read(self.subjects.stored, 1)
+            return _Latest(None, 0, 0, after)
+        judged = last.sequence
+        search = await self._search(last, passed_over)
+        self.load_search = search.read
+        choice, candidates, sequences = search.choice, search.candidates, search.sequences
         self._emit(list(choice.rejected))
         if choice.index is None:
             if choice.unreadable:
@@ -728,10 +813,100 @@ class Document:
             after = await self._read(self.subjects.stored, 1)
             return _Latest(None, 0, judged, after)
         snapshot, sequence = candidates[choice.index], sequences[choice.index]
-        rest = await self._read(self.subjects.stored, sequence + 1)
-        # Snapshot messages up to `judged` were weighed above and passed over: not again.
+        if sequence >= judged:
+            rest = await self._read(self.subjects.stored, sequence + 1)
+        else:
+            # Snapshot messages up to `judged` were weighed above and passed over: not read
+            # again; the updates after the chosen one and what followed `judged` are.
+            updates = await self._read(self.subjects.update, sequence + 1)
+            later = await self._read(self.subjects.snapshot, judged + 1)
+            rest = sorted(updates + later, key=lambda m: m.sequence)
         rest = [m for m in rest if m.subject != self.subjects.snapshot or m.sequence > judged]
         return _Latest(snapshot, sequence, judged, rest)
+
+    async def _search(
+        self, last: jetstream.StoredMessage, passed_over: frozenset[bytes]
+    ) -> _Search:
+        """Read the snapshot subject back from ``last`` until the choice is settled (see
+        :meth:`_fetch_latest`); bounded by ``load_snapshot_messages``/``load_snapshot_bytes``."""
+        config = self.config
+        chains = getattr(self.session.keys, "membership_chain", None) is not None
+        read = _SearchRead(messages=1, bytes=len(last.data), windows=1)
+        lowest = last.sequence  # [lowest, last] is read
+        fresh = [last]  # read and not decoded yet, in stream order
+        decoded: list[tuple[int, Snapshot]] = []  # (sequence of its last part, snapshot)
+        span = _FIRST_SPAN
+        search: _Search | None = None
+        total: int | None = None  # snapshot messages stored, once the first window fell short
+        while True:
+            # A window starts where a message starts: fetch the first parts of a chunked one.
+            index = _part_index(fresh[0]) if fresh else 1
+            start = fresh[0].sequence - index + 1 if fresh else lowest
+            if index > 1 and 1 <= start < lowest:
+                fresh = await self._snapshots_between(start, lowest - 1, read) + fresh
+                lowest = start
+                continue
+            if fresh or search is None:  # an empty window changes nothing to weigh
+                decoded = _decode_window(fresh, self._decode) + decoded
+                search = _weigh(self.session, decoded, passed_over, read)
+            fresh = []
+            complete = lowest <= 1 or (total is not None and read.messages >= total)
+            if complete or _settled(search, decoded, chains, config.load_chain_window):
+                return search
+            if total is None and read.windows > 1:
+                # Read back to the subject's first message, without counting down the
+                # sequences to 1 (a compacted document starts far into the stream).
+                total = await jetstream.count_scoped(
+                    self._client.js,
+                    self._read_stream,
+                    self.subjects.snapshot,
+                    timeout=self.config.request_timeout,
+                )
+                if read.messages >= total:
+                    return search
+            if (
+                read.messages >= config.load_snapshot_messages
+                or read.bytes >= config.load_snapshot_bytes
+            ):
+                raise self._search_error(read)
+            start = max(1, lowest - span)
+            fresh = await self._snapshots_between(start, lowest - 1, read)
+            lowest = start
+            span *= 2
+
+    async def _snapshots_between(
+        self, first: int, last: int, read: _SearchRead
+    ) -> list[jetstream.StoredMessage]:
+        """The snapshot messages stored at ``first..last``, counted in ``read``."""
+        left = self.config.load_snapshot_messages - read.messages
+        found, count = await jetstream.messages_between(
+            self._client.js,
+            self._read_stream,
+            self.subjects.snapshot,
+            first,
+            last,
+            stored_after=read.messages,
+            max_count=max(0, left),
+            timeout=self.config.request_timeout,
+        )
+        read.windows += 1
+        if count > left:
+            read.messages += count
+            raise self._search_error(read)
+        read.messages += len(found)
+        read.bytes += sum(len(m.data) for m in found)
+        return found
+
+    def _search_error(self, read: _SearchRead) -> SnapshotSearchError:
+        self._log.warning(
+            "snapshot_search_bound", messages=read.messages, bytes=read.bytes, windows=read.windows
+        )
+        return SnapshotSearchError(
+            f"no snapshot to load among the last {read.messages} snapshot message(s) "
+            f"({read.bytes} bytes) of this document: more was stored after the latest loadable "
+            "one than loading reads (load_snapshot_messages, load_snapshot_bytes); "
+            "nothing was written"
+        )
 
     # --- live delivery ----------------------------------------------------------------------
 
@@ -862,8 +1037,23 @@ class Document:
         decoded_snapshot = next(
             (e for e in events if isinstance(e, SnapshotApplied) and not e.recovered), None
         )
+        held = next(
+            (
+                e.error
+                for e in events
+                if isinstance(e, MessageRejected)
+                and isinstance(e.error, SnapshotRateError)
+                and e.error.held
+            ),
+            None,
+        )
         if decoded_snapshot is not None:
             self._snapshot_seq[decoded_snapshot.snapshot_id] = stored.sequence
+        elif held is not None:
+            # a real snapshot, taken when its author's rate allows (DocumentSession.handle_timer):
+            # where it is stored is what updates on it expect
+            self._snapshot_seq[held.snapshot_id] = stored.sequence
+            self._wake.set()
         elif stored.subject == self.subjects.snapshot and not any(
             isinstance(e, SnapshotStored) for e in events
         ):

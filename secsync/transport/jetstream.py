@@ -5,7 +5,8 @@
 * :func:`publish_batch` stores several messages all-or-nothing by an atomic batch (ADR-50),
   which nats-py 2.16 does not wrap, so the batch headers are set here.
 * :func:`last_message`, :func:`get_message` read by direct get; :func:`messages_after` pages
-  through a subject filter by *batch* direct get, with no consumer.
+  through a subject filter by *batch* direct get, with no consumer; :func:`messages_scoped`
+  and :func:`messages_between` read through a consumer scoped to the document.
 
 Every function raises only :class:`~secsync.errors.TransportError` subclasses for broker and
 connection failures (``ValueError`` for invalid arguments); nats-py exceptions never escape, they
@@ -87,6 +88,9 @@ __all__ = [
     "get_message",
     "last_message",
     "messages_after",
+    "messages_between",
+    "last_scoped",
+    "count_scoped",
     "publish",
     "publish_batch",
 ]
@@ -792,12 +796,95 @@ async def messages_scoped(
     to deliver the same messages (``docs/operations.md``, capacity). ``limit``: at most this
     many messages (the first ones).
     """
+
+    def how_many(pending: int) -> int:
+        return pending if limit is None else min(pending, limit)
+
+    stored, _pending = await _scoped(
+        js, stream, subject_filter, start_sequence, how_many, timeout=timeout, page=page
+    )
+    return stored
+
+
+async def messages_between(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    first: int,
+    last: int,
+    *,
+    stored_after: int,
+    max_count: int,
+    timeout: float = 5.0,
+) -> tuple[list[StoredMessage], int]:
+    """The messages on ``subject`` with sequences ``first..last``, in order, and how many
+    there are; nothing is fetched (an empty list) when there are more than ``max_count``.
+
+    Read like :func:`messages_scoped` (a consumer scoped to ``subject`` from ``first``):
+    its pending count at creation, less ``stored_after`` (how many messages on ``subject``
+    the caller knows are stored after ``last``), is how many lie in the range, so only those
+    are fetched. Messages stored meanwhile, or a range emptied meanwhile, never make it
+    return a message outside the range.
+    """
+    if first < 1 or last < first:
+        raise ValueError(f"no sequence range {first}..{last}")
+    counted: list[int] = []
+
+    def how_many(pending: int) -> int:
+        in_range = max(0, pending - stored_after)
+        counted.append(in_range)
+        return in_range if in_range <= max_count else 0
+
+    stored, _pending = await _scoped(js, stream, subject, first, how_many, timeout=timeout)
+    return [m for m in stored if first <= m.sequence <= last], counted[0] if counted else 0
+
+
+async def last_scoped(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The last message stored on ``subject`` (no wildcard), or ``None``, through a consumer
+    scoped to it (``DeliverPolicy.LAST_PER_SUBJECT``): what :func:`last_message` returns, under
+    the permissions that allow :func:`messages_scoped`, on a mirror too. Its stream sequence
+    comes from the delivery metadata."""
+    if "*" in subject or ">" in subject:
+        raise ValueError(f"one subject, not a wildcard: {subject!r}")
+    stored, _pending = await _scoped(
+        js, stream, subject, 1, lambda pending: min(pending, 1), timeout=timeout, last_only=True
+    )
+    return stored[-1] if stored else None
+
+
+async def count_scoped(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> int:
+    """How many messages are stored on ``subject``: the pending count of a consumer scoped to
+    it (created and deleted; nothing is fetched)."""
+    _stored, pending = await _scoped(js, stream, subject, 1, lambda _pending: 0, timeout=timeout)
+    return pending
+
+
+async def _scoped(
+    js: JetStreamContext,
+    stream: str,
+    subject_filter: str,
+    start_sequence: int,
+    how_many: Callable[[int], int],
+    *,
+    timeout: float,
+    page: int = 1024,
+    last_only: bool = False,
+) -> tuple[list[StoredMessage], int]:
+    """Read ``how_many(pending)`` messages through a named pull consumer (see
+    :func:`messages_scoped`); returns them and the consumer's pending count at creation.
+    ``last_only``: the consumer delivers the last message of each subject instead."""
     name = f"secsync_{secrets.token_hex(16)}"
     config = api.ConsumerConfig(
         name=name,
         filter_subject=subject_filter,
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(1, start_sequence),
+        deliver_policy=(
+            api.DeliverPolicy.LAST_PER_SUBJECT if last_only else api.DeliverPolicy.BY_START_SEQUENCE
+        ),
+        opt_start_seq=None if last_only else max(1, start_sequence),
         ack_policy=api.AckPolicy.NONE,
         mem_storage=True,
         num_replicas=1,
@@ -808,10 +895,9 @@ async def messages_scoped(
         async with asyncio.timeout(timeout * 4):
             info = await js.add_consumer(stream, config, timeout=timeout)
             sub = None
+            pending = int(info.num_pending or 0)
             try:
-                remaining = int(info.num_pending or 0)
-                if limit is not None:
-                    remaining = min(remaining, limit)
+                remaining = how_many(pending)
                 if remaining:
                     sub = await js.pull_subscribe_bind(durable=name, stream=stream)
                 unready = 0
@@ -840,7 +926,7 @@ async def messages_scoped(
                         await sub.unsubscribe()
                 with contextlib.suppress(Exception):
                     await js.delete_consumer(stream, name)
-    return stored
+    return stored, pending
 
 
 async def messages_after(
