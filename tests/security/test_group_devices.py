@@ -34,7 +34,7 @@ from secsync.protocol.session import DocumentSession
 from secsync.transport import Document
 from secsync.transport.subjects import DocumentSubjects
 from tests.factories import DOC_ID, MemoryBroker, Participant
-from tests.security.forge import group_snapshot, native, seal_to, update_on
+from tests.security.forge import group_snapshot, native, op, seal_to, update_on
 
 CONFIG = SecsyncConfig(batch_interval=0.002, gap_refetch_after=0.2, gap_recover_after=0.5)
 
@@ -299,7 +299,12 @@ async def test_a_removed_device_cannot_write_or_come_back(broker) -> None:
 
 
 class Member:
-    def __init__(self, broker: MemoryBroker, me: Device, founders: dict[bytes, Role]) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        me: Device | crypto.SigningKeyPair,
+        founders: dict[bytes, Role],
+    ) -> None:
         self.me = me
         self.group = Group(me, founders)
         self.doc: pycrdt.Doc = pycrdt.Doc()
@@ -524,7 +529,8 @@ def test_a_device_of_a_removed_user_cannot_write_or_read() -> None:
         m.p.sync()
     for gone in (room.laptop, room.phone):
         assert 1004 in gone.codes()
-    epoch = room.admin.group._epochs[room.admin.group._active]  # type: ignore[index]
+    # as verified by a member who did not write the removal
+    epoch = room.carol_laptop.group._epochs[room.carol_laptop.group._active]  # type: ignore[index]
     assert epoch.devices.keys() == {room.admin.key, room.carol_laptop.key}
     assert not set(epoch.members) & {room.bob.public_key}
     # the new key is sealed to no key of Bob's
@@ -554,3 +560,41 @@ def test_a_group_without_devices_keeps_its_version_2_data() -> None:
     assert isinstance(snapshot, Snapshot)
     assert snapshot.public_data.extra["g"]["v"] == GROUP_VERSION
     assert group.devices == {}
+
+
+def test_version_2_group_data_still_verifies_and_takes_devices() -> None:
+    """Group data as written before devices (five-field ops, sealed boxes drawn at random)
+    still opens; a member signing as its user key then adds its device without an admin."""
+    broker = MemoryBroker()
+    admin, bob = crypto.SigningKeyPair.generate(), UserIdentity.generate()
+    founders: dict[bytes, Role] = {admin.public_key: "admin", bob.public_key: "writer"}
+    key = crypto.generate_key()
+    sealed = seal_to([admin.public_key, bob.public_key], key)
+    genesis = op(admin, b"", sorted(founders.items()), key, sealed)
+    old = group_snapshot(admin, DOC_ID, [genesis], key, sealed, text="from before")
+    assert old.public_data.extra["g"]["v"] == GROUP_VERSION
+    assert broker.publish(old, 0)
+    alice = Member(broker, admin, founders)
+    as_user = Member(broker, bob.key, founders)  # Bob's identity key, signing as itself
+    alice.p.sync()
+    as_user.p.sync()
+    assert str(alice.text) == str(as_user.text) == "from before"
+    laptop = bob.new_device("laptop")
+    as_user.group.add_device(laptop.certificate)
+    as_user.session.request_snapshot()
+    as_user.p.sync()
+    latest = broker.log[-1]
+    assert isinstance(latest, Snapshot) and latest.author == bob.public_key
+    assert latest.public_data.extra["g"]["v"] == GROUP_VERSION_DEVICES
+    alice.p.sync()
+    assert alice.codes() == []
+    assert alice.group.devices == {laptop.public_key: bob.public_key}
+    assert alice.group.snapshot_key(latest.info()) == key  # adding a device keeps the key
+    on_laptop = Member(broker, laptop, founders)
+    on_laptop.p.sync()
+    assert str(on_laptop.text) == "from before"
+    on_laptop.text.insert(0, "laptop: ")
+    on_laptop.p.sync()
+    alice.p.sync()
+    assert str(alice.text) == "laptop: from before"
+    assert alice.session.user_of(laptop.public_key) == bob.public_key
