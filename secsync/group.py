@@ -1,20 +1,32 @@
-"""Closed groups: members with roles, one key per snapshot epoch, rotation on removal, and
-trust anchored in the founders.
+"""Closed groups: users with roles, their devices, one key per snapshot epoch, rotation on
+removal, and trust anchored in the founders.
 
 A :class:`Group` is both the session's key provider and its authorization policy.
 
-* **Membership is a chain of admin signatures.** Every change of the roster (the first roster,
-  adding a member, changing a role, removing one) is a :class:`MembershipOp` signed by an admin
-  of the roster it changes; the first must be signed by an admin among the **founders**, which
-  every device is given out of band (``Group(me, founders=...)``) together with the invitation.
-  Nothing found in the stream replaces them. Each op also commits to the epoch key it goes with
-  and to the exact sealed copies of that key, so only an admin can introduce a key or decide who
-  receives it: a writer's snapshot reuses the current epoch as it is.
+* **Roles are the users'.** The roster lists users (Ed25519 identity keys) with roles and, for
+  each user, its devices: device keys with the user's :class:`DeviceCertificate`. A message
+  signed by a device is judged by the role of its user; a user without devices signs as itself
+  (its identity key), exactly as before devices existed. A user's identity key always stays a
+  reader of its own user (so a cold identity key can always come back and add a device).
+* **Membership is a chain of signatures.** Every change of the roster is a
+  :class:`MembershipOp` signed by the user key or a current device of its author. An admin may
+  change anything (users, roles, any user's devices); any other member may only add devices
+  its own user certified (the epoch key stays, sealed to the new device as well) and remove
+  its own user's devices (which rotates the key). Removing a user removes all its devices.
+  A removed device key never comes back. The first op must be signed by an admin among the
+  **founders** (or by a device it certified, which that op adds), which every device is given
+  out of band (``Group(me, founders=...)``) with the invitation. Nothing in the stream
+  replaces them. Each op commits to the epoch key it goes with and to the exact sealed copies
+  of that key; an op that changes devices seals the key deterministically (:func:`seal_key`),
+  so that every reader holding the key recomputes the copies and checks that exactly the
+  roster's keys got one (a member cannot seal the key to an outsider, nor around a member).
 * **The chain travels with every snapshot.** A snapshot's public data carries ``"g"``: the epoch
-  key sealed (libsodium sealed box) to each member's X25519 key, derived from their Ed25519
-  identity, and the whole chain encrypted under that key and bound to the snapshot id. One
-  snapshot is therefore enough to verify the roster from the founders, even after compaction.
-  The broker learns how many members there are and how many changes were made, nothing else.
+  key sealed (libsodium sealed box) to every user's and device's X25519 key, derived from
+  their Ed25519 keys, and the whole chain encrypted under that key and bound to the snapshot
+  id. One snapshot is enough to verify the roster from the founders, even after compaction.
+  The broker learns how many keys there are and how large the chain is, nothing else. Group
+  data version 2 (no device op in the chain) is written byte for byte as before; a chain with
+  a device op is version 3.
 * **Newest valid, not newest.** A snapshot is accepted only if its chain verifies from the
   founders, its epoch key is the one the chain's last op committed to, its sealed keys are that
   op's, and its author may write in the resulting roster. A running member (or a restarted one,
@@ -22,7 +34,7 @@ A :class:`Group` is both the session's key provider and its authorization policy
   replayed older snapshot or a fork by a removed admin is refused (:class:`MembershipError`,
   1003); when loading, a stale or forked chain among the stored snapshots is passed over.
 * **Removal rotates the key**: the next epoch's key is sealed only to those who remain, so a
-  removed member opens nothing written after it (:class:`NotAMemberError`, 1004).
+  removed user or device opens nothing written after it (:class:`NotAMemberError`, 1004).
 * On receipt, updates and snapshots need a writer or admin, presence needs any member.
 * A membership change waits like a local edit: if another snapshot wins the race, it is applied
   again on top of the winner, so two admins removing two members at once both get their way.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+import msgpack
 import pycrdt
 import pytest
 
@@ -598,3 +599,41 @@ def test_version_2_group_data_still_verifies_and_takes_devices() -> None:
     alice.p.sync()
     assert str(alice.text) == "laptop: from before"
     assert alice.session.user_of(laptop.public_key) == bob.public_key
+
+
+def _group_bytes(snapshot: object) -> int:
+    assert isinstance(snapshot, Snapshot)
+    return len(msgpack.packb(snapshot.public_data.extra["g"], use_bin_type=True))
+
+
+def test_what_a_device_costs_every_snapshot() -> None:
+    """The figures of docs/access-control.md: bytes of group data ("g", packed) that one more
+    device (label "tablet") adds to every later snapshot, by its own op, and what removing it
+    leaves (its op stays in the chain)."""
+    room = Room()
+    before = _group_bytes(room.broker.log[-1])
+    tablet = room.bob.new_device("tablet")
+    room.phone.group.add_device(tablet.certificate)
+    room.phone.session.request_snapshot()
+    room.phone.p.sync()
+    added = _group_bytes(room.broker.log[-1])
+    room.phone.group.remove_device(tablet.public_key)
+    room.phone.session.request_snapshot()
+    room.phone.p.sync()
+    removed = _group_bytes(room.broker.log[-1])
+    assert (added - before, removed - added) == (522, 166)
+
+
+def test_what_a_device_costs_in_the_first_roster() -> None:
+    alice = UserIdentity.generate()
+    bob = UserIdentity.generate()
+    founders: dict[bytes, Role] = {alice.public_key: "admin", bob.public_key: "writer"}
+    desk = alice.new_device("desk")
+    sizes = []
+    for devices in (0, 1, 2):
+        group = Group(desk, founders)
+        for _ in range(devices):
+            group.add_device(bob.certify(crypto.SigningKeyPair.generate().public_key, "laptop"))
+        _, extra = group.new_snapshot_key(crypto.generate_id())
+        sizes.append(len(msgpack.packb(extra["g"], use_bin_type=True)))
+    assert (sizes[1] - sizes[0], sizes[2] - sizes[1]) == (293, 293)
