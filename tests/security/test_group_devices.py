@@ -30,7 +30,7 @@ from secsync.group import (
 from secsync.protocol import crypto
 from secsync.protocol.devices import Device, DeviceCertificate, UserIdentity
 from secsync.protocol.events import Event, MessageRejected, SnapshotApplied, UpdateApplied
-from secsync.protocol.messages import Snapshot
+from secsync.protocol.messages import EphemeralPublicData, MessageKind, Snapshot
 from secsync.protocol.session import DocumentSession
 from secsync.transport import Document
 from secsync.transport.subjects import DocumentSubjects
@@ -637,3 +637,48 @@ def test_what_a_device_costs_in_the_first_roster() -> None:
         _, extra = group.new_snapshot_key(crypto.generate_id())
         sizes.append(len(msgpack.packb(extra["g"], use_bin_type=True)))
     assert (sizes[1] - sizes[0], sizes[2] - sizes[1]) == (293, 293)
+
+
+def test_a_restarted_device_keeps_the_verified_roster_and_its_devices() -> None:
+    room = Room()
+    tablet = room.bob.new_device("tablet")
+    room.phone.group.add_device(tablet.certificate)
+    room.phone.session.request_snapshot()
+    room.phone.p.sync()
+    room.phone.group.remove_device(room.laptop.key)
+    room.phone.session.request_snapshot()
+    room.phone.p.sync()
+    room.carol_laptop.p.sync()
+    state = room.carol_laptop.session.export_state()
+    content = room.carol_laptop.doc.get_update()
+
+    group = Group(room.carol_laptop.me, room.founders)
+    doc = pycrdt.Doc()
+    doc.apply_update(content)
+    session = DocumentSession(DOC_ID, room.carol_laptop.me, group, doc, policy=group)
+    session.restore_state(state)
+    assert group.devices == room.phone.group.devices
+    assert group.devices_of(room.bob.public_key) == sorted([room.phone.key, tablet.public_key])
+    hello = EphemeralPublicData(doc_id=DOC_ID, pub_key=tablet.public_key)
+    assert group.may_author(MessageKind.EPHEMERAL, tablet.public_key, hello)
+    gone = EphemeralPublicData(doc_id=DOC_ID, pub_key=room.laptop.key)
+    assert not group.may_author(MessageKind.EPHEMERAL, room.laptop.key, gone)
+    # a removed device stays out after the restart too
+    with pytest.raises(MembershipError, match="cannot come back"):
+        group.add_device(room.laptop.me.certificate)
+
+
+def test_a_device_message_must_name_the_user_of_the_roster() -> None:
+    """A device of Bob's that carries a certificate naming Carol (she can certify any public
+    key) is refused: attribution and the roster never disagree."""
+    room = Room()
+    claimed = room.carol.certify(room.phone.key)
+    for extra, allowed in (
+        ({}, True),
+        (room.phone.me.extra(), True),
+        ({"dev": claimed.to_b64()}, False),
+        ({"dev": "not a certificate"}, False),
+    ):
+        hello = EphemeralPublicData(doc_id=DOC_ID, pub_key=room.phone.key, extra=extra)
+        for m in (room.admin, room.carol_laptop):
+            assert m.group.may_author(MessageKind.EPHEMERAL, room.phone.key, hello) is allowed
