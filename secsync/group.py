@@ -433,8 +433,7 @@ class Group:
         before: dict[bytes, Role] = current.members if current is not None else {}
         before_devices = current.devices if current is not None else {}
         revoked = set(current.revoked) if current is not None else set()
-        members = self._with_pending(before if current is not None else self._founders, [])
-        members = self._with_pending(members, self._pending)
+        members = self._with_pending(self._founders if current is None else before, self._pending)
         changes = _changes(before, members)
         # devices of removed users go with them, for good
         devices = {d: u for d, u in before_devices.items() if u in members}
