@@ -559,7 +559,8 @@ class WrongPassphraseError(WrongKeyError):
 
 
 class MembershipError(AccessError):
-    """A membership change that no admin signed, or group data that does not check out."""
+    """A membership change that no admin signed (or, for its own devices, no member), or group
+    data that does not check out."""
 
     code = 1003
 

@@ -1,20 +1,32 @@
-"""Closed groups: members with roles, one key per snapshot epoch, rotation on removal, and
-trust anchored in the founders.
+"""Closed groups: users with roles, their devices, one key per snapshot epoch, rotation on
+removal, and trust anchored in the founders.
 
 A :class:`Group` is both the session's key provider and its authorization policy.
 
-* **Membership is a chain of admin signatures.** Every change of the roster (the first roster,
-  adding a member, changing a role, removing one) is a :class:`MembershipOp` signed by an admin
-  of the roster it changes; the first must be signed by an admin among the **founders**, which
-  every device is given out of band (``Group(me, founders=...)``) together with the invitation.
-  Nothing found in the stream replaces them. Each op also commits to the epoch key it goes with
-  and to the exact sealed copies of that key, so only an admin can introduce a key or decide who
-  receives it: a writer's snapshot reuses the current epoch as it is.
+* **Roles are the users'.** The roster lists users (Ed25519 identity keys) with roles and, for
+  each user, its devices: device keys with the user's :class:`DeviceCertificate`. A message
+  signed by a device is judged by the role of its user; a user without devices signs as itself
+  (its identity key), exactly as before devices existed. A user's identity key always stays a
+  reader of its own user (so a cold identity key can always come back and add a device).
+* **Membership is a chain of signatures.** Every change of the roster is a
+  :class:`MembershipOp` signed by the user key or a current device of its author. An admin may
+  change anything (users, roles, any user's devices); any other member may only add devices
+  its own user certified (the epoch key stays, sealed to the new device as well) and remove
+  its own user's devices (which rotates the key). Removing a user removes all its devices.
+  A removed device key never comes back. The first op must be signed by an admin among the
+  **founders** (or by a device it certified, which that op adds), which every device is given
+  out of band (``Group(me, founders=...)``) with the invitation. Nothing in the stream
+  replaces them. Each op commits to the epoch key it goes with and to the exact sealed copies
+  of that key; an op that changes devices seals the key deterministically (:func:`seal_key`),
+  so that every reader holding the key recomputes the copies and checks that exactly the
+  roster's keys got one (a member cannot seal the key to an outsider, nor around a member).
 * **The chain travels with every snapshot.** A snapshot's public data carries ``"g"``: the epoch
-  key sealed (libsodium sealed box) to each member's X25519 key, derived from their Ed25519
-  identity, and the whole chain encrypted under that key and bound to the snapshot id. One
-  snapshot is therefore enough to verify the roster from the founders, even after compaction.
-  The broker learns how many members there are and how many changes were made, nothing else.
+  key sealed (libsodium sealed box) to every user's and device's X25519 key, derived from
+  their Ed25519 keys, and the whole chain encrypted under that key and bound to the snapshot
+  id. One snapshot is enough to verify the roster from the founders, even after compaction.
+  The broker learns how many keys there are and how large the chain is, nothing else. Group
+  data version 2 (no device op in the chain) is written byte for byte as before; a chain with
+  a device op is version 3.
 * **Newest valid, not newest.** A snapshot is accepted only if its chain verifies from the
   founders, its epoch key is the one the chain's last op committed to, its sealed keys are that
   op's, and its author may write in the resulting roster. A running member (or a restarted one,
@@ -22,7 +34,7 @@ A :class:`Group` is both the session's key provider and its authorization policy
   replayed older snapshot or a fork by a removed admin is refused (:class:`MembershipError`,
   1003); when loading, a stale or forked chain among the stored snapshots is passed over.
 * **Removal rotates the key**: the next epoch's key is sealed only to those who remain, so a
-  removed member opens nothing written after it (:class:`NotAMemberError`, 1004).
+  removed user or device opens nothing written after it (:class:`NotAMemberError`, 1004).
 * On receipt, updates and snapshots need a writer or admin, presence needs any member.
 * A membership change waits like a local edit: if another snapshot wins the race, it is applied
   again on top of the winner, so two admins removing two members at once both get their way.
@@ -34,7 +46,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgpack
@@ -43,8 +55,15 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
-from secsync.errors import AccessError, GroupTooLargeError, MembershipError, NotAMemberError
+from secsync.errors import (
+    AccessError,
+    DeviceCertificateError,
+    GroupTooLargeError,
+    MembershipError,
+    NotAMemberError,
+)
 from secsync.protocol.crypto import SigningKeyPair, check_key
+from secsync.protocol.devices import CERTIFICATE_FIELD, Device, DeviceCertificate
 from secsync.protocol.encoding import JsonValue, b64decode, b64encode
 from secsync.protocol.messages import (
     MessageKind,
@@ -59,12 +78,18 @@ Role = Literal["admin", "writer", "reader"]
 ROLES: tuple[Role, ...] = ("admin", "writer", "reader")
 _WRITERS = ("admin", "writer")
 GROUP_VERSION = 2
+"""Group data of a chain without device changes (byte for byte as before devices existed)."""
+GROUP_VERSION_DEVICES = 3
+"""Group data of a chain with at least one device change (an op of seven fields)."""
 MAX_MEMBERS = 1_000
-"""Members a group supports: every snapshot carries a sealed key per member and the chain, and
-must stay within the snapshot's public-data bound (``docs/access-control.md`` has the sizes)."""
+"""Keys a group seals its epoch key to: users plus their devices. Every snapshot carries a
+sealed key per such key and the chain, and must stay within the snapshot's public-data bound
+(``docs/access-control.md`` has the sizes)."""
 MAX_OPS = 2_000
-"""Membership changes a chain may hold (each adds about 200 bytes to every snapshot)."""
+"""Membership changes a chain may hold (each adds about 200 bytes to every snapshot, a device
+added about 330 more for its certificate)."""
 _OP_DOMAIN = b"secsync_group_op"
+_DEVICE_OP_DOMAIN = b"secsync_group_op_devices"
 _EPOCHS_KEPT = 16
 
 
@@ -87,15 +112,39 @@ def sealed_commitment(sealed: Sequence[str]) -> bytes:
     return _digest(b"sealed" + "\n".join(sealed).encode("ascii"))
 
 
+def seal_key(key: bytes, reader: bytes) -> str:
+    """The epoch ``key`` sealed to the Ed25519 key ``reader``: a libsodium sealed box (opened
+    with ``crypto_box_seal_open``) whose ephemeral key is derived from the epoch key and the
+    reader instead of drawn at random. Whoever holds the epoch key can therefore recompute
+    every copy and check that an op sealed it to exactly the roster's keys."""
+    public = x25519_public(reader)
+    ephemeral_public, ephemeral_secret = nacl.bindings.crypto_box_seed_keypair(
+        _digest(b"seal" + key + public)
+    )
+    nonce = hashlib.blake2b(ephemeral_public + public, digest_size=24).digest()
+    box: bytes = nacl.bindings.crypto_box(key, nonce, public, ephemeral_secret)
+    return b64encode(ephemeral_public + box)
+
+
 @dataclass(frozen=True, slots=True)
 class MembershipOp:
-    """One signed change of the roster; ``role`` ``None`` removes the member."""
+    """One signed change of the roster: ``changes`` set users' roles (``None`` removes the
+    user and all its devices), ``added`` adds certified devices, ``removed`` removes devices
+    (for good: a removed device key never comes back). An op without device changes has the
+    five-field form of group data version 2; one with device changes has seven fields and its
+    own signature domain."""
 
     author: bytes
     changes: tuple[tuple[bytes, Role | None], ...]
     epoch: bytes
     sealed: bytes
     signature: bytes
+    added: tuple[DeviceCertificate, ...] = ()
+    removed: tuple[bytes, ...] = ()
+
+    @property
+    def changes_devices(self) -> bool:
+        return bool(self.added or self.removed)
 
     @staticmethod
     def signed_bytes(
@@ -104,10 +153,17 @@ class MembershipOp:
         changes: Sequence[tuple[bytes, Role | None]],
         epoch: bytes,
         sealed: bytes,
+        *,
+        added: Sequence[DeviceCertificate] = (),
+        removed: Sequence[bytes] = (),
     ) -> bytes:
-        body = [previous, author, [[m, r] for m, r in changes], epoch, sealed]
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
-        return _OP_DOMAIN + packed
+        body: list[Any] = [previous, author, [[m, r] for m, r in changes], epoch, sealed]
+        if not (added or removed):
+            packed: bytes = msgpack.packb(body, use_bin_type=True)
+            return _OP_DOMAIN + packed
+        body += [[c.to_bytes() for c in added], list(removed)]
+        packed = msgpack.packb(body, use_bin_type=True)
+        return _DEVICE_OP_DOMAIN + packed
 
     @classmethod
     def sign(
@@ -117,29 +173,55 @@ class MembershipOp:
         changes: Sequence[tuple[bytes, Role | None]],
         epoch: bytes,
         sealed: bytes,
+        *,
+        added: Sequence[DeviceCertificate] = (),
+        removed: Sequence[bytes] = (),
     ) -> MembershipOp:
-        data = cls.signed_bytes(previous, signer.public_key, changes, epoch, sealed)
-        return cls(signer.public_key, tuple(changes), epoch, sealed, signer.sign(data))
+        data = cls.signed_bytes(
+            previous, signer.public_key, changes, epoch, sealed, added=added, removed=removed
+        )
+        return cls(
+            signer.public_key,
+            tuple(changes),
+            epoch,
+            sealed,
+            signer.sign(data),
+            tuple(added),
+            tuple(removed),
+        )
+
+    def body(self, previous: bytes) -> bytes:
+        return self.signed_bytes(
+            previous,
+            self.author,
+            self.changes,
+            self.epoch,
+            self.sealed,
+            added=self.added,
+            removed=self.removed,
+        )
 
     def digest(self, previous: bytes) -> bytes:
         """This op's link: commits to everything before it, through ``previous``."""
-        data = self.signed_bytes(previous, self.author, self.changes, self.epoch, self.sealed)
-        return _digest(data + self.signature)
+        return _digest(self.body(previous) + self.signature)
 
     def encode(self) -> list[Any]:
-        return [
+        out: list[Any] = [
             self.author,
             [[m, r] for m, r in self.changes],
             self.epoch,
             self.sealed,
             self.signature,
         ]
+        if self.changes_devices:
+            out += [[c.to_bytes() for c in self.added], list(self.removed)]
+        return out
 
     @classmethod
-    def decode(cls, item: object) -> MembershipOp:
-        if not isinstance(item, list) or len(item) != 5:
+    def decode(cls, item: object, *, devices: bool = True) -> MembershipOp:
+        if not isinstance(item, list) or len(item) not in ((5, 7) if devices else (5,)):
             raise MembershipError("malformed membership op")
-        author, changes, epoch, sealed, signature = item
+        author, changes, epoch, sealed, signature = item[:5]
         if not (
             _is_bytes(author, 32) and _is_bytes(epoch, 32) and _is_bytes(sealed, 32)
         ) or not _is_bytes(signature, 64):
@@ -151,7 +233,33 @@ class MembershipOp:
             if not isinstance(change, list) or len(change) != 2 or not _is_bytes(change[0], 32):
                 raise MembershipError("malformed membership op")
             parsed.append((bytes(change[0]), None if change[1] is None else _role(change[1])))
-        return cls(bytes(author), tuple(parsed), bytes(epoch), bytes(sealed), bytes(signature))
+        added: list[DeviceCertificate] = []
+        removed: list[bytes] = []
+        if len(item) == 7:
+            certificates, keys = item[5:]
+            if (
+                not isinstance(certificates, list)
+                or not isinstance(keys, list)
+                or not (certificates or keys)
+                or len(certificates) + len(keys) > MAX_MEMBERS
+                or not all(isinstance(c, bytes) for c in certificates)
+                or not all(_is_bytes(k, 32) for k in keys)
+            ):
+                raise MembershipError("malformed membership op")
+            try:
+                added = [DeviceCertificate.from_bytes(bytes(c)) for c in certificates]
+            except DeviceCertificateError:
+                raise MembershipError("malformed device certificate in a membership op") from None
+            removed = [bytes(k) for k in keys]
+        return cls(
+            bytes(author),
+            tuple(parsed),
+            bytes(epoch),
+            bytes(sealed),
+            bytes(signature),
+            tuple(added),
+            tuple(removed),
+        )
 
 
 def _is_bytes(value: object, size: int) -> bool:
@@ -160,37 +268,65 @@ def _is_bytes(value: object, size: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Epoch:
-    members: dict[bytes, Role]
+    members: dict[bytes, Role]  # user -> role
     key: bytes
     chain: tuple[MembershipOp, ...]
     links: tuple[bytes, ...]  # digest after each op
     sealed: tuple[str, ...]
+    devices: Mapping[bytes, bytes] = field(default_factory=dict)  # device -> its user
+    revoked: frozenset[bytes] = frozenset()  # device keys removed, never to come back
+
+    def user_of(self, key: bytes) -> bytes | None:
+        """The user ``key`` reads and writes for: a user itself, or a device of one."""
+        if key in self.members:
+            return key
+        return self.devices.get(key)
+
+    def role_of(self, key: bytes) -> Role | None:
+        user = self.user_of(key)
+        return self.members.get(user) if user is not None else None
+
+
+def _readers(members: Mapping[bytes, Role], devices: Mapping[bytes, bytes]) -> list[bytes]:
+    """The keys the epoch key is sealed to, in order: every user, and every device of one."""
+    return sorted(set(members) | set(devices))
 
 
 class Group:
     """Key provider and policy of a document with known members (pass it as ``key`` and
     ``policy`` to ``client.open``).
 
-    ``founders`` is the anchor of trust: the public keys (and roles) allowed to write the first
-    roster. Give every device the same founders out of band, with the invitation; the default,
-    ``{me: "admin"}``, is right only for the device that founds the group.
+    ``me`` signs as a user itself (a ``SigningKeyPair``) or as one of its devices (a
+    :class:`~secsync.protocol.devices.Device`). ``founders`` is the anchor of trust: the
+    public keys of the users (and their roles) allowed to write the first roster. Give every
+    device the same founders out of band, with the invitation; the default, ``{my user:
+    "admin"}``, is right only for the device that founds the group.
     """
 
-    def __init__(self, me: SigningKeyPair, founders: Mapping[bytes, Role] | None = None) -> None:
-        self._me = me
-        self._box = nacl.public.SealedBox(me.signing_key.to_curve25519_private_key())
+    def __init__(
+        self, me: SigningKeyPair | Device, founders: Mapping[bytes, Role] | None = None
+    ) -> None:
+        self._device = me if isinstance(me, Device) else None
+        self._me = me.signer if isinstance(me, Device) else me
+        self._box = nacl.public.SealedBox(self._me.signing_key.to_curve25519_private_key())
         # snapshot id -> its verified epoch, for recent snapshots whose key we hold
         self._epochs: OrderedDict[bytes, _Epoch] = OrderedDict()
         self._outgoing: dict[bytes, tuple[_Epoch, bool]] = {}
         self._active: bytes | None = None
-        self._founders = {k: _role(v) for k, v in (founders or {me.public_key: "admin"}).items()}
+        default = {(me.user if isinstance(me, Device) else me.public_key): "admin"}
+        self._founders = {k: _role(v) for k, v in (founders or default).items()}
         if "admin" not in self._founders.values():
             raise MembershipError("the founders must include an admin")
         if len(self._founders) > MAX_MEMBERS:
             raise GroupTooLargeError(f"a group has at most {MAX_MEMBERS} members")
         self._pending: list[tuple[bytes, Role | None]] = []
+        # device changes waiting for the next snapshot: (certificate, key); no certificate
+        # removes the device
+        self._pending_devices: list[tuple[DeviceCertificate | None, bytes]] = []
         # links already verified (from the founders): a chain is checked once, then extended
         self._verified: set[bytes] = set()
+        # last links whose sealed copies were recomputed and found right
+        self._sealing_checked: set[bytes] = set()
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -198,27 +334,79 @@ class Group:
     def founders(self) -> dict[bytes, Role]:
         return dict(self._founders)
 
+    def _active_epoch(self) -> _Epoch | None:
+        return self._epochs.get(self._active) if self._active is not None else None
+
     @property
     def members(self) -> dict[bytes, Role]:
-        """The verified membership of the active snapshot (the founders before the first)."""
-        epoch = self._epochs.get(self._active) if self._active is not None else None
+        """The users of the active snapshot and their roles (the founders before the first)."""
+        epoch = self._active_epoch()
         return dict(epoch.members) if epoch is not None else dict(self._founders)
 
+    @property
+    def devices(self) -> dict[bytes, bytes]:
+        """The devices of the active snapshot: device public key -> its user."""
+        epoch = self._active_epoch()
+        return dict(epoch.devices) if epoch is not None else {}
+
+    def devices_of(self, user: bytes) -> list[bytes]:
+        """The devices of ``user`` in the active snapshot."""
+        return sorted(d for d, u in self.devices.items() if u == user)
+
+    def user_of(self, key: bytes) -> bytes | None:
+        """The user ``key`` stands for in the active roster (``None``: not a member)."""
+        epoch = self._active_epoch()
+        if epoch is None:
+            return key if key in self._founders else None
+        return epoch.user_of(key)
+
+    @property
+    def user(self) -> bytes:
+        """The user this group signs for (ours, or the user of our device)."""
+        return self._device.user if self._device is not None else self._me.public_key
+
     def add(self, member: bytes, role: Role = "writer") -> None:
-        """Add a member or change a role (takes effect with the next snapshot)."""
+        """Add a user or change a role (an admin's change; takes effect with the next
+        snapshot). The role is the user's: it applies to all its devices."""
         role = _role(role)
+        epoch = self._active_epoch()
+        if epoch is not None and (member in epoch.devices or member in epoch.revoked):
+            raise MembershipError("that key is a device; add its user")
         after = self._with_pending(self.members, [*self._pending, (member, role)])
-        if len(after) > MAX_MEMBERS:
+        if len(_readers(after, self.devices)) > MAX_MEMBERS:
             raise GroupTooLargeError(f"a group has at most {MAX_MEMBERS} members")
         self._pending.append((member, role))
 
     def remove(self, member: bytes) -> None:
-        """Remove a member; the next snapshot rotates the key."""
+        """Remove a user and all its devices; the next snapshot rotates the key."""
         self._pending.append((member, None))
+
+    def add_device(self, certificate: DeviceCertificate) -> None:
+        """Add a device its user certified (takes effect with the next snapshot). No admin
+        is needed for a device of our own user: the current epoch key is sealed to it as well
+        (the key stays). An admin may add a device of any user of the roster."""
+        certificate.verify()
+        epoch = self._active_epoch()
+        if epoch is not None:
+            if certificate.device in epoch.revoked:
+                raise MembershipError("a removed device cannot come back; certify a new device key")
+            owner = epoch.user_of(certificate.device)
+            if owner is not None and owner != certificate.user:
+                raise MembershipError("that key already belongs to another member")
+            if len(_readers(epoch.members, epoch.devices)) + 1 > MAX_MEMBERS:
+                raise GroupTooLargeError(f"a group seals its key to at most {MAX_MEMBERS} keys")
+        self._pending_devices.append((certificate, certificate.device))
+
+    def remove_device(self, device: bytes) -> None:
+        """Remove a device (a lost one, say) for good; its user stays. The next snapshot
+        rotates the key: a new one, sealed to every remaining user and device. No admin is
+        needed for a device of our own user (from the identity key or any other current
+        device of it); a device cannot remove itself."""
+        self._pending_devices.append((None, device))
 
     @property
     def pending_changes(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._pending_devices)
 
     @staticmethod
     def _with_pending(
@@ -234,50 +422,105 @@ class Group:
 
     # --- key provider -------------------------------------------------------------------------
 
+    def _my_user(self, members: Mapping[bytes, Role], devices: Mapping[bytes, bytes]) -> bytes:
+        me = self._me.public_key
+        if me in members:
+            return me
+        return devices.get(me, self.user)
+
     def new_snapshot_key(self, snapshot_id: bytes) -> tuple[bytes, Mapping[str, JsonValue]]:
-        current = self._epochs.get(self._active) if self._active is not None else None
-        before = current.members if current is not None else {}
-        members = self._with_pending(before if current is not None else {}, self._pending)
-        if current is None:
-            members = self._with_pending(self._founders, self._pending)
+        current = self._active_epoch()
+        before: dict[bytes, Role] = current.members if current is not None else {}
+        before_devices = current.devices if current is not None else {}
+        revoked = set(current.revoked) if current is not None else set()
+        members = self._with_pending(self._founders if current is None else before, self._pending)
         changes = _changes(before, members)
-        if self._me.public_key not in members:
+        # devices of removed users go with them, for good
+        devices = {d: u for d, u in before_devices.items() if u in members}
+        revoked |= set(before_devices) - set(devices)
+        pending_devices = list(self._pending_devices)
+        me = self._me.public_key
+        if (
+            current is None
+            and self._device is not None
+            and me not in members
+            and self._device.user in members
+        ):
+            pending_devices.insert(0, (self._device.certificate, me))  # the founder's device
+        added: dict[bytes, DeviceCertificate] = {}
+        removed: list[bytes] = []
+        for certificate, key in pending_devices:
+            if certificate is None:
+                if key in added:
+                    del added[key]
+                    devices.pop(key, None)
+                elif key in devices:
+                    del devices[key]
+                    removed.append(key)
+                    revoked.add(key)
+            elif (
+                key not in devices
+                and key not in revoked
+                and key not in members
+                and certificate.user in members
+            ):  # a change that no longer applies on top of a concurrent snapshot is dropped
+                devices[key] = certificate.user
+                added[key] = certificate
+        if any(m in devices or m in revoked for m, role in changes if role is not None):
+            raise MembershipError("a key cannot be both a user and a device")
+        readers = _readers(members, devices)
+        if me not in readers:
             raise MembershipError("a snapshot must keep its author as a member")
-        if current is not None and not changes:
-            # A snapshot that changes nothing keeps the epoch as the admin who made it left it.
+        if current is not None and not changes and not added and not removed:
+            # A snapshot that changes nothing keeps the epoch as the member who made it left it.
             epoch = current
-            applied = bool(self._pending)
+            applied = bool(self._pending or self._pending_devices)
         else:
             authority = current.members if current is not None else self._founders
-            if authority.get(self._me.public_key) != "admin":
+            my_user = self._my_user(authority, before_devices)
+            role = authority.get(my_user)
+            if role != "admin" and (changes or current is None):
                 raise MembershipError("only an admin can change the membership")
-            if len(members) > MAX_MEMBERS:
-                raise GroupTooLargeError(f"a group has at most {MAX_MEMBERS} members")
+            if role not in _WRITERS:
+                raise MembershipError("only a writer or admin writes the snapshot of a change")
+            if role != "admin" and (
+                any(c.user != my_user for c in added.values())
+                or any(before_devices.get(d) != my_user for d in removed)
+            ):
+                raise MembershipError("a member adds and removes only its own devices")
+            if len(readers) > MAX_MEMBERS:
+                raise GroupTooLargeError(f"a group seals its key to at most {MAX_MEMBERS} keys")
             chain = current.chain if current is not None else ()
             if len(chain) >= MAX_OPS:
                 raise GroupTooLargeError(f"a membership chain holds at most {MAX_OPS} changes")
-            rotate = current is None or any(
-                role is None and member in before for member, role in changes
+            rotate = (
+                current is None
+                or bool(removed)
+                or any(role is None and member in before for member, role in changes)
             )
             key = os.urandom(32) if rotate or current is None else current.key
-            sealed = tuple(
-                b64encode(
-                    nacl.public.SealedBox(nacl.public.PublicKey(x25519_public(m))).encrypt(key)
-                )
-                for m in sorted(members)
-            )
+            sealed = tuple(seal_key(key, reader) for reader in readers)
             previous = current.links[-1] if current is not None else b""
             op = MembershipOp.sign(
-                self._me, previous, changes, epoch_commitment(key), sealed_commitment(sealed)
+                self._me,
+                previous,
+                changes,
+                epoch_commitment(key),
+                sealed_commitment(sealed),
+                added=tuple(added.values()),
+                removed=tuple(removed),
             )
             link = op.digest(previous)
             self._verified.add(link)
+            self._sealing_checked.add(link)
             epoch = _Epoch(
                 members,
                 key,
                 (*chain, op),
                 (*(current.links if current else ()), link),
                 sealed,
+                devices,
+                frozenset(revoked),
             )
             applied = True
         extra = {"g": self._group_data(snapshot_id, epoch)}
@@ -293,7 +536,12 @@ class Group:
         blob = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
             chain, b"secsync-group" + snapshot_id, nonce, epoch.key
         )
-        return {"v": GROUP_VERSION, "k": list(epoch.sealed), "m": b64encode(nonce + blob)}
+        version = (
+            GROUP_VERSION_DEVICES
+            if any(op.changes_devices for op in epoch.chain)
+            else GROUP_VERSION
+        )
+        return {"v": version, "k": list(epoch.sealed), "m": b64encode(nonce + blob)}
 
     def snapshot_key(self, snapshot: SnapshotInfo) -> bytes:
         known = self._epochs.get(snapshot.snapshot_id)
@@ -303,9 +551,9 @@ class Group:
         if outgoing is not None:
             return outgoing[0].key
         epoch = self._open(snapshot)
-        if epoch.members.get(snapshot.author) not in _WRITERS:
+        if epoch.role_of(snapshot.author) not in _WRITERS:
             raise MembershipError("the snapshot's author may not write in its membership")
-        active = self._epochs.get(self._active) if self._active is not None else None
+        active = self._active_epoch()
         if active is not None and active.links[-1] not in epoch.links:
             raise MembershipError("the membership chain does not extend the verified one")
         self._remember(snapshot.snapshot_id, epoch)
@@ -318,7 +566,8 @@ class Group:
 
     def _open(self, snapshot: SnapshotInfo) -> _Epoch:
         group = snapshot.extra.get("g")
-        if not isinstance(group, Mapping) or group.get("v") != GROUP_VERSION:
+        version = group.get("v") if isinstance(group, Mapping) else None
+        if not isinstance(group, Mapping) or version not in (GROUP_VERSION, GROUP_VERSION_DEVICES):
             raise MembershipError("snapshot carries no group data of this version")
         sealed, blob = group.get("k"), group.get("m")
         if (
@@ -350,58 +599,116 @@ class Group:
             raise MembershipError("group data does not decrypt") from None
         if not isinstance(items, list) or not items or len(items) > MAX_OPS:
             raise MembershipError("malformed membership chain")
-        chain = tuple(MembershipOp.decode(item) for item in items)
-        members, links = self._verify(chain)
+        with_devices = version == GROUP_VERSION_DEVICES
+        chain = tuple(MembershipOp.decode(item, devices=with_devices) for item in items)
+        if with_devices != any(op.changes_devices for op in chain):
+            raise MembershipError("group data of the wrong version")
+        epoch = self._verify(chain, key, sealed_keys)
         last = chain[-1]
         if epoch_commitment(key) != last.epoch:
-            raise MembershipError("the epoch key is not the one an admin introduced")
+            raise MembershipError("the epoch key is not the one its op introduced")
         if sealed_commitment(sealed_keys) != last.sealed:
-            raise MembershipError("the sealed keys are not the ones an admin wrote")
-        return _Epoch(members, key, chain, links, sealed_keys)
+            raise MembershipError("the sealed keys are not the ones its op wrote")
+        if last.changes_devices and epoch.links[-1] not in self._sealing_checked:
+            # An op that changes devices (possibly a member's, not an admin's) seals the key
+            # deterministically: recompute every copy, so that exactly the roster's keys hold it.
+            expected = tuple(seal_key(key, r) for r in _readers(epoch.members, epoch.devices))
+            if expected != sealed_keys:
+                raise MembershipError("the key is not sealed to exactly the roster's keys")
+            self._sealing_checked.add(epoch.links[-1])
+        return epoch
 
     def _likely_first(self, sealed: tuple[str, ...]) -> list[str]:
         """The sealed keys in the order to try them: keys are sealed in the order of the sorted
-        roster, so where ours stood in the active epoch is the likely place (one X25519 opening
+        readers, so where ours stood in the active epoch is the likely place (one X25519 opening
         instead of up to one per member)."""
-        active = self._epochs.get(self._active) if self._active is not None else None
-        if active is None or self._me.public_key not in active.members:
+        active = self._active_epoch()
+        if active is None or active.user_of(self._me.public_key) is None:
             return list(sealed)
-        guess = sorted(active.members).index(self._me.public_key)
+        guess = _readers(active.members, active.devices).index(self._me.public_key)
         if guess >= len(sealed):
             return list(sealed)
         return [sealed[guess], *sealed[:guess], *sealed[guess + 1 :]]
 
-    def _verify(self, chain: Sequence[MembershipOp]) -> tuple[dict[bytes, Role], tuple[bytes, ...]]:
-        """Replay ``chain`` from the founders, checking every admin signature once."""
+    def _verify(self, chain: Sequence[MembershipOp], key: bytes, sealed: tuple[str, ...]) -> _Epoch:
+        """Replay ``chain`` from the founders, checking every signature once.
+
+        An admin (a user with that role, or one of its devices) may change anything: roles,
+        users, any user's devices. Any other member may only add devices its user certified
+        (keeping the epoch key) and remove its user's devices (rotating it)."""
         members: dict[bytes, Role] = {}
+        devices: dict[bytes, bytes] = {}
+        revoked: set[bytes] = set()
         previous = b""
         links: list[bytes] = []
         for index, op in enumerate(chain):
             authority = self._founders if index == 0 else members
-            if authority.get(op.author) != "admin":
+            author = op.author if op.author in authority else devices.get(op.author)
+            if index == 0 and author is None:
+                # the founder's own device signs the first roster, which adds it
+                author = next((c.user for c in op.added if c.device == op.author), None)
+            role = authority.get(author) if author is not None else None
+            admin = role == "admin"
+            if (index == 0 or op.changes) and not admin:
                 raise MembershipError(
                     "a membership change not signed by an admin of the roster it changes"
                     if index
                     else "the first roster is not signed by a founder"
                 )
+            if role is None:
+                raise MembershipError("a membership change not signed by a member")
+            if not op.changes and not op.changes_devices:
+                raise MembershipError("a membership op that changes nothing")
             link = op.digest(previous)
             if link not in self._verified:
-                data = op.signed_bytes(previous, op.author, op.changes, op.epoch, op.sealed)
                 try:
-                    nacl.signing.VerifyKey(op.author).verify(data, op.signature)
+                    nacl.signing.VerifyKey(op.author).verify(op.body(previous), op.signature)
                 except (nacl.exceptions.BadSignatureError, ValueError):
                     raise MembershipError("a membership change has an invalid signature") from None
             after = self._with_pending(members, op.changes)
             removed = any(role is None and m in members for m, role in op.changes)
+            for device, user in list(devices.items()):
+                if user not in after:  # a removed user's devices go with it, for good
+                    del devices[device]
+                    revoked.add(device)
+            for member, new_role in op.changes:
+                if new_role is not None and (member in devices or member in revoked):
+                    raise MembershipError("a key cannot be both a user and a device")
+            for certificate in op.added:
+                if link not in self._verified:
+                    try:
+                        certificate.verify()
+                    except DeviceCertificateError:
+                        raise MembershipError("a device certificate that does not verify") from None
+                if not admin and certificate.user != author:
+                    raise MembershipError("a member adds devices of its own user only")
+                if certificate.user not in after:
+                    raise MembershipError("a device of a user who is not a member")
+                if certificate.device in revoked:
+                    raise MembershipError("a removed device cannot come back")
+                if certificate.device in devices or certificate.device in after:
+                    raise MembershipError("a device already in the roster")
+                devices[certificate.device] = certificate.user
+            for device in op.removed:
+                owner = devices.get(device)
+                if owner is None:
+                    raise MembershipError("removes a device that is not in the roster")
+                if not admin and owner != author:
+                    raise MembershipError("a member removes devices of its own user only")
+                del devices[device]
+                revoked.add(device)
+                removed = True
             if index and removed and op.epoch == chain[index - 1].epoch:
                 raise MembershipError("a removal that does not rotate the key")
-            if len(after) > MAX_MEMBERS:
+            if index and not admin and not removed and op.epoch != chain[index - 1].epoch:
+                raise MembershipError("only an admin introduces a key without a removal")
+            if len(_readers(after, devices)) > MAX_MEMBERS:
                 raise MembershipError("a membership beyond the supported size")
             members = after
             previous = link
             links.append(link)
         self._verified.update(links)
-        return members, tuple(links)
+        return _Epoch(members, key, tuple(chain), tuple(links), sealed, devices, frozenset(revoked))
 
     def _remember(self, snapshot_id: bytes, epoch: _Epoch) -> None:
         self._epochs[snapshot_id] = epoch
@@ -422,11 +729,15 @@ class Group:
             self._remember(snapshot.snapshot_id, epoch)
             if applied:
                 self._pending.clear()
+                self._pending_devices.clear()
         self._active = snapshot.snapshot_id
 
     # --- policy -------------------------------------------------------------------------------
 
     def may_author(self, kind: MessageKind, author: bytes, public_data: PublicData) -> bool:
+        """Judge ``author`` by the role of its user: a user signing as itself, or one of its
+        current devices (whose certificate, if the message carries one, must name that same
+        user). A removed device, or a device of a removed user, is refused."""
         if isinstance(public_data, UpdatePublicData):
             epoch = self._epochs.get(public_data.ref_snapshot_id)
         elif isinstance(public_data, SnapshotPublicData):
@@ -434,17 +745,39 @@ class Group:
             if epoch is None:
                 return True  # checked against its own verified membership on opening
         else:
-            epoch = self._epochs.get(self._active) if self._active is not None else None
+            epoch = self._active_epoch()
         if epoch is None:
             # an update for a snapshot we do not know yet waits; judged when it is known
             return kind == MessageKind.UPDATE
-        role = epoch.members.get(author)
+        role = epoch.role_of(author)
+        if (
+            role is not None
+            and author in epoch.devices
+            and not _certifies(public_data.extra.get(CERTIFICATE_FIELD), epoch.devices[author])
+        ):
+            return False
         if kind == MessageKind.EPHEMERAL:
             return role is not None
         return role in _WRITERS
 
     def __repr__(self) -> str:
-        return f"Group(members={len(self.members)}, pending={len(self._pending)})"
+        return (
+            f"Group(members={len(self.members)}, devices={len(self.devices)}, "
+            f"pending={self.pending_changes})"
+        )
+
+
+def _certifies(text: object, user: bytes) -> bool:
+    """Whether a message's certificate field (if any) names ``user`` (its signature is the
+    session's to check)."""
+    if text is None:
+        return True
+    if not isinstance(text, str):
+        return False
+    try:
+        return DeviceCertificate.from_b64(text).user == user
+    except DeviceCertificateError:
+        return False
 
 
 def _changes(
