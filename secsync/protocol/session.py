@@ -1034,6 +1034,11 @@ class DocumentSession:
         dropped in their favour are reported (``SnapshotRateError``, 118)."""
         if not self.loaded or snapshot.author == self.public_key:
             return True
+        active, snapshot_id = self._active, snapshot.snapshot_id
+        if (
+            active is not None and snapshot_id == active.info.snapshot_id
+        ) or snapshot_id in self._superseded:
+            return True  # a copy of one already taken: settled before any costly check
         admitted, dropped = self.snapshot_rate.admit(snapshot, now)
         for old in dropped:
             error = SnapshotRateError(
@@ -1851,7 +1856,9 @@ class DocumentSession:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
         events: list[Event] = []
         for held in self.snapshot_rate.due(now):
-            # the newest of its author; one it replaced may have been its parent
+            # the newest of its author; one it replaced may have been its parent, so it is
+            # then taken as a recovery (what we hold that it lacks is sent again on it), as a
+            # fresh reader takes the snapshot stored last
             reason = "earlier snapshots of its author were dropped (rate)" if held.skipped else None
             self._receive_snapshot(held.snapshot, (), events, recovery=reason, now=now)
         active = self._active

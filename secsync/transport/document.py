@@ -234,6 +234,8 @@ class Document:
         self._reassembler = chunks.Reassembler()
         self._sub: Any = None
         self._sender: asyncio.Task[None] | None = None
+        # Why the sender stopped, if it ended with an error: nothing is sent any more.
+        self._sender_error: TransportError | None = None
         self._ephemeral_sub: Any = None
         self._notify = getattr(session.crdt, "set_change_listener", None)
         self._saved_locally = True
@@ -404,11 +406,15 @@ class Document:
         """Return once every local change is stored by the broker.
 
         Raises :class:`IdentityInUseError` if the document stopped writing because another
-        client writes under its identity (see :attr:`identity_in_use`)."""
+        client writes under its identity (see :attr:`identity_in_use`), and
+        :class:`TransportError` if its sender stopped on an unexpected error (reported as
+        ``SyncFailed``)."""
         async with asyncio.timeout(timeout):
             while not self.session.is_synced or self._sending_paused:
                 if self._closed:
                     raise DocumentClosedError()
+                if self._sender_error is not None:
+                    raise self._sender_error
                 if self.session.identity_in_use is not None:
                     raise self.session.identity_in_use
                 if self._sending_paused or not self._online:
@@ -521,7 +527,21 @@ class Document:
             self._send_loop(self.session.unacknowledged_messages()),
             name=f"secsync-send-{self.doc_id}",
         )
+        self._sender.add_done_callback(self._sender_ended)
         self._started = True
+
+    def _sender_ended(self, task: asyncio.Task[None]) -> None:
+        """A sender that ends with an error while the document is open is reported, and
+        :meth:`flush` raises it, instead of local changes silently waiting for ever."""
+        if task.cancelled() or self._closed:
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._sender_error = TransportError(f"the sender stopped: {type(exc).__name__}: {exc}")
+        self._log.error("sender_failed", error=type(exc).__name__, exc_info=exc)
+        self._emit([SyncFailed(self._sender_error)])
+        self._progress.set()
 
     def _restore(self) -> bool:
         """Resume from the local store: content, outbox, sequences. True if there was state."""

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pycrdt
 import pytest
 from automerge import core
 
 import secsync
 from secsync.config import SecsyncConfig
+from secsync.crdt.yjs import new_yjs_doc
+from secsync.errors import TransportError
 from secsync.protocol import crypto, wire
 from secsync.protocol.events import (
     DocumentLoaded,
     Event,
+    SyncFailed,
     UpdateApplied,
 )
 from secsync.protocol.messages import Update
@@ -86,19 +90,43 @@ async def test_an_idle_automerge_document_is_polled_not_spun(broker) -> None:
         fifth = asyncio.Event()
         handle_timer = opened.session.handle_timer
 
-        def counted() -> list:  # type: ignore[type-arg]
+        def counted(now: float) -> list:  # type: ignore[type-arg]
             polls.append(time.monotonic())
-            if len(polls) == 5:
+            if len(polls) == 8:
                 fifth.set()
-            return handle_timer()
+            return handle_timer(now)
 
         opened.session.handle_timer = counted  # type: ignore[method-assign]
         await asyncio.wait_for(fifth.wait(), 5)
-        # about one poll per poll_interval: four intervals between five polls, not a spin
-        assert polls[4] - polls[0] >= 4 * 0.05 * 0.8, polls
+        # about one poll per poll_interval once the open's own wake-ups (acknowledgements,
+        # echoes) are handled: four intervals between the last five polls, not a spin
+        assert polls[7] - polls[3] >= 4 * 0.05 * 0.8, polls
         automerge_type(doc, 4, "!")  # and a change is still picked up by the polling
         await opened.flush(5)
         assert opened.is_synced
+
+
+async def test_a_sender_that_fails_is_reported_and_flush_raises(broker) -> None:
+    """A bug below the sender must not leave edits silently waiting: SyncFailed, and flush
+    raises instead of hanging."""
+    async with secsync.connect(broker.url) as client:
+        ydoc = new_yjs_doc(signer := crypto.SigningKeyPair.generate())
+        text = ydoc.get("text", type=pycrdt.Text)
+        doc = await client.open("sender-fails", key=KEY, signing_key=signer, crdt=ydoc)
+        text += "stored"
+        await doc.flush(5)
+
+        def broken(now: float) -> list:  # type: ignore[type-arg]
+            raise RuntimeError("a bug")
+
+        doc.session.handle_timer = broken  # type: ignore[method-assign]
+        text += " lost?"
+        doc.notify_changed()
+        with pytest.raises(TransportError, match="RuntimeError"):
+            await doc.flush(5)
+        failed = [e for e in _drain(doc) if isinstance(e, SyncFailed)]
+        assert len(failed) == 1 and "a bug" in failed[0].error.message
+        assert doc.session.pending_changes  # still here, not dropped
 
 
 async def test_a_reader_verifying_on_worker_threads_converges(broker) -> None:
