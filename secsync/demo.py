@@ -43,10 +43,8 @@ def _paint(name: str, text: str) -> str:
 
 async def participant(args: argparse.Namespace) -> None:
     import secsync
-    from secsync.config import SecsyncConfig
-    from secsync.protocol.crypto import SigningKeyPair
+    from secsync import SecsyncConfig, SigningKeyPair, UpdateApplied
     from secsync.protocol.encoding import b64decode, b64encode
-    from secsync.protocol.events import UpdateApplied
 
     names: dict[str, str] = json.loads(args.people)
     signer = SigningKeyPair.from_b64(args.signing_key)
@@ -104,8 +102,8 @@ def _received_line(name: str, received: dict[str, int]) -> str:
 
 def coordinator(*, verbose: bool = False) -> int:
     """Run the demo; its exit code (0: converged, and no plaintext on the broker)."""
+    from secsync import SigningKeyPair, generate_key
     from secsync.broker import Broker
-    from secsync.protocol.crypto import SigningKeyPair, generate_key
     from secsync.protocol.encoding import b64encode
 
     print("secsync demo: three participants, one end-to-end encrypted Yjs document\n")

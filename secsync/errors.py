@@ -38,9 +38,14 @@ class SecsyncError(Exception):
 
 
 class EncodingError(SecsyncError):
-    """Malformed encoded data."""
+    """Malformed encoded data.
 
-    code = 700
+    The base of the 7xx errors, never raised itself. Its code is 799, not 700: 700 is the code
+    of :class:`MalformedMessageError`, which every undecodable message reports (and which the
+    conformance and security tables name), and each code belongs to one class.
+    """
+
+    code = 799
 
 
 class MalformedMessageError(EncodingError):
@@ -229,7 +234,14 @@ class UpdatePolicyError(UpdateError):
 
 
 class UpdateKeyError(UpdateError):
-    """No key could be found for the update's snapshot."""
+    """No key could be found for the update's snapshot.
+
+    Kept for the number: secsync JS raises ``SECSYNC_ERROR_206`` when its key lookup fails
+    for the updates of a snapshot, and these codes mirror that table. This implementation never
+    raises it: an update is decrypted only under the active snapshot, whose key was found when
+    that snapshot was applied (a failed lookup then is :class:`SnapshotKeyError`, 103, and an
+    update for another snapshot is :class:`UpdateSnapshotMismatchError`, 213).
+    """
 
     code = 206
 
@@ -356,12 +368,6 @@ class EphemeralSignatureError(EphemeralError):
     """The ephemeral message signature is invalid."""
 
     code = 308
-
-
-class EphemeralProofError(EphemeralError):
-    """The ephemeral session proof does not verify for this receiver."""
-
-    code = 309
 
 
 class PresenceParseError(EphemeralError):
@@ -594,17 +600,6 @@ class StorageLimitError(BrokerRequestError):
     """
 
     code = 910
-
-
-def error_for_code(code: int) -> type[SecsyncError]:
-    """Return the error class registered for ``code`` (the first defined one on a tie)."""
-    found: dict[int, type[SecsyncError]] = {}
-    stack: list[type[SecsyncError]] = [SecsyncError]
-    while stack:
-        cls = stack.pop(0)
-        found.setdefault(cls.code, cls)
-        stack.extend(cls.__subclasses__())
-    return found.get(code, SecsyncError)
 
 
 class DocumentNotFoundError(TransportError):

@@ -119,10 +119,15 @@ async def participate(
 ) -> tuple[bool, str]:
     """Join, type, follow; (whether the expected lines arrived, the final text)."""
     import secsync
-    from secsync.errors import BrokerUnavailableError
-    from secsync.protocol.crypto import SigningKeyPair, generate_key
+    from secsync import (
+        BrokerUnavailableError,
+        PresenceChanged,
+        SigningKeyPair,
+        SnapshotApplied,
+        UpdateApplied,
+        generate_key,
+    )
     from secsync.protocol.encoding import b64decode, b64encode
-    from secsync.protocol.events import PresenceChanged, SnapshotApplied, UpdateApplied
 
     def out(message: str) -> None:
         (say or print)(f"[{options.name}] {message}")

@@ -38,6 +38,7 @@ from secsync.errors import (
 from secsync.protocol.encoding import b64decode, b64encode
 
 if TYPE_CHECKING:
+    from secsync.crdt import CrdtDocument
     from secsync.protocol.crypto import SigningKeyPair
     from secsync.transport.client import SecsyncClient
     from secsync.transport.document import Document
@@ -145,7 +146,7 @@ async def open_shared(
     client: SecsyncClient,
     link: ShareLink | str,
     *,
-    crdt: object,
+    crdt: CrdtDocument,
     passphrase: str | None = None,
     signing_key: SigningKeyPair | None = None,
 ) -> Document:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from secsync.errors import CrdtAdapterError
+
+if TYPE_CHECKING:  # the CRDT libraries load only when a document is used
+    import automerge
+    import automerge.core
+    import pycrdt
 
 _CONTROL_FLOW: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
@@ -88,7 +93,17 @@ class ContentCheck(Protocol):
         ...
 
 
-def adapter_for(document: object) -> CrdtAdapter:
+CrdtDocument: TypeAlias = (
+    "pycrdt.Doc[Any] | automerge.Document | automerge.core.Document | CrdtAdapter"
+)
+"""What ``SecsyncClient.open``, ``open_shared`` and ``DocumentSession`` take as ``crdt``: a
+``pycrdt.Doc`` (best made with :func:`secsync.new_yjs_doc`), an Automerge document (the
+``automerge.Document`` wrapper or an ``automerge.core.Document``), or any object that
+implements :class:`CrdtAdapter`. Anything else raises ``CrdtAdapterError`` (803).
+(automerge ships no type information: its two types check as ``Any``.)"""
+
+
+def adapter_for(document: CrdtDocument) -> CrdtAdapter:
     """Wrap a ``pycrdt.Doc`` or an ``automerge`` document (core or the wrapper)."""
     if isinstance(document, CrdtAdapter):
         return document
@@ -111,4 +126,4 @@ def adapter_for(document: object) -> CrdtAdapter:
     )
 
 
-__all__ = ["ContentCheck", "CrdtAdapter", "adapter_for", "crdt_failure"]
+__all__ = ["ContentCheck", "CrdtAdapter", "CrdtDocument", "adapter_for", "crdt_failure"]

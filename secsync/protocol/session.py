@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from secsync.config import SecsyncConfig
-from secsync.crdt import ContentCheck, CrdtAdapter, adapter_for, crdt_failure
+from secsync.crdt import ContentCheck, CrdtAdapter, CrdtDocument, adapter_for, crdt_failure
 from secsync.errors import (
     CreateSnapshotError,
     CreateUpdateError,
@@ -220,7 +220,7 @@ class DocumentSession:
         doc_id: str,
         signer: crypto.SigningKeyPair | str | Device,
         keys: KeyProvider | bytes | str,
-        crdt: object,
+        crdt: CrdtDocument,
         *,
         config: SecsyncConfig | None = None,
         policy: AuthorPolicy | None = None,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,6 +14,7 @@ import nats
 from nats.js import JetStreamContext
 
 from secsync.config import SecsyncConfig
+from secsync.crdt import CrdtDocument
 from secsync.errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -201,7 +202,7 @@ class SecsyncClient:
         *,
         key: KeyProvider | bytes | str,
         signing_key: SigningKeyPair | Device | str,
-        crdt: object,
+        crdt: CrdtDocument,
         policy: AuthorPolicy | None = None,
         awareness: Any = None,
         storage_key: bytes | str | None = None,
@@ -353,15 +354,24 @@ class SecsyncClient:
         await self.close()
 
 
-class _Connector:
-    """``connect(...)`` is both awaitable and an async context manager."""
+class Connecting:
+    """What :func:`connect` returns: a connection being made, used one of two ways.
 
-    def __init__(self, servers: str | Sequence[str], config: SecsyncConfig, options: Any) -> None:
+    * ``client = await secsync.connect(url)``: connects and gives the :class:`SecsyncClient`;
+      close it with ``await client.close()`` (or ``async with client:``).
+    * ``async with secsync.connect(url) as client: ...``: connects on entry, closes on exit.
+
+    A failed connection closes what it had opened before the error propagates. Use it once.
+    """
+
+    def __init__(
+        self, servers: str | Sequence[str], config: SecsyncConfig, options: Mapping[str, Any]
+    ) -> None:
         self._client = SecsyncClient(
             [servers] if isinstance(servers, str) else list(servers), config, dict(options)
         )
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, SecsyncClient]:
         return self._connect().__await__()
 
     async def _connect(self) -> SecsyncClient:
@@ -384,11 +394,12 @@ def connect(
     *,
     config: SecsyncConfig | None = None,
     **nats_options: Any,
-) -> _Connector:
-    """Connect to the broker: ``async with secsync.connect(url) as client: ...``.
+) -> Connecting:
+    """Connect to the broker: ``async with secsync.connect(url) as client: ...``, or
+    ``client = await secsync.connect(url)`` (see :class:`Connecting`).
 
     Extra keyword arguments go to ``nats.connect`` (credentials, TLS, ``inbox_prefix``...).
     Without a local store the broker must answer now; with one (``config.store_path``), the
     client starts offline and keeps trying.
     """
-    return _Connector(servers, config or SecsyncConfig(), nats_options)
+    return Connecting(servers, config or SecsyncConfig(), nats_options)
