@@ -361,7 +361,8 @@ class Connecting:
       close it with ``await client.close()`` (or ``async with client:``).
     * ``async with secsync.connect(url) as client: ...``: connects on entry, closes on exit.
 
-    A failed connection closes what it had opened before the error propagates. Use it once.
+    A failed connection closes what it had opened before the error propagates. Await it, or
+    enter it, once: it stands for one client.
     """
 
     def __init__(
