@@ -403,14 +403,19 @@ class Document:
         return self.session.unsent_changes()
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Return once every local change is stored by the broker.
+        """Return once every local change is stored by the broker, and the snapshot asked for
+        with :meth:`write_snapshot` (a membership change, say) too.
 
         Raises :class:`IdentityInUseError` if the document stopped writing because another
         client writes under its identity (see :attr:`identity_in_use`), and
         :class:`TransportError` if its sender stopped on an unexpected error (reported as
         ``SyncFailed``)."""
         async with asyncio.timeout(timeout):
-            while not self.session.is_synced or self._sending_paused:
+            while (
+                not self.session.is_synced
+                or self.session.snapshot_requested
+                or self._sending_paused
+            ):
                 if self._closed:
                     raise DocumentClosedError()
                 if self._sender_error is not None:

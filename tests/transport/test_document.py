@@ -129,6 +129,27 @@ async def test_a_sender_that_fails_is_reported_and_flush_raises(broker) -> None:
         assert doc.session.pending_changes  # still here, not dropped
 
 
+async def test_flush_after_write_snapshot_returns_once_the_snapshot_is_stored(broker) -> None:
+    """A membership change takes effect with a snapshot: flush must not return before it."""
+    async with secsync.connect(broker.url) as client:
+        ydoc = new_yjs_doc(signer := crypto.SigningKeyPair.generate())
+        text = ydoc.get("text", type=pycrdt.Text)
+        doc = await client.open("flush-snapshot", key=KEY, signing_key=signer, crdt=ydoc)
+        text += "content"
+        await doc.flush(5)
+        first = doc.session.active_snapshot
+        assert first is not None
+        doc.write_snapshot()
+        await doc.flush(5)
+        active = doc.session.active_snapshot
+        assert active is not None and active.snapshot_id != first.snapshot_id
+        stored = await jetstream.last_scoped(
+            client.js, client.config.stream_name, DocumentSubjects.of("flush-snapshot").snapshot
+        )
+        assert stored is not None
+        assert wire.decode(stored.data, doc_id="flush-snapshot").snapshot_id == active.snapshot_id
+
+
 async def test_a_reader_verifying_on_worker_threads_converges(broker) -> None:
     threaded = SecsyncConfig(batch_interval=0.0, verify_threads=1, snapshot_after_updates=50)
     async with (
