@@ -1856,11 +1856,14 @@ class DocumentSession:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
         events: list[Event] = []
         for held in self.snapshot_rate.due(now):
-            # the newest of its author; one it replaced may have been its parent, so it is
-            # then taken as a recovery (what we hold that it lacks is sent again on it), as a
-            # fresh reader takes the snapshot stored last
-            reason = "earlier snapshots of its author were dropped (rate)" if held.skipped else None
-            self._receive_snapshot(held.snapshot, (), events, recovery=reason, now=now)
+            if held.skipped:
+                # One it replaced may have been its parent, and newer snapshots (a repair, say)
+                # may have been taken meanwhile: what the broker holds decides, not this one.
+                events.append(
+                    RecoveryNeeded("snapshots of one author were dropped by the snapshot rate")
+                )
+            else:
+                self._receive_snapshot(held.snapshot, (), events, recovery=None, now=now)
         active = self._active
         if (
             self._deferred

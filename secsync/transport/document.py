@@ -893,11 +893,31 @@ class Document:
                 read.messages >= config.load_snapshot_messages
                 or read.bytes >= config.load_snapshot_bytes
             ):
-                raise self._search_error(read)
+                return self._unsettled(search, read)
             start = max(1, lowest - span)
-            fresh = await self._snapshots_between(start, lowest - 1, read)
+            try:
+                fresh = await self._snapshots_between(start, lowest - 1, read)
+            except SnapshotSearchError:
+                return self._unsettled(search, read)
             lowest = start
             span *= 2
+
+    def _unsettled(self, search: _Search, read: _SearchRead) -> _Search:
+        """The bound is reached. A snapshot that verifies and opens was chosen, but its parent
+        (or, for a group, enough earlier chains) lies further back: it is loaded, so that a
+        long run of snapshots stored after a parent (a flood, the repair after it) never
+        makes a document unopenable. Only a replayed old snapshot stored last, with more
+        than the bound after its parent, goes unnoticed then; readers that hold the document
+        see it lack content and repair it. Nothing chosen: ``SnapshotSearchError``."""
+        if search.choice.index is None:
+            raise self._search_error(read)
+        self._log.warning(
+            "snapshot_search_unsettled",
+            messages=read.messages,
+            bytes=read.bytes,
+            windows=read.windows,
+        )
+        return search
 
     async def _snapshots_between(
         self, first: int, last: int, read: _SearchRead
