@@ -32,6 +32,7 @@ from secsync.errors import (
 from secsync.protocol import crypto, sealing
 from secsync.protocol.encoding import JsonValue
 from secsync.protocol.messages import EphemeralMessage, EphemeralPublicData
+from secsync.protocol.rate import TokenBuckets
 
 SESSION_ID_BYTES: Final = 24
 HEADER_BYTES: Final = 1 + SESSION_ID_BYTES + 4
@@ -111,13 +112,15 @@ class EphemeralSessions:
         self._signer = signer
         self.max_payload = max_payload
         self.per_second = per_second
-        self._admitted: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+        self._admitted = TokenBuckets(burst=per_second, per_second=per_second, max_keys=MAX_PEERS)
         self.dropped = 0
         """Messages dropped unchecked by ``per_second`` (counted, not reported one by one)."""
         self._peers: OrderedDict[bytes, _PeerSession] = OrderedDict()
         self._retired: dict[bytes, OrderedDict[bytes, None]] = {}
-        # peer -> (reply tokens left, when counted): handshake replies are rationed per peer
-        self._replied: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+        # handshake replies are rationed per peer (see _may_reply)
+        self._replied = TokenBuckets(
+            burst=float(REPLY_BURST), per_second=1.0 / REPLY_INTERVAL, max_keys=MAX_PEERS
+        )
         self._now: float | None = None
         self.extra: Mapping[str, JsonValue] = {}
         """Public data added to every message of mine (a device's certificate)."""
@@ -234,32 +237,16 @@ class EphemeralSessions:
         return EphemeralResult(plain.payload, ())
 
     def _admit(self, author: bytes) -> bool:
-        now, rate = self._now, self.per_second
-        if now is None or rate <= 0:
+        now = self._now
+        if now is None or self.per_second <= 0:
             return True
-        tokens, since = self._admitted.get(author, (rate, now))
-        tokens = min(rate, tokens + (now - since) * rate)
-        allowed = tokens >= 1.0
-        self._admitted[author] = (tokens - 1.0 if allowed else tokens, now)
-        self._admitted.move_to_end(author)
-        while len(self._admitted) > MAX_PEERS:
-            self._admitted.popitem(last=False)
-        return allowed
+        return self._admitted.take(author, now)
 
     def _may_reply(self, author: bytes) -> bool:
         """A token bucket per peer: :data:`REPLY_BURST` replies at once, then one per
         :data:`REPLY_INTERVAL` (an honest peer needs a reply or two per session it starts)."""
         now = self._now
-        if now is None:
-            return True
-        tokens, since = self._replied.get(author, (float(REPLY_BURST), now))
-        tokens = min(float(REPLY_BURST), tokens + (now - since) / REPLY_INTERVAL)
-        allowed = tokens >= 1.0
-        self._replied[author] = (tokens - 1.0 if allowed else tokens, now)
-        self._replied.move_to_end(author)
-        while len(self._replied) > MAX_PEERS:
-            self._replied.popitem(last=False)
-        return allowed
+        return now is None or self._replied.take(author, now)
 
     def _check_fresh(self, author: bytes, plain: EphemeralPlaintext) -> None:
         if plain.session_id in self._retired.get(author, ()):
