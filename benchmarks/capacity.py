@@ -53,6 +53,7 @@ if __package__ in (None, ""):  # python benchmarks/capacity.py
 
 from benchmarks import common
 from benchmarks.common import REPO, median, percentile
+from benchmarks.report.format import table
 
 DEFAULT_DOCS = 200_000
 POINTS = (0, 10_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)
@@ -812,20 +813,34 @@ def render(results: dict[str, Any]) -> str:
     add("")
     add("### Memory and disk")
     add("")
-    add(
-        "| documents | subjects | messages | disk (MB) | RSS after load (MB) | peak RSS "
-        "during load (MB) | RSS after restart (MB) | RSS steady (MB) | Go heap steady (MB) |"
+    lines += table(
+        [
+            "documents",
+            "subjects",
+            "messages",
+            "disk (MB)",
+            "RSS after load (MB)",
+            "peak RSS during load (MB)",
+            "RSS after restart (MB)",
+            "RSS steady (MB)",
+            "Go heap steady (MB)",
+        ],
+        [
+            [
+                f"{p['docs']:,}",
+                f"{p['stream']['num_subjects']:,}",
+                f"{p['stream']['messages']:,}",
+                _mb(p["disk"]["allocated"]),
+                _mb(p["memory_loaded"]["rss"]),
+                _mb(p["memory_loaded"].get("peak_rss")),
+                _mb(p["restart"]["memory"]["rss"]),
+                _mb(p["restart_steady"]["memory"]["rss"]),
+                _mb(p["restart_steady"]["memory"].get("HeapAlloc")),
+            ]
+            for p in points
+        ],
+        "r" * 9,
     )
-    add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for p in points:
-        add(
-            f"| {p['docs']:,} | {p['stream']['num_subjects']:,} | {p['stream']['messages']:,} | "
-            f"{_mb(p['disk']['allocated'])} | {_mb(p['memory_loaded']['rss'])} | "
-            f"{_mb(p['memory_loaded'].get('peak_rss'))} | "
-            f"{_mb(p['restart']['memory']['rss'])} | {_mb(p['restart_steady']['memory']['rss'])} "
-            f"| {_mb(p['restart_steady']['memory'].get('HeapAlloc'))} |"
-        )
-    add("")
     add(
         "*RSS after load*: right after the bulk load. *After restart*: a graceful restart with "
         "every message still inside the duplicate window, so the server rebuilds its message-id "
@@ -877,22 +892,19 @@ def render(results: dict[str, Any]) -> str:
         ("ensure_stream", "`ensure_stream` (every client connect)"),
         ("cas_update_publish", "update publish with compare-and-set"),
     )
-    header = "| operation | " + " | ".join(f"{p['docs']:,} docs" for p in points) + " |"
-    rule = "|---|" + "---:|" * len(points)
+    headers = ["operation", *(f"{p['docs']:,} docs" for p in points)]
     for title, key in (
         ("Right after loading (what was just written is still in the server's caches):", "lookups"),
         ("After the steady restart (server caches cold, OS page cache warm):", None),
     ):
         add(title)
         add("")
-        add(header)
-        add(rule)
+        rows = []
         for name, label in operations:
             cells = [pair(p[key] if key else p["lookups_after_restart"], name) for p in points]
-            if all(cell == "—" for cell in cells):
-                continue
-            add(f"| {label} | " + " | ".join(cells) + " |")
-        add("")
+            if not all(cell == "—" for cell in cells):
+                rows.append([label, *cells])
+        lines += table(headers, rows)
     rates = ", ".join(
         f"{p['load_docs_per_s']:,.0f} docs/s to {p['docs']:,}"
         for p in points
@@ -911,19 +923,25 @@ def render(results: dict[str, Any]) -> str:
             "above, nothing but these reads)"
         )
         add("")
-        add(
-            "| seconds after the last write | RSS (MB) | Go heap (MB) | "
-            "open's second read p50 / p99 (ms) |"
+        lines += table(
+            [
+                "seconds after the last write",
+                "RSS (MB)",
+                "Go heap (MB)",
+                "open's second read p50 / p99 (ms)",
+            ],
+            [
+                [
+                    f"{sample['after_s']:.0f}",
+                    _mb(sample["memory"]["rss"]),
+                    _mb(sample["memory"].get("HeapAlloc")),
+                    f"{_ms(sample['document_read']['p50_us'])} / "
+                    f"{_ms(sample['document_read']['p99_us'])}",
+                ]
+                for sample in last["settling"]
+            ],
+            "rrrr",
         )
-        add("|---:|---:|---:|---:|")
-        for sample in last["settling"]:
-            reads = sample["document_read"]
-            add(
-                f"| {sample['after_s']:.0f} | {_mb(sample['memory']['rss'])} | "
-                f"{_mb(sample['memory'].get('HeapAlloc'))} | "
-                f"{_ms(reads['p50_us'])} / {_ms(reads['p99_us'])} |"
-            )
-        add("")
         sites = last.get("heap_sites_loaded") or []
         if sites:
             top = sites[0]
@@ -937,11 +955,7 @@ def render(results: dict[str, Any]) -> str:
             add("")
     add("### Restart and recovery")
     add("")
-    add(
-        "| documents | restart | stop (s) | JetStream enabled (s) | `/healthz` ok (s) | "
-        "first document opened by a new client (s) |"
-    )
-    add("|---:|---|---:|---:|---:|---:|")
+    restarts = []
     for p in points:
         for label, key in (
             ("graceful, all ids in the window", "restart"),
@@ -949,13 +963,29 @@ def render(results: dict[str, Any]) -> str:
             ("after SIGKILL", "restart_kill"),
         ):
             r = p.get(key)
-            if r is None:
-                continue
-            add(
-                f"| {p['docs']:,} | {label} | {_s(r.get('stop_s'))} | {_s(r['js_enabled_s'])} | "
-                f"{_s(r['healthz_s'])} | {_s(r['first_open_s'])} |"
-            )
-    add("")
+            if r is not None:
+                restarts.append(
+                    [
+                        f"{p['docs']:,}",
+                        label,
+                        _s(r.get("stop_s")),
+                        _s(r["js_enabled_s"]),
+                        _s(r["healthz_s"]),
+                        _s(r["first_open_s"]),
+                    ]
+                )
+    lines += table(
+        [
+            "documents",
+            "restart",
+            "stop (s)",
+            "JetStream enabled (s)",
+            "`/healthz` ok (s)",
+            "first document opened by a new client (s)",
+        ],
+        restarts,
+        "rlrrrr",
+    )
     add("Times count from the process start. The server's own words at the largest size:")
     add("")
     last = points[-1]
@@ -974,6 +1004,11 @@ def run(out: Path | None = OUT, max_docs: int = DEFAULT_DOCS) -> dict[str, Any]:
         out.write_text(render(results), encoding="utf-8")
         _log(f"wrote {out}")
     return results
+
+
+def section(*, quick: bool) -> dict[str, Any]:
+    """The benchmark suite's section (``benchmarks.run``): up to 200,000 documents, 5,000 quick."""
+    return run(out=None, max_docs=5_000 if quick else 200_000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

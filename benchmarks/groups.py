@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # python benchmarks/groups.py
 
 import pycrdt
 
+from benchmarks.report.format import table
 from secsync.group import Group, Role
 from secsync.protocol import crypto, wire
 from secsync.protocol.messages import Snapshot
@@ -71,14 +72,20 @@ def measure(size: int, reps: int = 5) -> dict[str, float]:
 
 
 def main() -> int:
-    print("| members | snapshot (bytes) | found (ms) | join (ms) | next snapshot (ms) |")
-    print("|---:|---:|---:|---:|---:|")
+    rows = []
     for size in (10, 100, 1000):
         r = measure(size)
-        print(
-            f"| {size:,} | {r['snapshot_bytes']:,.0f} | {r['found_ms']:.1f} | "
-            f"{r['join_ms']:.1f} | {r['follow_ms']:.1f} |"
+        rows.append(
+            [
+                f"{size:,}",
+                f"{r['snapshot_bytes']:,.0f}",
+                f"{r['found_ms']:.1f}",
+                f"{r['join_ms']:.1f}",
+                f"{r['follow_ms']:.1f}",
+            ]
         )
+    headers = ["members", "snapshot (bytes)", "found (ms)", "join (ms)", "next snapshot (ms)"]
+    print("\n".join(table(headers, rows, "rrrrr")).rstrip())
     return 0
 
 

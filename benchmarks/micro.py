@@ -61,6 +61,28 @@ def paired(a: Side, b: Side, items: int, reps: int, warmup: int = 1) -> tuple[fl
     return median(times[0]) / items * 1e6, median(times[1]) / items * 1e6
 
 
+def _stage(
+    out: dict[str, Any],
+    raw: dict[str, float | None],
+    name: str,
+    mine: Side,
+    theirs: Side | None,
+    *,
+    items: int,
+    reps: int,
+) -> None:
+    """Time one stage into ``out[name]`` and its raw baseline (if any) into ``raw[name]``."""
+    try:
+        if theirs is None:
+            out[name] = per_item_us(lambda: mine[1](None), items, reps)
+        else:
+            out[name], raw[name] = paired(mine, theirs, items, reps)
+    except Exception as exc:  # a stage the package no longer offers: n/a, not a crash
+        print(f"  stage {name} failed: {type(exc).__name__}: {exc}")
+        out[name] = None
+        raw[name] = None
+
+
 def load_stages(stream: Stream, reps: int) -> dict[str, Any]:
     """decode → verify → decrypt → apply, each over all messages, each next to its raw
     baseline; the session total next to the same stages interleaved without a session."""
@@ -145,12 +167,7 @@ def load_stages(stream: Stream, reps: int) -> dict[str, Any]:
     raw: dict[str, float | None] = {}
 
     def stage(name: str, mine: Side, theirs: Side) -> None:
-        try:
-            out[name], raw[name] = paired(mine, theirs, n, reps)
-        except Exception as exc:  # a stage the package no longer offers: n/a, not a crash
-            print(f"  stage {name} failed: {type(exc).__name__}: {exc}")
-            out[name] = None
-            raw[name] = None
+        _stage(out, raw, name, mine, theirs, items=n, reps=reps)
 
     stage(
         "decode",
@@ -266,15 +283,7 @@ def create_stages(changes: Sequence[bytes], reps: int) -> dict[str, Any]:
     raw: dict[str, float | None] = {}
 
     def stage(name: str, mine: Side, theirs: Side | None) -> None:
-        try:
-            if theirs is None:
-                out[name] = per_item_us(lambda: mine[1](None), n, reps)
-            else:
-                out[name], raw[name] = paired(mine, theirs, n, reps)
-        except Exception as exc:  # a stage the package no longer offers: n/a, not a crash
-            print(f"  stage {name} failed: {type(exc).__name__}: {exc}")
-            out[name] = None
-            raw[name] = None
+        _stage(out, raw, name, mine, theirs, items=n, reps=reps)
 
     stage(
         "serialize",

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # python benchmarks/open_bound.py
 import pycrdt
 
 import secsync
+from benchmarks.report.format import table
 from secsync.broker import Broker
 from secsync.config import SecsyncConfig
 from secsync.errors import AccessError, SecsyncError, WrongKeyError
@@ -179,19 +180,35 @@ def render(measured: dict[str, Any]) -> str:
         "`Document._fetch_latest`, kept in `benchmarks/open_bound.py`); *now*: read back from "
         "the end until the choice is settled. Bytes are the snapshot messages read.",
         "",
-        "| snapshots | size | written in | open before | read before | open now | read now "
-        "| now vs 10 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = rows[0]["now"]["s"] if rows else 0.0
-    for row in rows:
-        ratio = f"{row['now']['s'] / base:.2f}x" if base else "-"
-        out.append(
-            f"| {row['count']} | {row['size'] / 1000:.0f} kB | {row['written_s']:.1f} s "
-            f"| {_cell(row['before'])} | {row['before']['bytes'] / 1e6:.1f} MB "
-            f"| {_cell(row['now'])} | {row['now']['bytes'] / 1e6:.2f} MB | {ratio} |"
-        )
-    return "\n".join(out) + "\n"
+    out += table(
+        [
+            "snapshots",
+            "size",
+            "written in",
+            "open before",
+            "read before",
+            "open now",
+            "read now",
+            "now vs 10",
+        ],
+        [
+            [
+                row["count"],
+                f"{row['size'] / 1000:.0f} kB",
+                f"{row['written_s']:.1f} s",
+                _cell(row["before"]),
+                f"{row['before']['bytes'] / 1e6:.1f} MB",
+                _cell(row["now"]),
+                f"{row['now']['bytes'] / 1e6:.2f} MB",
+                f"{row['now']['s'] / base:.2f}x" if base else "-",
+            ]
+            for row in rows
+        ],
+        "rrrrrrrr",
+    )
+    return "\n".join(out)
 
 
 def main() -> None:

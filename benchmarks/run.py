@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from benchmarks import common
 from benchmarks.common import FULL, QUICK, REPO
+from benchmarks.sections import MODULE_SECTIONS, RunContext
 
 SECTIONS = (
     "micro",
@@ -37,12 +38,12 @@ SECTIONS = (
     "trace",
     "snapshot",
     "automerge",
+    "js",
     "e2e",
     "memory",
     "profile",
     "federation",
-    "capacity",
-    "open_bound",
+    *(s.key for s in MODULE_SECTIONS),
 )
 
 
@@ -126,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     txns = trace["txns"][:used]
     points = [min(p or total, used) for p in sizes.trace_points]
     cold_base = used - max(sizes.cold_counts)
+    micro_n = min(sizes.micro_messages, used)
     checkpoints = sorted(
         set(points)
+        | {micro_n}
         | {cold_base + c for c in sizes.cold_counts}
         | {p for p in sizes.automerge_points if p <= used}
     )
@@ -167,10 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks import trace as trace_bench
 
     def run_micro() -> dict[str, Any]:
-        n = min(sizes.micro_messages, used)
         return {
-            "load": micro.load_stages(prefix(n), sizes.micro_reps),
-            "create": micro.create_stages(replay.changes[:n], sizes.micro_reps),
+            "load": micro.load_stages(prefix(micro_n), sizes.micro_reps),
+            "create": micro.create_stages(replay.changes[:micro_n], sizes.micro_reps),
         }
 
     results["micro"] = section("micro", run_micro)
@@ -198,6 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             replay.texts,
         ),
     )
+
+    def run_js() -> dict[str, Any]:
+        from benchmarks import js_reference
+
+        return js_reference.run(
+            replay.changes[:micro_n],
+            replay.texts[micro_n],
+            replay.final_state,
+            replay.texts[max(replay.texts)],
+            reps=sizes.micro_reps,
+            snapshot_reps=sizes.snapshot_reps,
+        )
+
+    results["js_reference"] = section("js", run_js)
     keystroke_sizes = sorted(len(stream.updates[i]) for i in one_keystroke)
     payload_size = keystroke_sizes[len(keystroke_sizes) // 2] if keystroke_sizes else 240
     results["e2e_payload_bytes"] = payload_size
@@ -230,21 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results["federation"] = section("federation", run_federation)
 
-    def run_capacity() -> dict[str, Any]:
-        from benchmarks import capacity
-
-        measured = capacity.run(out=None, max_docs=5_000 if sizes.name == "quick" else 200_000)
-        return {"markdown": capacity.render(measured), "numbers": measured}
-
-    results["capacity"] = section("capacity", run_capacity)
-
-    def run_open_bound() -> dict[str, Any]:
-        from benchmarks import open_bound
-
-        measured = open_bound.run(quick=sizes.name == "quick")
-        return {"markdown": open_bound.render(measured), "numbers": measured}
-
-    results["open_bound"] = section("open_bound", run_open_bound)
+    context = RunContext(sizes=sizes, txns=txns, replay=replay, stream=stream)
+    for module_section in MODULE_SECTIONS:
+        results[module_section.key] = section(
+            module_section.key, lambda s=module_section: s.measure(context)
+        )
 
     results["duration_s"] = time.perf_counter() - t0
     results["loadavg_end"] = os.getloadavg()
