@@ -1,7 +1,7 @@
 """Run the benchmark suite and write ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 
-    python -m benchmarks.run            # the full run (about 9 minutes on 2 cores)
-    python -m benchmarks.run --quick    # a smoke run (< 60 s), written to benchmarks/out/
+    python -m benchmarks.run            # the full run (about 8 minutes on 2 idle cores)
+    python -m benchmarks.run --quick    # a smoke run (about 2 minutes), written to benchmarks/out/
     python -m benchmarks.run --json run.json   # also keep every number
     python -m benchmarks.run --render run.json # rewrite the report, measuring nothing
     python benchmarks/run.py --help
@@ -267,9 +267,10 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
     from benchmarks import report
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    typed = report.results_of(results)
     png = out_dir / "benchmarks.png"
-    plot_note = report.plot(results, png)
-    markdown = report.render(results, png.name if plot_note is None else None, plot_note)
+    plot_note = report.plot(typed, png)
+    markdown = report.render(typed, png.name if plot_note is None else None, plot_note)
     (out_dir / "benchmarks.md").write_text(markdown, encoding="utf-8")
     _log(f"wrote {out_dir / 'benchmarks.md'}" + (f" and {png}" if plot_note is None else ""))
 

@@ -17,18 +17,21 @@ from benchmarks.sections import MODULE_SECTIONS
 FIRST_MODULE_SECTION = 9  # §1-§8 are built in; module sections follow, then the JS reference
 
 
-def results_of(raw: Mapping[str, Any]) -> Results:
+def results_of(raw: Mapping[str, Any] | Results) -> Results:
+    """The typed results of a run's dict (built once; a ``Results`` is returned as it is)."""
+    if isinstance(raw, Results):
+        return raw
     return Results.from_json(raw, tuple(s.key for s in MODULE_SECTIONS))
 
 
-def plot(raw: Mapping[str, Any], path: Path) -> str | None:
+def plot(raw: Mapping[str, Any] | Results, path: Path) -> str | None:
     """Write the PNG; returns None on success, else the reason it was skipped."""
     from benchmarks.report import plots
 
     return plots.plot(results_of(raw), path)
 
 
-def render(raw: Mapping[str, Any], png: str | None, plot_note: str | None) -> str:
+def render(raw: Mapping[str, Any] | Results, png: str | None, plot_note: str | None) -> str:
     r = results_of(raw)
     out: list[str] = []
     add = out.append

@@ -11,12 +11,6 @@ from collections.abc import Mapping
 from typing import Any, TypedDict, cast
 
 
-class MachineLoad(TypedDict):
-    one: float
-    five: float
-    fifteen: float
-
-
 class TraceInfo(TypedDict, total=False):
     transactions_total: int
     transactions_used: int
@@ -74,12 +68,6 @@ class Stages(TypedDict, total=False):
 class Micro(TypedDict):
     load: Stages
     create: Stages
-
-
-class Speedup(TypedDict):
-    """One row of §3 (the keys are the JSON's own)."""
-
-    speedup: float
 
 
 # §3 rows are keyed by what they measure; ``messages`` and ``load_parallel_us`` sit beside them.
