@@ -4,9 +4,12 @@
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes), written to benchmarks/out/
     python -m benchmarks.run --json run.json   # also keep every number
     python -m benchmarks.run --render run.json # rewrite the report, measuring nothing
+    python -m benchmarks.run --render docs/benchmarks.json --merge part.json
+                                        # ... with sections measured on their own (--only)
     python benchmarks/run.py --help
 
-Sections that fail are reported as failed in the report; the run goes on.
+Sections that fail are reported as failed in the report; the run goes on. Every report is
+written with its numbers beside it (``benchmarks.json``), so it can be rendered again.
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="measure nothing: write the report again from a --json file of an earlier run",
     )
     parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        metavar="JSON",
+        help="with --render: take the sections that this --json file of an --only run measured "
+        "(repeatable); the report says they were measured on their own",
+    )
+    parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -81,8 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_logs()
     sizes = QUICK if args.quick else FULL
     out_dir = args.out or (REPO / "benchmarks" / "out" if args.quick else REPO / "docs")
+    if args.merge and not args.render:
+        parser.error("--merge needs --render")
     if args.render:
         saved = json.loads(args.render.read_text(encoding="utf-8"))
+        for part in args.merge or ():
+            merge(saved, json.loads(part.read_text(encoding="utf-8")))
         write_report(
             saved,
             args.out or (REPO / "benchmarks" / "out" if saved["mode"] != "full" else REPO / "docs"),
@@ -99,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_start": os.getloadavg(),
         "machine": common.machine_info(),
         "versions": common.versions(),
-        "command": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
+        "command": "python -m benchmarks.run"
+        + (" --quick" if args.quick else "")
+        + "".join(f" --only {name}" for name in args.only or ()),
         "errors": {},
         "section_seconds": {},
     }
@@ -263,6 +280,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if results["errors"] else 0
 
 
+# Where each section keeps its numbers in the results, when not under its own name.
+RESULT_KEYS = {
+    "trace": ("yjs",),
+    "js": ("js_reference",),
+    "e2e": ("e2e", "e2e_payload_bytes", "e2e_burst"),
+}
+
+
+def merge(results: dict[str, Any], part: dict[str, Any]) -> None:
+    """Put the sections that ``part`` (an ``--only`` run) measured into ``results``, and note
+    where they came from (``merged``: section -> command, date, same machine or not)."""
+    ran = [name for name in part.get("section_seconds", {}) if name in SECTIONS]
+    for name in ran:
+        for key in RESULT_KEYS.get(name, (name,)):
+            results[key] = part.get(key)
+        results.setdefault("section_seconds", {})[name] = part["section_seconds"][name]
+        errors = results.setdefault("errors", {})
+        errors.pop(name, None)
+        if name in part.get("errors", {}):
+            errors[name] = part["errors"][name]
+        results.setdefault("merged", {})[name] = {
+            "command": part.get("command", "python -m benchmarks.run"),
+            "started": part.get("started", "?"),
+            "same_machine": part.get("machine") == results.get("machine"),
+        }
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> None:
     from benchmarks import report
 
@@ -272,6 +316,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
     plot_note = report.plot(typed, png)
     markdown = report.render(typed, png.name if plot_note is None else None, plot_note)
     (out_dir / "benchmarks.md").write_text(markdown, encoding="utf-8")
+    numbers = out_dir / "benchmarks.json"
+    numbers.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     _log(f"wrote {out_dir / 'benchmarks.md'}" + (f" and {png}" if plot_note is None else ""))
 
 

@@ -76,6 +76,9 @@ def fragment(r: Results, add: Add, key: str, number: int, title: str) -> None:
     lines = text.splitlines()
     if lines and lines[0].startswith("## "):
         lines[0] = f"## {number}. " + lines[0][3:]
+        note = r.provenance(key)
+        if note:
+            lines[1:1] = ["", note]
     for line in lines:
         add(line)
     add("")

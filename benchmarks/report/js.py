@@ -12,6 +12,10 @@ TITLE = "The JavaScript reference side by side"
 def js_reference(r: Results, add: Add, number: int) -> None:
     add(f"## {number}. {TITLE}")
     add("")
+    note = r.provenance("js")
+    if note:
+        add(note)
+        add("")
     measured = r.js_reference
     if not measured:
         add("*Not measured in this run.*")

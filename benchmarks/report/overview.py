@@ -6,6 +6,7 @@ from __future__ import annotations
 from benchmarks.report.format import Add, get, ok, table
 from benchmarks.report.results import Results
 from benchmarks.report.targets import targets
+from benchmarks.sections import MODULE_SECTIONS
 
 
 def header(r: Results, add: Add) -> None:
@@ -32,6 +33,21 @@ def header(r: Results, add: Add) -> None:
         "means other work shared the machine and the numbers are noisier than they should be."
     )
     add("")
+    # Module sections and the JS reference say so under their own heading.
+    noted_below = {"js", *(s.key for s in MODULE_SECTIONS)}
+    merged = {name: m for name, m in r.merged.items() if name not in noted_below}
+    if merged:
+        add(
+            "Measured on their own and merged into this report: "
+            + "; ".join(
+                f"`{name}` (`{m.get('command')}` on {m.get('started')}, "
+                + ("same machine" if m.get("same_machine") else "another machine")
+                + ")"
+                for name, m in merged.items()
+            )
+            + "."
+        )
+        add("")
     if r.errors:
         add("**Sections that failed in this run:**")
         add("")

@@ -278,6 +278,20 @@ class Results:
     js_reference: JsReference | None
     # sections that render their own markdown (capacity, open_bound, registered modules)
     fragments: dict[str, Fragment]
+    # sections measured on their own and merged in (``--merge``): command, started, same_machine
+    merged: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def provenance(self, section: str) -> str | None:
+        """The note under a merged section's heading, or None for a section of this run."""
+        found = self.merged.get(section)
+        if not found:
+            return None
+        where = "same machine" if found.get("same_machine") else "another machine"
+        return (
+            f"*Measured on its own with `{found.get('command')}` on {found.get('started')} "
+            f"({where}), not in the {self.mode} run above; the next full run measures it as this "
+            "section.*"
+        )
 
     @property
     def cores(self) -> str | None:
@@ -325,4 +339,5 @@ class Results:
             federation=section("federation"),
             js_reference=section("js_reference"),
             fragments=fragments,
+            merged=dict(raw.get("merged") or {}),
         )
