@@ -99,7 +99,8 @@ def js_reference(r: Results, add: Add, number: int) -> None:
         f"`_decrypt` of the trace's Yjs updates (median {cal.get('aead_plaintext_bytes_median')} "
         f"bytes) with {cal.get('aad_bytes')} bytes of AAD. Python calls libsodium through "
         "PyNaCl's low-level bindings (`nacl.bindings`, cffi); JS through libsodium-wrappers "
-        "(libsodium compiled to WebAssembly). Where a Python/JS ratio above differs from these, "
+        "(libsodium compiled to WebAssembly); the PyNaCl figures are the lower of two medians, "
+        "measured before and after Node. Where a Python/JS ratio above differs from these, "
         "the difference is the code around the cryptography, not the libsodium build."
     )
     add("")
