@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secsync.broker import Broker
+from secsync.servers.broker import Broker
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import nacl.public
 import pycrdt
 
-from secsync.group import (
+from secsync.access.group import (
     Group,
     MembershipOp,
     Role,

@@ -25,8 +25,6 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 import secsync
-from secsync.broker import Broker
-from secsync.cluster import Cluster, ClusterNode
 from secsync.config import SecsyncConfig
 from secsync.errors import (
     BrokerUnavailableError,
@@ -36,6 +34,8 @@ from secsync.errors import (
 from secsync.protocol import wire
 from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded, UpdateStored
 from secsync.protocol.messages import Update
+from secsync.servers.broker import Broker
+from secsync.servers.cluster import Cluster, ClusterNode
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
 from tests.servers import nats_server_children, no_server_left_running  # noqa: F401

@@ -18,10 +18,10 @@ import pytest
 from automerge import core
 
 import secsync
-from secsync.broker import Broker, free_port
 from secsync.config import SecsyncConfig
 from secsync.protocol import crypto
 from secsync.protocol.keys import encode_key
+from secsync.servers.broker import Broker, free_port
 from tests.factories import automerge_text
 from tests.transport.helpers import until
 

@@ -28,7 +28,6 @@ from nats.js import api
 
 import secsync
 from secsync import permissions
-from secsync.broker import Broker
 from secsync.config import SecsyncConfig
 from secsync.errors import (
     BrokerUnavailableError,
@@ -39,6 +38,7 @@ from secsync.errors import (
     TransportError,
 )
 from secsync.protocol.events import PublishFailed
+from secsync.servers.broker import Broker
 from secsync.transport import jetstream
 from secsync.transport.compaction import compact_document
 from secsync.transport.subjects import DocumentSubjects

@@ -8,7 +8,7 @@ import sys
 import pytest
 import structlog
 
-from secsync import cli
+from secsync.cli import main as cli
 from secsync.protocol.encoding import b64encode
 
 CLI = (sys.executable, "-m", "secsync.cli")
@@ -303,8 +303,8 @@ async def test_join_refuses_a_document_the_broker_does_not_have(broker) -> None:
     import pycrdt
 
     import secsync
+    from secsync.access.share import ShareLink
     from secsync.protocol.crypto import SigningKeyPair
-    from secsync.share import ShareLink
 
     link = ShareLink.create("nobody-wrote-this")
     code, out, err = await asyncio.to_thread(run, ["join", str(link), "--url", broker.url])

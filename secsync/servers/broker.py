@@ -86,7 +86,7 @@ def config_file(name: str) -> Path:
     packaged = Path(str(importlib.resources.files("secsync").joinpath("broker_config", name)))
     if packaged.is_file():
         return packaged
-    checkout = Path(__file__).resolve().parent.parent / "broker-config" / name
+    checkout = Path(__file__).resolve().parents[2] / "broker-config" / name
     if checkout.is_file():
         return checkout
     raise TransportError(f"broker config {name} not found (looked in {packaged.parent})")

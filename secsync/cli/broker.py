@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
-from secsync.broker import LOOPBACK, Broker, free_port
-from secsync.broker_options import (
+from secsync.errors import TransportError
+from secsync.servers.broker import LOOPBACK, Broker, free_port
+from secsync.servers.options import (
     DEFAULT_DATA_DIR,
     DEFAULT_HTTP_PORT,
     DEFAULT_PORT,
@@ -24,8 +25,7 @@ from secsync.broker_options import (
     add_broker_arguments,
     default_data_dir,
 )
-from secsync.errors import TransportError
-from secsync.topology import build_topology, describe_topology, topology_servers
+from secsync.servers.supercluster import build_topology, describe_topology, topology_servers
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 

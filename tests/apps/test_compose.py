@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 import yaml
 
-from secsync.broker import find_nats_server
-from secsync.cluster import Cluster, ClusterNode, cluster_config_path
-from secsync.participant import (
+from secsync.apps.participant import (
     ParticipantOptions,
     load_or_create_secret,
     parse_options,
     participate,
 )
-from secsync.topology import (
+from secsync.servers.broker import find_nats_server
+from secsync.servers.cluster import Cluster, ClusterNode, cluster_config_path
+from secsync.servers.supercluster import (
     HubNode,
     LeafNode,
     SuperClusterNode,
@@ -37,7 +37,7 @@ from secsync.topology import (
     supercluster_config_path,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 VARIABLE = re.compile(r"\$(SECSYNC_[A-Z0-9_]+)")
@@ -262,7 +262,7 @@ def test_participants_run_an_existing_module_against_the_cluster(compose: dict[s
     command = json.loads(entrypoint[1])
     assert command[:2] == ["python", "-m"]
     module = command[2]
-    assert module == "secsync.participant"
+    assert module == "secsync.apps.participant"
     spec = importlib.util.find_spec(module)
     assert spec is not None
     assert spec.origin is not None
@@ -367,7 +367,7 @@ async def test_three_participants_converge_on_the_cluster(cluster: Cluster, tmp_
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "secsync.participant",
+        "secsync.apps.participant",
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

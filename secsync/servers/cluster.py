@@ -11,8 +11,9 @@ failover tests. :meth:`Cluster.stream_leader` tells which node leads a stream.
 
 Blocking methods have ``a``-prefixed coroutine twins that run them in a thread.
 
-:mod:`secsync.topology` builds on this: regions of a super-cluster are :class:`Cluster` objects,
-and :func:`probe_api` and :func:`monitor_json` serve its readiness checks too.
+:mod:`secsync.servers.supercluster` builds on this: regions of a super-cluster are
+:class:`Cluster` objects, and :func:`probe_api` and :func:`monitor_json` serve its readiness
+checks too.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-from secsync.broker import (
+from secsync.errors import TransportError
+from secsync.logs import get_logger
+from secsync.servers.broker import (
     LOOPBACK,
     Broker,
     conf_string,
@@ -39,8 +42,6 @@ from secsync.broker import (
     find_nats_server,
     free_ports,
 )
-from secsync.errors import TransportError
-from secsync.logs import get_logger
 
 log = get_logger("secsync.cluster")
 
@@ -340,7 +341,8 @@ class Cluster(ServerGroup):
         self.stop_timeout = stop_timeout
         self._nodes: list[ClusterNode] = []
         #: How many servers the JetStream meta layer spans: this cluster's, unless it is one
-        #: region of a super-cluster (secsync.topology), whose meta layer spans every region.
+        #: region of a super-cluster (secsync.servers.supercluster), whose meta layer spans
+        #: every region.
         self._meta_size = size
 
     # --- properties ---------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from secsync.broker_options import add_broker_arguments
 from secsync.errors import SecsyncError
+from secsync.servers.options import add_broker_arguments
 
 if TYPE_CHECKING:
     from secsync.protocol.crypto import SigningKeyPair
@@ -320,7 +320,7 @@ def cmd_open(args: argparse.Namespace, inputs: Inputs) -> int:
 
 
 def cmd_share(args: argparse.Namespace, inputs: Inputs) -> int:
-    from secsync.share import ShareLink
+    from secsync.access.share import ShareLink
 
     print(ShareLink.create(args.doc_id))
     return 0
@@ -349,8 +349,8 @@ async def _join(
     import pycrdt
 
     import secsync
+    from secsync.access.share import ShareLink, open_shared
     from secsync.errors import DocumentNotFoundError
-    from secsync.share import ShareLink, open_shared
 
     parsed = ShareLink.parse(link)
     signer = secsync.SigningKeyPair.generate()  # an anonymous participant
@@ -377,13 +377,13 @@ async def _join(
 
 
 def cmd_broker(args: argparse.Namespace, inputs: Inputs) -> int:
-    from secsync.broker_cli import cmd_broker as run
+    from secsync.cli.broker import cmd_broker as run
 
     return run(args)
 
 
 def cmd_demo(args: argparse.Namespace, inputs: Inputs) -> int:
-    from secsync.demo import coordinator
+    from secsync.apps.demo import coordinator
 
     return coordinator(verbose=args.verbose)
 

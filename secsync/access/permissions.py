@@ -313,7 +313,7 @@ def _size(value: int) -> str:
 
 def default_template() -> Path:
     """``broker-config/secure.conf`` as shipped with secsync (package data, or the checkout)."""
-    from secsync.broker import config_file
+    from secsync.servers.broker import config_file
 
     return config_file(SECURE_CONF)
 

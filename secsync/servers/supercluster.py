@@ -52,7 +52,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from secsync.broker import (
+from secsync.errors import TransportError
+from secsync.logs import get_logger
+from secsync.servers.broker import (
     LOOPBACK,
     Broker,
     conf_string,
@@ -60,8 +62,7 @@ from secsync.broker import (
     find_nats_server,
     free_ports,
 )
-from secsync.broker_options import DEFAULT_REGIONS, TOPOLOGIES
-from secsync.cluster import (
+from secsync.servers.cluster import (
     DEFAULT_ACCOUNT,
     DEFAULT_SIZE,
     MIN_SIZE,
@@ -72,8 +73,7 @@ from secsync.cluster import (
     monitor_json,
     probe_api,
 )
-from secsync.errors import TransportError
-from secsync.logs import get_logger
+from secsync.servers.options import DEFAULT_REGIONS, TOPOLOGIES
 
 log = get_logger("secsync.topology")
 

@@ -18,11 +18,11 @@ import pytest
 from nats.js import JetStreamContext, api
 
 import secsync
-from secsync import operations
-from secsync.broker import Broker, default_config_path, free_port
-from secsync.cluster import Cluster
 from secsync.config import SecsyncConfig
+from secsync.ops import backup as operations
 from secsync.protocol.events import DocumentLoaded, DocumentRestored
+from secsync.servers.broker import Broker, default_config_path, free_port
+from secsync.servers.cluster import Cluster
 from secsync.transport import Document, jetstream
 from secsync.transport.compaction import compact_document
 from tests.transport.helpers import YClient, open_y, until
