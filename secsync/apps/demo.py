@@ -23,7 +23,7 @@ from typing import Any
 
 import pycrdt
 
-from secsync.cli.main import configure_logging, split_urls
+from secsync.cli.common import configure_logging, split_urls
 
 PEOPLE = {
     "alice": ["Alice: encryption happens on my machine.", "Alice: the broker only relays."],

@@ -353,7 +353,7 @@ async def _main(options: ParticipantOptions) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from secsync.cli.main import configure_logging
+    from secsync.cli.common import configure_logging
 
     options = parse_options(argv)
     # The output speaks for itself; library logs (stderr) only when something goes wrong.
