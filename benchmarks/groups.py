@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # python benchmarks/groups.py
 
 import pycrdt
 
-from secsync.access.group import Group, Role
+from secsync.access.group import Group
+from secsync.access.membership import Role
 from secsync.protocol import crypto, wire
 from secsync.protocol.messages import Snapshot
 from secsync.protocol.session import DocumentSession

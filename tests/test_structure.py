@@ -29,14 +29,46 @@ BEING_SPLIT = {
     "secsync/protocol/wire.py",
     "secsync/transport/document.py",
     "secsync/transport/jetstream.py",
+    # over the limit today, in secsync/crdt (reworked now): split it or state its reason
+    "secsync/crdt/yjs_format.py",
 }
 
 #: Internal helpers that every part of the package may import although their names are private.
 INTERNAL_HELPERS = {"secsync._lazy"}
 
-#: Cycles that stay, each with the reason. A cycle is the set of modules of one strongly
-#: connected component of the import graph.
-ALLOWED_CYCLES: dict[frozenset[str], str] = {}
+#: Cycles that stay, each with the reason: every edge that closes them is an import under
+#: ``if TYPE_CHECKING:`` (for annotations only, never run).
+ALLOWED_TYPE_CHECKING_CYCLES: dict[frozenset[str], str] = {
+    frozenset(
+        {"secsync.transport.client", "secsync.transport.document", "secsync.transport.presence"}
+    ): (
+        "a Document is opened by its SecsyncClient and owns its Presence; document.py names "
+        "SecsyncClient and presence.py names Document in annotations only"
+    ),
+}
+
+#: Runtime cycles in modules being reworked right now, with the change that ends each one.
+#: Remove an entry when its cycle is gone (the test says so).
+CYCLES_BEING_FIXED: dict[frozenset[str], str] = {
+    frozenset({"secsync.crdt", "secsync.crdt.automerge", "secsync.crdt.yjs"}): (
+        "secsync/crdt/__init__.py imports its adapters inside adapter_for() and both adapters "
+        "import crdt_failure from it: move crdt_failure to a module of its own"
+    ),
+    frozenset({"secsync.transport.client", "secsync.transport.document"}): (
+        "transport/document.py imports backoff_delay from transport/client.py inside two "
+        "methods: move backoff_delay out of client.py (e.g. next to wait_woken in waiting.py)"
+    ),
+}
+
+#: Private names of another module used as ``module._name`` by modules whose other side is
+#: being reworked right now: (user, module, name). The module should make them public.
+PRIVATE_USES_BEING_FIXED = {
+    ("secsync.ops.backup", "secsync.transport.jetstream", "_header_dict"),
+    ("secsync.ops.backup", "secsync.transport.jetstream", "_json_reply"),
+    ("secsync.ops.backup", "secsync.transport.jetstream", "_translated"),
+    ("secsync.ops.backup", "secsync.transport.jetstream", "_validate_stream"),
+    ("secsync.ops.mirrors", "secsync.transport.jetstream", "_translated"),
+}
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,7 @@ def _absolute(importer: str, node: ast.ImportFrom) -> str:
     if node.level == 0:
         return node.module or ""
     package = importer.split(".")
-    if not MODULES[importer].name == "__init__.py":
+    if MODULES[importer].name != "__init__.py":
         package = package[:-1]
     base = package[: len(package) - (node.level - 1)]
     return ".".join([*base, *([node.module] if node.module else [])])
@@ -113,10 +145,12 @@ def targets(found: Import) -> set[str]:
     return submodules | ({found.target} if plain or not found.names else set())
 
 
-def graph() -> dict[str, set[str]]:
+def graph(*, type_checking: bool = True) -> dict[str, set[str]]:
+    """Module -> the modules it imports; without ``type_checking``, only imports that run."""
     edges: dict[str, set[str]] = {module: set() for module in MODULES}
     for found in ALL_IMPORTS:
-        edges[found.importer] |= targets(found) - {found.importer}
+        if type_checking or not found.type_checking:
+            edges[found.importer] |= targets(found) - {found.importer}
     return edges
 
 
@@ -156,45 +190,103 @@ def cycles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
 
 
 def test_the_graph_sees_function_level_and_type_checking_imports() -> None:
-    # secsync/__init__.py names its exports only under TYPE_CHECKING; the CLI imports its
-    # subcommands inside functions.
+    # secsync/__init__.py names its exports only under TYPE_CHECKING; the CLI imports the
+    # demo inside a function.
     assert "secsync.access.group" in graph()["secsync"]
-    assert "secsync.apps.demo" in graph()["secsync.cli.demo"]
+    assert "secsync.access.group" not in graph(type_checking=False)["secsync"]
+    assert "secsync.apps.demo" in graph(type_checking=False)["secsync.cli.demo"]
+    # ``from secsync.protocol import crypto`` ties the importer to the module crypto
+    assert "secsync.protocol.crypto" in graph()["secsync.protocol.sealing"]
 
 
-def test_no_import_cycles() -> None:
-    edges = graph()
+def _root_without_type_checking(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     # The package root names its lazy exports under TYPE_CHECKING only (PEP 562), and every
-    # module is inside the package; its edges would make one cycle of everything.
-    edges["secsync"] = {
+    # module is inside the package: those edges would make one cycle of everything.
+    root = {
         target
         for found in ALL_IMPORTS
         if found.importer == "secsync" and not found.type_checking
         for target in targets(found)
     }
-    found = {cycle: sorted(cycle) for cycle in cycles(edges)}
-    unexpected = [members for cycle, members in found.items() if cycle not in ALLOWED_CYCLES]
-    assert unexpected == []
-    stale = [sorted(cycle) for cycle in ALLOWED_CYCLES if cycle not in found]
-    assert stale == [], "an allowed cycle is gone: remove it from ALLOWED_CYCLES"
+    return {**edges, "secsync": root}
+
+
+def test_no_import_cycles_at_run_time() -> None:
+    """Imports that run (at module level or inside functions) make no cycle."""
+    found = sorted(sorted(cycle) for cycle in cycles(graph(type_checking=False)))
+    assert [cycle for cycle in found if frozenset(cycle) not in CYCLES_BEING_FIXED] == []
+    stale = [sorted(cycle) for cycle in CYCLES_BEING_FIXED if sorted(cycle) not in found]
+    assert stale == [], "a cycle is gone: remove it from CYCLES_BEING_FIXED"
+
+
+def test_import_cycles_only_through_type_checking_imports_with_a_reason() -> None:
+    found = {cycle for cycle in cycles(_root_without_type_checking(graph()))}
+    unexplained = [
+        sorted(cycle)
+        for cycle in found
+        if cycle not in ALLOWED_TYPE_CHECKING_CYCLES and cycle not in CYCLES_BEING_FIXED
+    ]
+    assert unexplained == []
+    stale = [sorted(cycle) for cycle in ALLOWED_TYPE_CHECKING_CYCLES if cycle not in found]
+    assert stale == [], "an allowed cycle is gone: remove it from ALLOWED_TYPE_CHECKING_CYCLES"
+
+
+def _private_attributes(module: str) -> Iterator[tuple[str, str, int]]:
+    """``(module, name, line)`` for every ``alias._name`` where ``alias`` is another module of
+    the package imported here."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in MODULES:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and _is_private(node.attr)
+        ):
+            yield aliases[node.value.id], node.attr, node.lineno
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
 
 
 def test_no_private_names_imported_across_modules() -> None:
-    offenders = [
+    imported = [
         f"{found.importer}:{found.line} imports {name} from {found.target}"
         for found in ALL_IMPORTS
         if found.target in MODULES and found.target not in INTERNAL_HELPERS
         for name in found.names
-        if name.startswith("_") and not name.startswith("__")
+        if _is_private(name)
     ]
     private_modules = [
         f"{found.importer}:{found.line} imports {target}"
         for found in ALL_IMPORTS
         for target in targets(found)
-        if any(part.startswith("_") and not part.startswith("__") for part in target.split("."))
-        and target not in INTERNAL_HELPERS
+        if any(_is_private(part) for part in target.split(".")) and target not in INTERNAL_HELPERS
     ]
-    assert offenders + private_modules == []
+    used = {
+        (module, owner, name): line
+        for module in MODULES
+        for owner, name, line in _private_attributes(module)
+        if owner != module
+    }
+    attributes = [
+        f"{module}:{line} uses {owner}.{name}"
+        for (module, owner, name), line in sorted(used.items())
+        if (module, owner, name) not in PRIVATE_USES_BEING_FIXED
+    ]
+    assert imported + private_modules + attributes == []
+    stale = sorted(PRIVATE_USES_BEING_FIXED - used.keys())
+    assert stale == [], "made public already: remove them from PRIVATE_USES_BEING_FIXED"
 
 
 def _states_its_size(path: Path) -> bool:

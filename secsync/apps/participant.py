@@ -1,6 +1,6 @@
 """A demo participant that joins a broker anywhere: ``python -m secsync.apps.participant``.
 
-``make demo`` (:mod:`secsync.demo`) starts its own broker and participants; this is the
+``make demo`` (:mod:`secsync.apps.demo`) starts its own broker and participants; this is the
 participant on its own, for brokers started elsewhere: the docker-compose stack (one container
 per participant against the 3-node cluster) or a topology from ``secsync broker --topology``.
 

@@ -9,7 +9,8 @@ import pycrdt
 import pytest
 
 import secsync
-from secsync.access.group import MAX_MEMBERS, Group
+from secsync.access.group import Group
+from secsync.access.membership import MAX_MEMBERS
 from secsync.config import SecsyncConfig
 from secsync.errors import GroupTooLargeError
 from secsync.protocol import crypto, sealing

@@ -26,16 +26,10 @@ from secsync.apps.participant import (
     parse_options,
     participate,
 )
-from secsync.servers.broker import find_nats_server
+from secsync.servers.binary import find_nats_server
 from secsync.servers.cluster import Cluster, ClusterNode, cluster_config_path
-from secsync.servers.supercluster import (
-    HubNode,
-    LeafNode,
-    SuperClusterNode,
-    hub_config_path,
-    leaf_config_path,
-    supercluster_config_path,
-)
+from secsync.servers.leaf import HubNode, LeafNode, hub_config_path, leaf_config_path
+from secsync.servers.region import SuperClusterNode, supercluster_config_path
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -129,7 +123,7 @@ def test_nats_nodes_run_the_launchers_cluster_config(
     for name, service in nodes.items():
         config = mounted_host_path(service, flag(service["command"], "-c"))
         assert config.is_file(), name
-        # the very file secsync.cluster.Cluster starts its nodes from
+        # the very file secsync.servers.cluster.Cluster starts its nodes from
         assert config == launcher.config_path == cluster_config_path().resolve()
         # the mount is read-only: the servers cannot change their config
         assert any(str(v).endswith(":ro") for v in service["volumes"] if str(v).startswith("."))

@@ -15,10 +15,10 @@ import pycrdt
 import pytest
 
 import secsync
-from secsync.access.group import (
+from secsync.access.group import Group
+from secsync.access.membership import (
     GROUP_VERSION,
     GROUP_VERSION_DEVICES,
-    Group,
     MembershipOp,
     Role,
     epoch_commitment,

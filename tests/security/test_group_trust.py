@@ -11,7 +11,8 @@ import pycrdt
 import pytest
 
 import secsync
-from secsync.access.group import Group, Role
+from secsync.access.group import Group
+from secsync.access.membership import Role
 from secsync.config import SecsyncConfig
 from secsync.errors import SecsyncError
 from secsync.protocol import crypto, sealing, wire

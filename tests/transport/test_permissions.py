@@ -27,7 +27,7 @@ import pytest
 from nats.js import api
 
 import secsync
-from secsync import permissions
+from secsync.access import permissions
 from secsync.config import SecsyncConfig
 from secsync.errors import (
     BrokerUnavailableError,
