@@ -21,16 +21,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from secsync.errors import TransportError
 from secsync.logs import get_logger
 from secsync.servers.binary import LOOPBACK, conf_array, conf_string, config_file, free_ports
 from secsync.servers.broker import Broker
-from secsync.servers.launch import POLL_INTERVAL, START_ATTEMPTS, ServerGroup, config_path
+from secsync.servers.launch import POLL_INTERVAL, START_ATTEMPTS, ServerGroup, config_path, run_all
 from secsync.servers.monitor import monitor_json, probe_api
 
 log = get_logger("secsync.cluster")
@@ -46,8 +45,6 @@ DEFAULT_SIZE = 3
 MIN_SIZE = 3
 #: The account that clients without authentication use.
 DEFAULT_ACCOUNT = "$G"
-
-_T = TypeVar("_T")
 
 
 def cluster_config_path() -> Path:
@@ -241,11 +238,11 @@ class Cluster(ServerGroup):
             if choose_ports:
                 self._nodes = self._make_nodes(binary)
             try:
-                self._run_all(lambda node: node.start())
+                run_all(self._nodes, lambda node: node.start())
                 self.wait_ready(started + self.start_timeout - time.monotonic())
                 break
             except TransportError as exc:
-                self._run_all(lambda node: node.stop())
+                run_all(self._nodes, lambda node: node.stop())
                 lost_race = "address already in use" in str(exc)
                 if not (lost_race and choose_ports) or attempt == START_ATTEMPTS:
                     if choose_ports:
@@ -362,13 +359,13 @@ class Cluster(ServerGroup):
     def stop(self, timeout: float | None = None) -> None:
         """Stop every node (SIGTERM, all at once; SIGKILL after ``timeout``); the data stays."""
         if self._nodes:
-            self._run_all(lambda node: node.stop(timeout))
+            run_all(self._nodes, lambda node: node.stop(timeout))
             log.info("cluster.stopped", cluster=self._name)
 
     def kill(self) -> None:
         """SIGKILL every node and reap it; the data stays."""
         if self._nodes:
-            self._run_all(lambda node: node.kill())
+            run_all(self._nodes, lambda node: node.kill())
 
     def close(self) -> None:
         """Stop, and remove the root directory if it is a temporary one this cluster made."""
@@ -460,14 +457,3 @@ class Cluster(ServerGroup):
             )
             for i in range(self._size)
         ]
-
-    def _run_all(self, action: Callable[[ClusterNode], _T]) -> list[_T]:
-        """``action`` on every node at once (threads); raises the first node's error."""
-        with ThreadPoolExecutor(max_workers=len(self._nodes)) as pool:
-            futures = [pool.submit(action, node) for node in self._nodes]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            first = errors[0]
-            assert first is not None
-            raise first
-        return [f.result() for f in futures]
