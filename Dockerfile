@@ -1,6 +1,6 @@
-# The secsync demo participant (python -m secsync.participant), built from this repository for
+# The secsync demo participant (python -m secsync.apps.participant), built from this repository for
 # docker-compose.yml. Options come from SECSYNC_* environment variables (see
-# secsync/participant.py), e.g.
+# secsync/apps/participant.py), e.g.
 #   docker build -t secsync-participant:dev .
 #   docker run --rm -e SECSYNC_NAME=dave -e SECSYNC_SERVERS=nats://host.docker.internal:4222 \
 #       -e SECSYNC_KEY_FILE=/secrets/demo-document.key -v demo-key:/secrets secsync-participant:dev
@@ -24,4 +24,4 @@ RUN pip install . \
 # Not root. A named volume mounted at /secrets starts with this directory's owner, so the first
 # participant can create the shared document key there.
 USER secsync
-ENTRYPOINT ["python", "-m", "secsync.participant"]
+ENTRYPOINT ["python", "-m", "secsync.apps.participant"]

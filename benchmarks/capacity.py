@@ -276,7 +276,8 @@ class Server:
     """The broker under test, with its monitoring and profiling endpoints."""
 
     def __init__(self, root: Path) -> None:
-        from secsync.broker import Broker, default_config_path, free_port
+        from secsync.servers.binary import default_config_path, free_port
+        from secsync.servers.broker import Broker
 
         self.prof_port = free_port()
         config = root / "capacity.conf"

@@ -426,7 +426,7 @@ def libsodium_version() -> str:
 
 def nats_server_version() -> str:
     try:
-        from secsync.broker import find_nats_server
+        from secsync.servers.binary import find_nats_server
 
         out = subprocess.run(
             [str(find_nats_server()), "--version"],

@@ -482,7 +482,7 @@ async def run_e2e(
     sizes: Any, payload_size: int, replay: YjsReplay, cold_base: int
 ) -> dict[str, Any]:
     import secsync
-    from secsync.broker import Broker
+    from secsync.servers.broker import Broker
 
     results: dict[str, Any] = {"errors": {}}
     broker = Broker()

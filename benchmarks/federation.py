@@ -64,7 +64,7 @@ async def _secsync_edits(supercluster: Any, writer_region: str, edits: int) -> d
 
     import secsync
     from secsync.config import SecsyncConfig
-    from secsync.topology import region_tag
+    from secsync.servers.region import region_tag
 
     config = SecsyncConfig(
         stream_name=STREAM,
@@ -128,7 +128,7 @@ async def _measure(supercluster: Any, *, publishes: int, edits: int) -> dict[str
     import nats
     from nats.js import api
 
-    from secsync.topology import region_tag
+    from secsync.servers.region import region_tag
 
     nc = await nats.connect(supercluster.region_urls(HOME))
     try:
@@ -159,7 +159,7 @@ async def _measure(supercluster: Any, *, publishes: int, edits: int) -> dict[str
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Start a super-cluster, measure, stop it; every figure of the federation section."""
-    from secsync.topology import SuperCluster
+    from secsync.servers.supercluster import SuperCluster
 
     started = time.monotonic()
     with SuperCluster() as supercluster:

@@ -20,7 +20,8 @@ if __package__ in (None, ""):  # python benchmarks/groups.py
 import pycrdt
 
 from benchmarks.report.format import table
-from secsync.group import Group, Role
+from secsync.access.group import Group
+from secsync.access.membership import Role
 from secsync.protocol import crypto, wire
 from secsync.protocol.messages import Snapshot
 from secsync.protocol.session import DocumentSession

@@ -26,11 +26,11 @@ import pycrdt
 
 import secsync
 from benchmarks.report.format import table
-from secsync.broker import Broker
 from secsync.config import SecsyncConfig
 from secsync.errors import AccessError, SecsyncError, WrongKeyError
 from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.messages import INITIAL_PARENT_PROOF, Snapshot, SnapshotPublicData
+from secsync.servers.broker import Broker
 from secsync.transport import chunks
 from secsync.transport.document import Document, _Latest
 from secsync.transport.subjects import DocumentSubjects

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 from secsync._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from secsync.access.group import Group
+    from secsync.access.share import ShareLink, open_shared
     from secsync.config import SecsyncConfig
     from secsync.crdt import CrdtAdapter, CrdtDocument
     from secsync.crdt.yjs import new_yjs_doc
@@ -61,7 +63,6 @@ if TYPE_CHECKING:
         WrongKeyError,
         WrongPassphraseError,
     )
-    from secsync.group import Group
     from secsync.protocol import DocumentSession, SigningKeyPair, StaticKey, generate_key
     from secsync.protocol.devices import Device, DeviceCertificate, UserIdentity
     from secsync.protocol.events import (
@@ -87,7 +88,6 @@ if TYPE_CHECKING:
     )
     from secsync.protocol.keys import KeyProvider, decode_key, encode_key
     from secsync.protocol.policy import AllowAll, AllowList, AuthorPolicy
-    from secsync.share import ShareLink, open_shared
     from secsync.transport import Connecting, Document, SecsyncClient, connect
 
 __version__ = "0.1.0"
@@ -127,7 +127,7 @@ _MODULES = {
         "WrongKeyError",
         "WrongPassphraseError",
     ],
-    "secsync.group": ["Group"],
+    "secsync.access.group": ["Group"],
     "secsync.protocol": ["DocumentSession", "SigningKeyPair", "StaticKey", "generate_key"],
     "secsync.protocol.devices": ["Device", "DeviceCertificate", "UserIdentity"],
     "secsync.protocol.events": [
@@ -153,7 +153,7 @@ _MODULES = {
     ],
     "secsync.protocol.keys": ["KeyProvider", "decode_key", "encode_key"],
     "secsync.protocol.policy": ["AllowAll", "AllowList", "AuthorPolicy"],
-    "secsync.share": ["ShareLink", "open_shared"],
+    "secsync.access.share": ["ShareLink", "open_shared"],
     "secsync.transport": ["Connecting", "Document", "SecsyncClient", "connect"],
 }
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: throwaway nats-server brokers (see secsync.broker)."""
+"""Shared fixtures: throwaway nats-server brokers (see secsync.servers.broker)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secsync.broker import Broker
+from secsync.servers.broker import Broker
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ HEAVY = ("nats", "asyncio", "pycrdt", "automerge")
 # Runs the command line in-process, then names the heavy modules that got imported.
 PROBE = f"""
 import contextlib, io, json, sys
-import secsync.cli
+from secsync.cli.main import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     try:
-        code = secsync.cli.main(sys.argv[1:])
+        code = main(sys.argv[1:])
     except SystemExit as exit:
         code = exit.code
 heavy = sorted(name for name in {HEAVY!r} if name in sys.modules)

@@ -106,7 +106,7 @@ def test_the_installed_package_is_not_the_checkout(venv: Path, elsewhere: Path) 
         [
             str(venv / "python"),
             "-c",
-            "import secsync, secsync.broker as b; print(secsync.__file__); "
+            "import secsync, secsync.servers.binary as b; print(secsync.__file__); "
             "print(b.default_config_path())",
         ],
         cwd=elsewhere,

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from secsync.broker import Broker
+from secsync.servers.broker import Broker
 
 SCRIPT = textwrap.dedent(
     """

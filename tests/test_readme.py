@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from secsync.broker import Broker
+from secsync.servers.broker import Broker
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

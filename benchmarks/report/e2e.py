@@ -40,7 +40,7 @@ def end_to_end(r: Results, add: Add) -> None:
     raw = e2e.get("raw") or {}
     size = r.e2e_payload_bytes
     add(
-        f"A throwaway nats-server (`secsync.broker.Broker`, file storage, loopback). Raw: "
+        f"A throwaway nats-server (`secsync.servers.broker.Broker`, file storage, loopback). Raw: "
         f"nats-py acknowledged publishes of {size} random bytes (the median one-keystroke "
         f"update), sequential `js.publish` or `publish_async` with at most {raw.get('window')} "
         "unacknowledged; “with headers” adds what secsync sends (`Nats-Msg-Id` and the "

@@ -16,7 +16,8 @@ def federation(r: Results, add: Add) -> None:
         return
     home, away = fed["home"], fed["away"]
     add(
-        f"`secsync.topology.SuperCluster`: two regions (`{away}`, `{home}`) of three nodes, "
+        f"`secsync.servers.supercluster.SuperCluster`: two regions (`{away}`, `{home}`) "
+        f"of three nodes, "
         f"joined by gateways, all on this machine (healthy {fed['ready_s']:.1f} s after "
         f"launch). The stream is homed in region `{home}` (placement by the tag "
         f"`region:{home}`, three replicas there). Loopback adds no distance: the difference "

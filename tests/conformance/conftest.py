@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from secsync.broker import Broker
+from secsync.servers.broker import Broker
 from tests.conformance import plugin
 from tests.conformance.harness import World
 from tests.conformance.plugin import Conformance, conformance

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from secsync.broker import Broker
 from secsync.protocol import wire
 from secsync.protocol.crypto import SigningKeyPair
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import SnapshotStored, UpdateStored
 from secsync.protocol.messages import Snapshot, Update
+from secsync.servers.broker import Broker
 from secsync.transport import jetstream
 from tests.conformance.harness import FAST, KEY, WAIT, Activity, Peer, new_doc_id
 from tests.conformance.plugin import Conformance

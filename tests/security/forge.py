@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 import nacl.public
 import pycrdt
 
-from secsync.group import (
-    Group,
+from secsync.access.group import Group
+from secsync.access.membership import Epoch as _Epoch
+from secsync.access.membership import (
     MembershipOp,
     Role,
-    _Epoch,
     epoch_commitment,
     sealed_commitment,
     x25519_public,

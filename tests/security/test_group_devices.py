@@ -15,18 +15,18 @@ import pycrdt
 import pytest
 
 import secsync
-from secsync.config import SecsyncConfig
-from secsync.errors import MembershipError, SecsyncError
-from secsync.group import (
+from secsync.access.group import Group
+from secsync.access.membership import (
     GROUP_VERSION,
     GROUP_VERSION_DEVICES,
-    Group,
     MembershipOp,
     Role,
     epoch_commitment,
     seal_key,
     sealed_commitment,
 )
+from secsync.config import SecsyncConfig
+from secsync.errors import MembershipError, SecsyncError
 from secsync.protocol import crypto
 from secsync.protocol.devices import Device, DeviceCertificate, UserIdentity
 from secsync.protocol.events import Event, MessageRejected, SnapshotApplied, UpdateApplied

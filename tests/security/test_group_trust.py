@@ -11,9 +11,10 @@ import pycrdt
 import pytest
 
 import secsync
+from secsync.access.group import Group
+from secsync.access.membership import Role
 from secsync.config import SecsyncConfig
 from secsync.errors import SecsyncError
-from secsync.group import Group, Role
 from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded
 from secsync.protocol.messages import Snapshot, Update

@@ -1,4 +1,5 @@
-"""A real 3-node JetStream cluster (secsync.cluster, broker-config/cluster.conf) with R3 streams.
+"""A real 3-node JetStream cluster (secsync.servers.cluster, broker-config/cluster.conf) with
+R3 streams.
 
 One cluster serves the module. It measures the compare-and-set retry semantics on both
 deployments (a resent publish that already landed: duplicate on the cluster, conflict on a
@@ -25,8 +26,6 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 import secsync
-from secsync.broker import Broker
-from secsync.cluster import Cluster, ClusterNode
 from secsync.config import SecsyncConfig
 from secsync.errors import (
     BrokerUnavailableError,
@@ -36,6 +35,8 @@ from secsync.errors import (
 from secsync.protocol import wire
 from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded, UpdateStored
 from secsync.protocol.messages import Update
+from secsync.servers.broker import Broker
+from secsync.servers.cluster import Cluster, ClusterNode
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
 from tests.servers import nats_server_children, no_server_left_running  # noqa: F401

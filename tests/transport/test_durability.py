@@ -18,10 +18,11 @@ import pytest
 from automerge import core
 
 import secsync
-from secsync.broker import Broker, free_port
 from secsync.config import SecsyncConfig
 from secsync.protocol import crypto
 from secsync.protocol.keys import encode_key
+from secsync.servers.binary import free_port
+from secsync.servers.broker import Broker
 from tests.factories import automerge_text
 from tests.transport.helpers import until
 

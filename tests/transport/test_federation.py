@@ -1,6 +1,6 @@
 """Documents across a NATS federation: a super-cluster of two regions joined by gateways, and a
-device-local leaf server in front of a hub (secsync.topology, broker-config/supercluster.conf,
-hub.conf, leaf.conf).
+device-local leaf server in front of a hub (secsync.servers.supercluster, secsync.servers.leaf,
+broker-config/supercluster.conf, hub.conf, leaf.conf).
 
 The document's stream lives in one home region (placement by tag, R3 there); clients connect to
 the servers of their own region. A partition cuts every gateway while all servers keep running.
@@ -22,7 +22,9 @@ import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import BrokerRequestError, BrokerUnavailableError
 from secsync.protocol.events import Event, SnapshotStored, UpdateStored
-from secsync.topology import LeafTopology, SuperCluster, region_tag
+from secsync.servers.leaf import LeafTopology
+from secsync.servers.region import region_tag
+from secsync.servers.supercluster import SuperCluster
 from secsync.transport import Document, jetstream
 from tests.transport.helpers import YClient, open_y, until
 

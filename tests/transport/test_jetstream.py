@@ -18,7 +18,6 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from secsync.broker import Broker
 from secsync.errors import (
     BrokerRequestError,
     BrokerUnavailableError,
@@ -28,6 +27,7 @@ from secsync.errors import (
     TransportError,
     WrongLastSequenceError,
 )
+from secsync.servers.broker import Broker
 from secsync.transport import chunks, jetstream
 from secsync.transport.jetstream import (
     DuplicateBatchError,

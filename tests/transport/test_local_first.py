@@ -13,12 +13,13 @@ from pathlib import Path
 import pycrdt
 
 import secsync
-from secsync.broker import Broker, free_port
 from secsync.config import SecsyncConfig
 from secsync.protocol import crypto, wire
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import DocumentLoaded, DocumentRestored, Event, UpdateApplied
 from secsync.protocol.messages import Update
+from secsync.servers.binary import free_port
+from secsync.servers.broker import Broker
 from secsync.transport import jetstream
 from tests.transport.helpers import until
 

@@ -20,24 +20,18 @@ from typing import Any
 import pytest
 import yaml
 
-from secsync.broker import find_nats_server
-from secsync.cluster import Cluster, ClusterNode, cluster_config_path
-from secsync.participant import (
+from secsync.apps.participant import (
     ParticipantOptions,
     load_or_create_secret,
     parse_options,
     participate,
 )
-from secsync.topology import (
-    HubNode,
-    LeafNode,
-    SuperClusterNode,
-    hub_config_path,
-    leaf_config_path,
-    supercluster_config_path,
-)
+from secsync.servers.binary import find_nats_server
+from secsync.servers.cluster import Cluster, ClusterNode, cluster_config_path
+from secsync.servers.leaf import HubNode, LeafNode, hub_config_path, leaf_config_path
+from secsync.servers.region import SuperClusterNode, supercluster_config_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 VARIABLE = re.compile(r"\$(SECSYNC_[A-Z0-9_]+)")
@@ -129,7 +123,7 @@ def test_nats_nodes_run_the_launchers_cluster_config(
     for name, service in nodes.items():
         config = mounted_host_path(service, flag(service["command"], "-c"))
         assert config.is_file(), name
-        # the very file secsync.cluster.Cluster starts its nodes from
+        # the very file secsync.servers.cluster.Cluster starts its nodes from
         assert config == launcher.config_path == cluster_config_path().resolve()
         # the mount is read-only: the servers cannot change their config
         assert any(str(v).endswith(":ro") for v in service["volumes"] if str(v).startswith("."))
@@ -262,7 +256,7 @@ def test_participants_run_an_existing_module_against_the_cluster(compose: dict[s
     command = json.loads(entrypoint[1])
     assert command[:2] == ["python", "-m"]
     module = command[2]
-    assert module == "secsync.participant"
+    assert module == "secsync.apps.participant"
     spec = importlib.util.find_spec(module)
     assert spec is not None
     assert spec.origin is not None
@@ -367,7 +361,7 @@ async def test_three_participants_converge_on_the_cluster(cluster: Cluster, tmp_
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "secsync.participant",
+        "secsync.apps.participant",
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -8,7 +8,8 @@ import sys
 import pytest
 import structlog
 
-from secsync import cli
+from secsync.cli import common
+from secsync.cli import main as cli
 from secsync.protocol.encoding import b64encode
 
 CLI = (sys.executable, "-m", "secsync.cli")
@@ -257,16 +258,16 @@ def test_public_data_without_a_field_names_it(keys: dict[str, str]) -> None:
 def test_error_messages_carry_no_markup() -> None:
     from secsync import errors
 
-    assert cli.plain("Not a share link of the form ``<id>#<secret>``.") == (
+    assert common.plain("Not a share link of the form ``<id>#<secret>``.") == (
         "Not a share link of the form <id>#<secret>."
     )
-    assert cli.plain("see :class:`Broker` and :meth:`~x.stop`") == "see Broker and x.stop"
+    assert common.plain("see :class:`Broker` and :meth:`~x.stop`") == "see Broker and x.stop"
     # every error's default message, as the CLI shows it
     stack: list[type[errors.SecsyncError]] = [errors.SecsyncError]
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        shown = cli.plain(cls().message)
+        shown = common.plain(cls().message)
         assert "`" not in shown and ":class:" not in shown, cls
     code, _, err = run(["join", "not-a-link"])
     assert code == 1
@@ -274,14 +275,14 @@ def test_error_messages_carry_no_markup() -> None:
 
 
 def test_url_lists_are_split_on_commas() -> None:
-    assert cli.split_urls("nats://a:1") == ["nats://a:1"]
-    assert cli.split_urls("nats://a:1,nats://b:2, nats://c:3,") == [
+    assert common.split_urls("nats://a:1") == ["nats://a:1"]
+    assert common.split_urls("nats://a:1,nats://b:2, nats://c:3,") == [
         "nats://a:1",
         "nats://b:2",
         "nats://c:3",
     ]
-    with pytest.raises(cli.UsageError):
-        cli.split_urls(" , ")
+    with pytest.raises(common.UsageError):
+        common.split_urls(" , ")
 
 
 def test_a_port_in_use_is_one_line_naming_it(tmp_path) -> None:
@@ -303,8 +304,8 @@ async def test_join_refuses_a_document_the_broker_does_not_have(broker) -> None:
     import pycrdt
 
     import secsync
+    from secsync.access.share import ShareLink
     from secsync.protocol.crypto import SigningKeyPair
-    from secsync.share import ShareLink
 
     link = ShareLink.create("nobody-wrote-this")
     code, out, err = await asyncio.to_thread(run, ["join", str(link), "--url", broker.url])
@@ -361,7 +362,7 @@ def test_join_logs_go_to_stderr_and_verbose_shows_info(broker, tmp_path) -> None
 
 
 def test_passphrase_from_a_file_keeps_its_spaces(tmp_path, monkeypatch) -> None:
-    inputs = cli.Inputs(environ={"SECSYNC_PASSPHRASE": "from the environment"})
+    inputs = common.Inputs(environ={"SECSYNC_PASSPHRASE": "from the environment"})
     parsed = cli.build_parser().parse_args(["join", "d#x"])
     assert inputs.passphrase(parsed) == "from the environment"
     path = tmp_path / "pw"
@@ -369,7 +370,7 @@ def test_passphrase_from_a_file_keeps_its_spaces(tmp_path, monkeypatch) -> None:
     parsed = cli.build_parser().parse_args(["join", "d#x", "--passphrase-file", str(path)])
     assert inputs.passphrase(parsed) == " two words "
     parsed = cli.build_parser().parse_args(["join", "d#x", "--passphrase-env", "MY_PW"])
-    with pytest.raises(cli.UsageError, match=r"\$MY_PW is not set"):
+    with pytest.raises(common.UsageError, match=r"\$MY_PW is not set"):
         inputs.passphrase(parsed)
 
 
@@ -382,5 +383,5 @@ def test_the_passphrase_can_be_asked_for_on_the_terminal(monkeypatch) -> None:
 
     monkeypatch.setattr("getpass.getpass", fake_getpass)
     parsed = cli.build_parser().parse_args(["join", "d#x", "--ask-passphrase"])
-    assert cli.Inputs({}).passphrase(parsed) == "typed, not echoed"
+    assert common.Inputs({}).passphrase(parsed) == "typed, not echoed"
     assert asked == ["passphrase: "]

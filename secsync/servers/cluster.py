@@ -4,43 +4,33 @@
 :class:`Cluster` starts every node on free loopback ports with a store directory of its own,
 waits until the cluster is ready (each node's ``/healthz`` answers ok, every node names the same
 JetStream meta leader in ``/jsz``, all routes are up, and the JetStream API answers through each
-node), and stops them all again. Each node is a
-:class:`ClusterNode`, a :class:`secsync.broker.Broker` that also passes the cluster settings to the
-server, so it has the same ``stop``/``kill``/``restart`` (on the same ports and data) for
+node), and stops them all again. Each node is a :class:`ClusterNode`, a
+:class:`~secsync.servers.broker.Broker` that also passes the cluster settings to the server, so
+it has the same ``stop``/``kill``/``restart`` (on the same ports and data) for
 failover tests. :meth:`Cluster.stream_leader` tells which node leads a stream.
 
 Blocking methods have ``a``-prefixed coroutine twins that run them in a thread.
 
-:mod:`secsync.topology` builds on this: regions of a super-cluster are :class:`Cluster` objects,
-and :func:`probe_api` and :func:`monitor_json` serve its readiness checks too.
+:mod:`secsync.servers.supercluster` builds on this: regions of a super-cluster are
+:class:`Cluster` objects, and :func:`probe_api` and :func:`monitor_json` serve its readiness
+checks too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
-import tempfile
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Self
 
-from secsync.broker import (
-    LOOPBACK,
-    Broker,
-    conf_string,
-    config_file,
-    find_nats_server,
-    free_ports,
-)
 from secsync.errors import TransportError
 from secsync.logs import get_logger
+from secsync.servers.binary import LOOPBACK, conf_array, conf_string, config_file, free_ports
+from secsync.servers.broker import Broker
+from secsync.servers.launch import POLL_INTERVAL, START_ATTEMPTS, ServerGroup, config_path, run_all
+from secsync.servers.monitor import monitor_json, probe_api
 
 log = get_logger("secsync.cluster")
 
@@ -56,13 +46,6 @@ MIN_SIZE = 3
 #: The account that clients without authentication use.
 DEFAULT_ACCOUNT = "$G"
 
-_START_ATTEMPTS = 3  # new ports after a lost race for automatically chosen ports
-_POLL_INTERVAL = 0.02
-_REQUEST_TIMEOUT = 1.0
-_API_PROBE_TIMEOUT = 0.5
-_API_INFO = "$JS.API.INFO"
-_T = TypeVar("_T")
-
 
 def cluster_config_path() -> Path:
     """The cluster node config, ``broker-config/cluster.conf``."""
@@ -71,108 +54,6 @@ def cluster_config_path() -> Path:
 
 def _route_url(port: int) -> str:
     return f"nats-route://{LOOPBACK}:{port}"
-
-
-def _conf_array(values: Sequence[str]) -> str:
-    """``values`` as a nats-server config array of quoted strings (for an environment variable)."""
-    return "[" + ", ".join(conf_string(value) for value in values) + "]"
-
-
-# No proxies: an http_proxy variable in the environment must not capture loopback.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _get_json(url: str, timeout: float = _REQUEST_TIMEOUT) -> dict[str, Any] | None:
-    """The JSON object a monitoring endpoint answers, or ``None`` (refused, error status,
-    timeout, not an object)."""
-    try:
-        with _OPENER.open(url, timeout=timeout) as response:
-            return _json_object(response.read())
-    except OSError:  # refused, 503 (HTTPError), timeout
-        return None
-
-
-def monitor_json(server: Broker, path: str, **query: str) -> dict[str, Any] | None:
-    """GET a monitoring endpoint of ``server`` (``"jsz"``, ``"healthz"``...) as JSON; ``None``
-    when it does not answer or answers an error status."""
-    url = f"{server.monitor_url}/{path.lstrip('/')}"
-    if query:
-        url += "?" + urllib.parse.urlencode(query)
-    return _get_json(url)
-
-
-class NamedServer(Protocol):
-    """A server with a name and a client URL (what :func:`probe_api` needs)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def url(self) -> str: ...
-
-
-async def _ignore_error(exc: Exception) -> None:
-    """error_cb: keeps nats-py from printing tracebacks."""
-
-
-async def _answered(node: NamedServer, deadline: float) -> str:
-    """Why no JetStream API request through ``node`` was answered; empty once one was."""
-    import nats
-    import nats.errors
-
-    try:
-        nc = await nats.connect(
-            node.url,
-            connect_timeout=_API_PROBE_TIMEOUT,
-            allow_reconnect=False,
-            error_cb=_ignore_error,
-        )
-    except Exception as exc:
-        return f"cannot connect to {node.name}: {exc}"
-    try:
-        while True:
-            try:
-                msg = await nc.request(_API_INFO, b"", timeout=_API_PROBE_TIMEOUT)
-            except nats.errors.Error as exc:  # nats.errors.TimeoutError, NoRespondersError...
-                problem = type(exc).__name__
-            else:
-                reply = _json_object(msg.data)
-                if reply is not None and "error" not in reply:
-                    return ""
-                problem = str(reply.get("error") if reply is not None else msg.data[:200])
-            log.info("cluster.api_unanswered", node=node.name, problem=problem)
-            if time.monotonic() >= deadline:
-                return f"the JetStream API does not answer through {node.name}: {problem}"
-            await asyncio.sleep(_POLL_INTERVAL)
-    finally:
-        await nc.close()
-
-
-def probe_api(nodes: Sequence[NamedServer], deadline: float) -> str:
-    """Why the JetStream API has not answered through every node in ``nodes``; empty once it has.
-
-    On a fresh cluster, one of the first JetStream API requests sometimes goes unanswered even
-    though every node is healthy (measured with nats-server 2.15.1, six concurrent clients
-    right after start-up: 1 to 4 lost of 360, on any node, also 1.5 s after the meta leader
-    was elected; none of 720 requests made after those), and nats-py does not retry it. With
-    this probe first, none of 2700 was lost.
-    Runs its own event loop in a worker thread, so it may be called from within one.
-    """
-
-    async def probe_all() -> list[str]:
-        return list(await asyncio.gather(*(_answered(node, deadline) for node in nodes)))
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        problems = pool.submit(asyncio.run, probe_all()).result()
-    return "; ".join(p for p in problems if p)
 
 
 class ClusterNode(Broker):
@@ -252,55 +133,8 @@ class ClusterNode(Broker):
             ENV_SERVER_NAME: conf_string(self._name),
             ENV_CLUSTER_NAME: conf_string(self._cluster_name),
             ENV_CLUSTER_PORT: str(self._cluster_port),
-            ENV_ROUTES: _conf_array(self._routes),
+            ENV_ROUTES: conf_array(self._routes),
         }
-
-
-class ServerGroup:
-    """Context managers and asyncio twins shared by the multi-server launchers.
-
-    A subclass provides ``start`` (returning itself) and ``close``; ``with`` and ``async with``
-    start the group and close it, also when starting fails half-way.
-    """
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def astart(self) -> Self:
-        """:meth:`start` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.start)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.__enter__)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
 
 class Cluster(ServerGroup):
@@ -330,17 +164,18 @@ class Cluster(ServerGroup):
             raise ValueError(f"a JetStream cluster needs at least {MIN_SIZE} nodes, not {size}")
         self._size = size
         self._name = name
-        self._config = Path(config).resolve() if config is not None else cluster_config_path()
-        self._binary = Path(binary) if binary is not None else None
-        self._owns_root = root_dir is None
-        if root_dir is None:
-            root_dir = tempfile.mkdtemp(prefix="secsync-cluster-")
-        self._root = Path(root_dir).resolve()
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
+        super().__init__(
+            root_dir,
+            prefix="secsync-cluster-",
+            binary=binary,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
+        self._config = config_path(config, cluster_config_path)
         self._nodes: list[ClusterNode] = []
         #: How many servers the JetStream meta layer spans: this cluster's, unless it is one
-        #: region of a super-cluster (secsync.topology), whose meta layer spans every region.
+        #: region of a super-cluster (secsync.servers.supercluster), whose meta layer spans
+        #: every region.
         self._meta_size = size
 
     # --- properties ---------------------------------------------------------------------------
@@ -356,7 +191,7 @@ class Cluster(ServerGroup):
 
     @property
     def root_dir(self) -> Path:
-        return self._root
+        return self._directory
 
     @property
     def nodes(self) -> list[ClusterNode]:
@@ -396,20 +231,20 @@ class Cluster(ServerGroup):
             raise TransportError(f"cluster config not found: {self._config}")
         if self._nodes and any(node.running for node in self._nodes):
             raise TransportError("the cluster is already running")
-        binary = self._binary if self._binary is not None else find_nats_server()
+        binary = self.nats_server()
         started = time.monotonic()
         choose_ports = not self._nodes
-        for attempt in range(1, _START_ATTEMPTS + 1):
+        for attempt in range(1, START_ATTEMPTS + 1):
             if choose_ports:
                 self._nodes = self._make_nodes(binary)
             try:
-                self._run_all(lambda node: node.start())
+                run_all(self._nodes, lambda node: node.start())
                 self.wait_ready(started + self.start_timeout - time.monotonic())
                 break
             except TransportError as exc:
-                self._run_all(lambda node: node.stop())
+                run_all(self._nodes, lambda node: node.stop())
                 lost_race = "address already in use" in str(exc)
-                if not (lost_race and choose_ports) or attempt == _START_ATTEMPTS:
+                if not (lost_race and choose_ports) or attempt == START_ATTEMPTS:
                     if choose_ports:
                         self._nodes = []
                     raise
@@ -440,7 +275,7 @@ class Cluster(ServerGroup):
                 if exited:
                     raise TransportError(
                         f"node {exited[0].name} exited; log {exited[0].log_path}:\n"
-                        f"{exited[0]._last_run_log()}"
+                        f"{exited[0].last_run_log()}"
                     )
             leader, problem = self._check_ready(running)
             if leader is not None:
@@ -451,11 +286,11 @@ class Cluster(ServerGroup):
                 raise TransportError(
                     f"cluster {self._name} did not become ready within {timeout:.1f} s: {problem}"
                     + "".join(
-                        f"\n--- log {node.name} ({node.log_path}):\n{node._last_run_log()}"
+                        f"\n--- log {node.name} ({node.log_path}):\n{node.last_run_log()}"
                         for node in self._nodes
                     )
                 )
-            time.sleep(_POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
 
     def _check_ready(self, running: Sequence[ClusterNode]) -> tuple[str | None, str]:
         """(meta leader, "") when ``running`` nodes are ready, else (None, what is missing)."""
@@ -524,19 +359,18 @@ class Cluster(ServerGroup):
     def stop(self, timeout: float | None = None) -> None:
         """Stop every node (SIGTERM, all at once; SIGKILL after ``timeout``); the data stays."""
         if self._nodes:
-            self._run_all(lambda node: node.stop(timeout))
+            run_all(self._nodes, lambda node: node.stop(timeout))
             log.info("cluster.stopped", cluster=self._name)
 
     def kill(self) -> None:
         """SIGKILL every node and reap it; the data stays."""
         if self._nodes:
-            self._run_all(lambda node: node.kill())
+            run_all(self._nodes, lambda node: node.kill())
 
     def close(self) -> None:
         """Stop, and remove the root directory if it is a temporary one this cluster made."""
         self.stop()
-        if self._owns_root:
-            shutil.rmtree(self._root, ignore_errors=True)
+        self.remove_directory()
 
     # --- leaders --------------------------------------------------------------------------------
 
@@ -558,7 +392,7 @@ class Cluster(ServerGroup):
             leaders: set[str] = set()
             for node in self.nodes:
                 if node.running:
-                    found = self._stream_leader_seen_by(node, stream, account)
+                    found = self.stream_leader_seen_by(node, stream, account)
                     if found is not None:
                         leaders.add(found)
             if len(leaders) == 1:
@@ -571,10 +405,10 @@ class Cluster(ServerGroup):
                     f"no single leader for stream {stream!r} within {timeout:.1f} s "
                     f"(seen: {sorted(leaders) or 'none'})"
                 )
-            time.sleep(_POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
 
     @staticmethod
-    def _stream_leader_seen_by(node: ClusterNode, stream: str, account: str) -> str | None:
+    def stream_leader_seen_by(node: ClusterNode, stream: str, account: str) -> str | None:
         jsz = node.monitor("jsz", acc=account, streams="true")
         details = jsz.get("account_details") if jsz is not None else None
         for detail in details if isinstance(details, list) else ():
@@ -611,7 +445,7 @@ class Cluster(ServerGroup):
         return [
             ClusterNode(
                 f"n{i + 1}",
-                self._root / f"n{i + 1}",
+                self._directory / f"n{i + 1}",
                 cluster_name=self._name,
                 port=client[i],
                 http_port=http[i],
@@ -623,14 +457,3 @@ class Cluster(ServerGroup):
             )
             for i in range(self._size)
         ]
-
-    def _run_all(self, action: Callable[[ClusterNode], _T]) -> list[_T]:
-        """``action`` on every node at once (threads); raises the first node's error."""
-        with ThreadPoolExecutor(max_workers=len(self._nodes)) as pool:
-            futures = [pool.submit(action, node) for node in self._nodes]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            first = errors[0]
-            assert first is not None
-            raise first
-        return [f.result() for f in futures]

@@ -10,22 +10,27 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
-from secsync.broker import LOOPBACK, Broker, free_port
-from secsync.broker_options import (
+from secsync.errors import TransportError
+from secsync.servers.binary import LOOPBACK, free_port
+from secsync.servers.broker import Broker
+from secsync.servers.cluster import Cluster
+from secsync.servers.leaf import LeafTopology
+from secsync.servers.options import (
     DEFAULT_DATA_DIR,
     DEFAULT_HTTP_PORT,
     DEFAULT_PORT,
     DEFAULT_REGIONS,
+    TOPOLOGIES,
     add_broker_arguments,
     default_data_dir,
 )
-from secsync.errors import TransportError
-from secsync.topology import build_topology, describe_topology, topology_servers
+from secsync.servers.region import region_tag
+from secsync.servers.supercluster import SuperCluster
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -191,3 +196,55 @@ def _serve(
         close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# --- `secsync broker --topology` ------------------------------------------------------------------
+
+Topology = Cluster | SuperCluster | LeafTopology
+
+
+def build_topology(
+    kind: str,
+    root_dir: str | os.PathLike[str],
+    *,
+    regions: Sequence[str] = DEFAULT_REGIONS,
+    leaves: int = 1,
+    config: str | os.PathLike[str] | None = None,
+) -> Topology:
+    """An unstarted ``cluster``, ``supercluster`` or ``leaf`` topology keeping its data under
+    ``root_dir`` (``config`` replaces the node config of a cluster or super-cluster)."""
+    if kind == "cluster":
+        return Cluster(root_dir, config=config)
+    if kind == "supercluster":
+        return SuperCluster(root_dir, regions=regions, config=config)
+    if kind == "leaf":
+        if config is not None:
+            raise TransportError("--config does not apply to the leaf topology (two files)")
+        return LeafTopology(root_dir, leaves=leaves)
+    raise TransportError(f"unknown topology {kind!r} (choose from {', '.join(TOPOLOGIES)})")
+
+
+def topology_servers(topology: Topology) -> list[Broker]:
+    """Every server of a started topology."""
+    if isinstance(topology, LeafTopology):
+        return topology.servers
+    return list(topology.nodes)
+
+
+def describe_topology(topology: Topology) -> Iterator[str]:
+    """Lines for a person: client URLs per cluster, region or role, then each server."""
+    if isinstance(topology, Cluster):
+        yield f"  cluster {topology.name}: {','.join(topology.urls)}"
+    elif isinstance(topology, SuperCluster):
+        for name in topology.region_names:
+            yield f"  region {name} ({region_tag(name)}): {','.join(topology.region_urls(name))}"
+    else:
+        yield f"  hub:    {topology.hub_url}"
+        for leaf in topology.leaves:
+            yield f"  {leaf.name}:  {leaf.url}"
+    for server in topology_servers(topology):
+        name = getattr(server, "name", "?")
+        yield (
+            f"  server {name}: {server.url} (pid {server.pid}) "
+            f"monitoring {server.monitor_url} log {server.log_path}"
+        )

@@ -1,6 +1,6 @@
-"""A demo participant that joins a broker anywhere: ``python -m secsync.participant``.
+"""A demo participant that joins a broker anywhere: ``python -m secsync.apps.participant``.
 
-``make demo`` (:mod:`secsync.demo`) starts its own broker and participants; this is the
+``make demo`` (:mod:`secsync.apps.demo`) starts its own broker and participants; this is the
 participant on its own, for brokers started elsewhere: the docker-compose stack (one container
 per participant against the 3-node cluster) or a topology from ``secsync broker --topology``.
 
@@ -294,7 +294,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 def parse_options(argv: Sequence[str] | None = None) -> ParticipantOptions:
     parser = argparse.ArgumentParser(
-        prog="python -m secsync.participant",
+        prog="python -m secsync.apps.participant",
         description="A secsync demo participant for a broker anywhere.",
     )
     parser.add_argument("--name", default=_env("SECSYNC_NAME"))
@@ -353,7 +353,7 @@ async def _main(options: ParticipantOptions) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from secsync.cli import configure_logging
+    from secsync.cli.common import configure_logging
 
     options = parse_options(argv)
     # The output speaks for itself; library logs (stderr) only when something goes wrong.

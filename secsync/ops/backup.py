@@ -1,4 +1,4 @@
-"""Operator tasks on the stream that stores every document: online backup, restore, promotion.
+"""Online backup and restore of the stream that stores every document.
 
 nats-py has no helpers for JetStream's stream snapshot and restore API, and the ``nats`` CLI
 (``nats stream backup`` / ``restore``) may not be installed, so this module speaks the API
@@ -12,24 +12,19 @@ directly:
   server that has no stream of that name. Stream sequences, subjects and message ids come back
   as they were: what clients remember (the last applied sequence, the sequence of a document's
   snapshot) stays valid, provided the backup holds everything clients have applied.
-* :func:`promote_mirror` turns a mirror of the stream (a standby, possibly on another server
-  joined by a leaf node) into the stream clients write to, keeping its sequences.
 
 See ``docs/operations.md`` for the procedures and what was tested. Command line::
 
-    python -m secsync.operations backup  --server nats://host:4222 [--stream SECSYNC] DIR
-    python -m secsync.operations restore --server nats://host:4222 DIR
+    python -m secsync.cli.operations backup  --server nats://host:4222 [--stream SECSYNC] DIR
+    python -m secsync.cli.operations restore --server nats://host:4222 DIR
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from secsync.errors import (
     BrokerRequestError,
     BrokerUnavailableError,
-    SecsyncError,
     TransportError,
 )
 from secsync.logs import get_logger
@@ -46,15 +40,12 @@ from secsync.transport import jetstream
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
-    from nats.js.client import JetStreamContext
 
 __all__ = [
     "DATA_FILE",
     "METADATA_FILE",
     "StreamBackup",
     "backup_stream",
-    "main",
-    "promote_mirror",
     "restore_stream",
 ]
 
@@ -227,81 +218,3 @@ async def restore_stream(
         seconds=round(time.monotonic() - started, 3),
     )
     return state
-
-
-async def promote_mirror(js: JetStreamContext, settings: jetstream.StreamSettings) -> None:
-    """Make the mirror named ``settings.name`` the stream documents are written to.
-
-    The mirror configuration is removed and the stream's subjects set, in one update (nats-server
-    2.15 allows that and keeps every stored message at its sequence); then the settings the
-    package manages are applied as :func:`~secsync.transport.jetstream.ensure_stream` does.
-    Stop writing to the old stream first: a mirror copies asynchronously, so what it had not
-    copied yet when the old stream was lost is not in it.
-    """
-    what = f"stream {settings.name}"
-    with jetstream._translated(what):
-        info = await js.stream_info(settings.name)
-        config = info.config
-        if config is None or config.mirror is None:
-            raise BrokerRequestError(f"{what} is not a mirror")
-        await js.update_stream(config.evolve(mirror=None, subjects=list(settings.subjects)))
-    await jetstream.ensure_stream(js, settings)
-    log.info("mirror_promoted", stream=settings.name, last_sequence=info.state.last_seq)
-
-
-# --- command line -------------------------------------------------------------------------------
-
-
-async def _run(args: argparse.Namespace) -> None:
-    import nats
-
-    try:
-        nc = await nats.connect(
-            servers=args.server, connect_timeout=args.timeout, max_reconnect_attempts=0
-        )
-    except Exception as exc:
-        raise BrokerUnavailableError(f"cannot connect to {args.server}: {exc}") from None
-    try:
-        if args.command == "backup":
-            backup = await backup_stream(
-                nc, args.directory, stream=args.stream, timeout=args.timeout
-            )
-            print(
-                f"backed up stream {backup.stream}: {backup.state.get('messages')} messages, "
-                f"sequences {backup.state.get('first_seq')}..{backup.state.get('last_seq')}, "
-                f"{backup.bytes_written} bytes in {backup.seconds:.2f} s to {backup.directory}"
-            )
-        else:
-            state = await restore_stream(nc, args.directory, timeout=args.timeout)
-            print(
-                f"restored: {state.get('messages')} messages, "
-                f"sequences {state.get('first_seq')}..{state.get('last_seq')}"
-            )
-    finally:
-        await nc.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m secsync.operations backup|restore --server URL [--stream NAME] DIR``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m secsync.operations",
-        description="Online backup and restore of the secsync stream (JetStream snapshot API).",
-    )
-    parser.add_argument("command", choices=("backup", "restore"))
-    parser.add_argument("directory", help=f"holds {METADATA_FILE} and {DATA_FILE}")
-    parser.add_argument(
-        "--server", action="append", required=True, help="nats://host:port (repeatable)"
-    )
-    parser.add_argument("--stream", default="SECSYNC", help="stream to back up (backup only)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(_run(args))
-    except (SecsyncError, OSError) as exc:
-        print(f"secsync.operations: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

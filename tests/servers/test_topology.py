@@ -1,5 +1,6 @@
-"""secsync.topology against real servers: a super-cluster of two regions joined by gateways
-(broker-config/supercluster.conf) and a hub with device-local leaf servers (hub.conf, leaf.conf).
+"""The multi-server launchers against real servers: a super-cluster of two regions joined by
+gateways (broker-config/supercluster.conf) and a hub with device-local leaf
+servers (hub.conf, leaf.conf).
 
 One super-cluster (six servers, ~5 s to become ready on two cores) and one leaf topology serve
 the module; tests that stop or cut something restore it before they end.
@@ -24,13 +25,9 @@ from nats.js.api import Placement
 import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import StreamNotFoundError, TransportError, WrongLastSequenceError
-from secsync.topology import (
-    HUB_DOMAIN,
-    HUB_NAME,
-    LeafTopology,
-    SuperCluster,
-    region_tag,
-)
+from secsync.servers.leaf import HUB_DOMAIN, HUB_NAME, LeafTopology
+from secsync.servers.region import region_tag
+from secsync.servers.supercluster import SuperCluster
 from secsync.transport.jetstream import (
     StreamSettings,
     ensure_stream,

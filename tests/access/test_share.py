@@ -12,11 +12,11 @@ import pycrdt
 import pytest
 
 import secsync
+from secsync.access.share import ARGON2ID_LIMITS, ShareLink, open_shared
 from secsync.config import SecsyncConfig
 from secsync.errors import InvalidShareLinkError, WrongPassphraseError
 from secsync.protocol.crypto import SigningKeyPair
 from secsync.protocol.encoding import b64encode
-from secsync.share import ARGON2ID_LIMITS, ShareLink, open_shared
 
 FAST_ARGON = {"opslimit": 1, "memlimit": 8192}
 

@@ -2,7 +2,7 @@
 embedded broker.
 
 The coordinator starts a throwaway nats-server, runs each participant as its own process
-(``python -m secsync.demo participant``), shows the lines they type as they type them and then,
+(``python -m secsync.apps.demo participant``), shows the lines they type as they type them and then,
 per participant, how many changes of whom it received, checks that all three end with the same
 text, and finally reads the broker's stream to show that it holds only ciphertext.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import pycrdt
 
-from secsync.cli import configure_logging, split_urls
+from secsync.cli.common import configure_logging, split_urls
 
 PEOPLE = {
     "alice": ["Alice: encryption happens on my machine.", "Alice: the broker only relays."],
@@ -103,8 +103,8 @@ def _received_line(name: str, received: dict[str, int]) -> str:
 def coordinator(*, verbose: bool = False) -> int:
     """Run the demo; its exit code (0: converged, and no plaintext on the broker)."""
     from secsync import SigningKeyPair, generate_key
-    from secsync.broker import Broker
     from secsync.protocol.encoding import b64encode
+    from secsync.servers.broker import Broker
 
     print("secsync demo: three participants, one end-to-end encrypted Yjs document\n")
     with (
@@ -121,7 +121,7 @@ def coordinator(*, verbose: bool = False) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "secsync.demo",
+                    "secsync.apps.demo",
                     "participant",
                     "--name",
                     name,
@@ -220,7 +220,7 @@ async def _scan(url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m secsync.demo")
+    parser = argparse.ArgumentParser(prog="python -m secsync.apps.demo")
     parser.add_argument("-v", "--verbose", action="store_true", help="library logs from INFO on")
     sub = parser.add_subparsers(dest="role")
     p = sub.add_parser("participant")

@@ -18,11 +18,14 @@ import pytest
 from nats.js import JetStreamContext, api
 
 import secsync
-from secsync import operations
-from secsync.broker import Broker, default_config_path, free_port
-from secsync.cluster import Cluster
+from secsync.cli.operations import main as operations_main
 from secsync.config import SecsyncConfig
+from secsync.ops.backup import DATA_FILE, backup_stream, restore_stream
+from secsync.ops.mirrors import promote_mirror
 from secsync.protocol.events import DocumentLoaded, DocumentRestored
+from secsync.servers.binary import default_config_path, free_port
+from secsync.servers.broker import Broker
+from secsync.servers.cluster import Cluster
 from secsync.transport import Document, jetstream
 from secsync.transport.compaction import compact_document
 from tests.transport.helpers import YClient, open_y, until
@@ -136,19 +139,19 @@ async def test_online_backup_restored_on_a_replacement_server(tmp_path: Path) ->
 
             nc = await nats.connect(original.url)
             try:
-                backup = await operations.backup_stream(nc, tmp_path / "backup")
+                backup = await backup_stream(nc, tmp_path / "backup")
             finally:
                 await nc.close()
             state = await stream_state(original.url)
             assert backup.state["last_seq"] == state.last_seq == doc.last_sequence
             assert backup.state["messages"] == state.messages
-            assert (tmp_path / "backup" / operations.DATA_FILE).stat().st_size > 0
+            assert (tmp_path / "backup" / DATA_FILE).stat().st_size > 0
 
             original.kill()  # the machine is gone
             with Broker(tmp_path / "replacement", port=port, http_port=http_port) as new:
                 # restore before anyone provisions an empty stream (running clients do not)
                 code = await asyncio.to_thread(
-                    operations.main, ["restore", "--server", new.url, str(tmp_path / "backup")]
+                    operations_main, ["restore", "--server", new.url, str(tmp_path / "backup")]
                 )
                 assert code == 0
                 assert positions(await stream_state(new.url)) == positions(state)
@@ -184,7 +187,7 @@ async def test_restoring_an_older_backup_is_detected_and_nothing_is_lost(
         await edit(doc, writer, "in the backup")
         nc = await nats.connect(original.url)
         try:
-            backup = await operations.backup_stream(nc, tmp_path / "backup")
+            backup = await backup_stream(nc, tmp_path / "backup")
         finally:
             await nc.close()
         await edit(doc, writer, "; acknowledged after the backup")
@@ -201,7 +204,7 @@ async def test_restoring_an_older_backup_is_detected_and_nothing_is_lost(
                         await asyncio.sleep(0.02)
             nc = await nats.connect(new.url)
             try:
-                restored = await operations.restore_stream(nc, tmp_path / "backup")
+                restored = await restore_stream(nc, tmp_path / "backup")
             finally:
                 await nc.close()
             assert restored["last_seq"] == backup.state["last_seq"] < seen_by_alice
@@ -300,7 +303,7 @@ async def test_mirror_on_a_standby_server_is_promoted_with_its_sequences(tmp_pat
                 assert mirrored.messages == primary_state.messages + compacted.purged
 
             primary.kill()
-            await operations.promote_mirror(js, jetstream.StreamSettings())
+            await promote_mirror(js, jetstream.StreamSettings())
             info = await js.stream_info(STREAM)
             assert info.config.mirror is None and info.config.subjects == ["secsync.s.>"]
             assert info.state.last_seq == primary_state.last_seq

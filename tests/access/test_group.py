@@ -9,9 +9,10 @@ import pycrdt
 import pytest
 
 import secsync
+from secsync.access.group import Group
+from secsync.access.membership import MAX_MEMBERS
 from secsync.config import SecsyncConfig
 from secsync.errors import GroupTooLargeError
-from secsync.group import MAX_MEMBERS, Group
 from secsync.protocol import crypto, sealing
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import MessageRejected, SnapshotApplied

@@ -1,5 +1,5 @@
-"""The options of ``secsync broker``, apart from :mod:`secsync.broker` so that the command line
-can list them without importing what runs a broker."""
+"""The options of ``secsync broker``, apart from :mod:`secsync.servers.broker` so that the
+command line can list them without importing what runs a broker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ DEFAULT_DATA_DIR = ".secsync-broker-data"
 DEFAULT_PORT = 4222
 DEFAULT_HTTP_PORT = 8222
 
-#: What ``secsync broker --topology`` starts (see :mod:`secsync.topology` for all but ``single``).
+#: What ``secsync broker --topology`` starts (see :mod:`secsync.servers` for all but ``single``).
 TOPOLOGIES = ("single", "cluster", "supercluster", "leaf")
 DEFAULT_REGIONS = ("a", "b")
 
