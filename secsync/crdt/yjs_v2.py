@@ -301,20 +301,35 @@ def _var_bytes(out: bytearray, raw: bytes) -> None:
 
 def decode_v2(data: bytes) -> bytes:
     """v2 → v1; raises :class:`YjsFormatError`."""
-    d = Decoder(bytes(data))
+    data = bytes(data)
+    d = Decoder(data)
     flag = d.read_var_uint()
     if flag != 0:
         raise d.fail(f"feature flag {flag}")
-    columns = [d.read_var_bytes() for _ in range(_COLUMNS)]
-    key_clock = IntDiffOptRleDecoder(columns[0])
-    clients = UintOptRleDecoder(columns[1])
-    left = IntDiffOptRleDecoder(columns[2])
-    right = IntDiffOptRleDecoder(columns[3])
-    infos = RleByteDecoder(columns[4])
-    strings = StringDecoder(columns[5])
-    parents = RleByteDecoder(columns[6])
-    type_refs = UintOptRleDecoder(columns[7])
-    lens = UintOptRleDecoder(columns[8])
+    columns: list[bytes] = []
+    pos, size = d.pos, len(data)
+    for _ in range(_COLUMNS):
+        if pos < size and data[pos] < 0x80:  # the usual one-byte length, read inline
+            end = pos + 1 + data[pos]
+            if end > size:
+                raise YjsFormatError("a column longer than the update", pos)
+            columns.append(data[pos + 1 : end])
+            pos = end
+        else:
+            d.pos = pos
+            columns.append(d.read_var_bytes())
+            pos = d.pos
+    d.pos = pos
+    # empty columns (most of them, in a small update) share one reader that has nothing
+    key_clock = IntDiffOptRleDecoder(columns[0]) if columns[0] else _NOTHING
+    clients = UintOptRleDecoder(columns[1]) if columns[1] else _NOTHING
+    left = IntDiffOptRleDecoder(columns[2]) if columns[2] else _NOTHING
+    right = IntDiffOptRleDecoder(columns[3]) if columns[3] else _NOTHING
+    infos = RleByteDecoder(columns[4]) if columns[4] else _NOTHING
+    strings = StringDecoder(columns[5]) if columns[5] != b"\x00" else _NO_STRINGS
+    parents = RleByteDecoder(columns[6]) if columns[6] else _NOTHING
+    type_refs = UintOptRleDecoder(columns[7]) if columns[7] else _NOTHING
+    lens = UintOptRleDecoder(columns[8]) if columns[8] else _NOTHING
     keys: list[bytes] = []
     out = bytearray()
     read_uint = d.read_var_uint
@@ -437,6 +452,20 @@ def decode_v2(data: bytes) -> bytes:
     ):
         raise d.fail("a column holds more than the structs read")
     return bytes(out)
+
+
+class _Nothing(IntDiffOptRleDecoder):
+    """An empty column: reading from it fails, and it is always done."""
+
+    def read(self) -> int:
+        raise YjsFormatError("a column ends before the structs do", 0)
+
+    def done(self) -> bool:
+        return True
+
+
+_NOTHING = _Nothing(b"")
+_NO_STRINGS = StringDecoder(b"\x00")
 
 
 def _decode_delete_set(d: Decoder, out: bytearray) -> None:
