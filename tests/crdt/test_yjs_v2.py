@@ -427,6 +427,19 @@ def _forever_gc_columns(count: int) -> list[bytes]:
     return [b"", b"\x05", b"", b"", b"\x00", b"\x00", b"", b"", bytes(lens)]
 
 
+def _nested_any(depth: int) -> bytes:
+    """One Any item in the root "a" holding arrays nested ``depth`` deep."""
+    values = bytes([lib0.ANY_ARRAY, 1]) * (depth - 1) + bytes([lib0.ANY_ARRAY, 0])
+    columns = [b"", b"\x05", b"", b"", b"\x08", b"\x01a\x01", b"\x01", b"", b"\x01"]
+    return _v2(b"\x01\x01\x00" + values + b"\x00", columns)
+
+
+def test_nesting_is_bounded_where_v1_bounds_it() -> None:
+    check_update(v2_to_v1(_nested_any(127)))
+    with pytest.raises(UpdateApplyError, match="nested deeper than 127"):
+        v2_to_v1(_nested_any(128))
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -444,13 +457,7 @@ def _forever_gc_columns(count: int) -> list[bytes]:
         pytest.param(_v2(b"\x00\x01\x05" + var_uint(2**40)), id="2**40 deleted ranges"),
         pytest.param(_v2(b"\x00\x01\x05\x01\x00" + var_uint(2**33)), id="a huge deleted range"),
         pytest.param(EMPTY_V2 + b"\x00", id="a byte after the delete set"),
-        pytest.param(
-            _v2(
-                b"\x01\x01\x00" + bytes([lib0.ANY_ARRAY, 1]) * 200 + b"\x7f\x00",
-                [b"", b"\x05", b"", b"", b"\x08", b"\x00", b"\x01", b"", b"\x01"],
-            ),
-            id="Any nested 200 deep",
-        ),
+        pytest.param(_nested_any(200), id="Any nested 200 deep"),
         pytest.param(
             _v2(b"\x00\x00", [b"", b"", b"", b"", b"", b"\x02\xff\xfe\x02", b"", b"", b""]),
             id="a string column that is not UTF-8",
