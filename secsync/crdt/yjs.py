@@ -1,8 +1,15 @@
-"""Yjs documents through pycrdt: updates are Yjs v1 updates, a snapshot is the full state.
+"""Yjs documents through pycrdt: updates are Yjs updates, a snapshot is the full state.
+
+Content is in the Yjs update format v1 (what pycrdt speaks) unless the adapter is made with
+``content_format="v2"``, the format of JavaScript apps on ``secsync-react-yjs``: then what it
+sends is v2 and what it receives is converted (:mod:`secsync.crdt.yjs_v2`) before the checks
+and pycrdt see it.
 
 Remote content is checked by :mod:`secsync.crdt.yjs_format` before pycrdt sees it (yrs decodes
 recursively and trusts declared lengths), and any failure of pycrdt, a Rust panic included, is
 the typed rejection of that one message.
+
+Size: one adapter class, most of it the bookkeeping of content yrs keeps pending.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from secsync.crdt.yjs_format import (
     decode_state_vector,
     merged,
 )
+from secsync.crdt.yjs_v2 import ContentFormat, as_v1, v1_to_v2
 from secsync.errors import (
     LocalIdentityError,
     SecsyncError,
@@ -100,6 +108,10 @@ def encode_state_vector(state: dict[int, int]) -> bytes:
     return b"".join(parts)
 
 
+def _as_v1(update: bytes, error: type[SecsyncError]) -> bytes:
+    return as_v1(update, error=error)[0]
+
+
 def _checked(
     changes: Sequence[bytes], error: type[SecsyncError], *, track: bool = False
 ) -> list[UpdateSummary]:
@@ -170,10 +182,28 @@ def _ready(summary: UpdateSummary, vector: dict[int, int]) -> bool:
 
 
 class YjsAdapter:
-    """Observes a ``pycrdt.Doc``; each local transaction becomes one change."""
+    """Observes a ``pycrdt.Doc``; each local transaction becomes one change.
 
-    def __init__(self, doc: pycrdt.Doc[Any]) -> None:
+    ``content_format`` is the Yjs update format of the document's content on the wire: ``"v1"``
+    (the default, what pycrdt writes) or ``"v2"`` (what ``secsync-react-yjs`` writes and reads).
+    With ``"v2"``, changes and snapshots go out in v2, and content received is read in either
+    format: bytes that do not start with 0 are v1 (v2 starts with its feature flag 0), and bytes
+    starting with 0 are read as v2 unless they are not v2, then as v1 (a v1 update holding only
+    deletions, or nothing, starts with 0). Bytes that are both (a v1 update without structs
+    that happens to parse as v2) are read as v2, as JavaScript peers in v2 read them; the empty
+    v1 update ``00 00`` is not v2. Peers of one document must agree on ``"v2"`` to read each
+    other: a peer in ``"v1"`` refuses v2 content as malformed."""
+
+    def __init__(self, doc: pycrdt.Doc[Any], *, content_format: ContentFormat = "v1") -> None:
+        if content_format not in ("v1", "v2"):
+            raise ValueError(f"content_format is 'v1' or 'v2', not {content_format!r}")
         self.doc = doc
+        self.content_format: ContentFormat = content_format
+        self._v2 = content_format == "v2"
+        # With v2, the last content converted to v1 (the caller's list and its conversion), so
+        # that authors_of then apply_changes, or apply_snapshot then uncontained, convert once.
+        self._converted: tuple[Sequence[bytes], list[bytes]] | None = None
+        self._converted_state: tuple[bytes, bytes] | None = None
         self._local: list[bytes] = []
         self._applying = False
         self._listener: Callable[[], None] | None = None
@@ -242,9 +272,40 @@ class YjsAdapter:
     def authors_of(self, changes: Sequence[bytes]) -> set[int]:
         """The clients whose structs ``changes`` carry (checking them as ``apply_changes``
         would, which then does not check them again). Raises ``UpdateApplyError``."""
+        changes = self._in(changes, UpdateApplyError)
         summaries = _checked(changes, UpdateApplyError, track=True)
         self._checked = (changes, summaries)
         return {client for summary in summaries for client in summary.client_ids}
+
+    def _in(self, changes: Sequence[bytes], error: type[SecsyncError]) -> Sequence[bytes]:
+        """Received changes in v1 (as they are, unless the content format is v2)."""
+        if not self._v2:
+            return changes
+        converted = self._converted
+        if (
+            converted is not None
+            and len(converted[0]) == len(changes)
+            and all(a is b for a, b in zip(converted[0], changes, strict=True))
+        ):
+            return converted[1]
+        v1 = [_as_v1(change, error) for change in changes]
+        self._converted = (changes, v1)
+        return v1
+
+    def _in_state(self, state: bytes) -> bytes:
+        """A received full state in v1."""
+        if not self._v2:
+            return state
+        cached = self._converted_state
+        if cached is not None and (cached[0] is state or cached[0] == state):
+            return cached[1]
+        v1 = _as_v1(state, SnapshotApplyError)
+        self._converted_state = (state, v1)
+        return v1
+
+    def _out(self, update: bytes, error: type[SecsyncError]) -> bytes:
+        """Content we hand out, in the content format."""
+        return v1_to_v2(update, error=error) if self._v2 else update
 
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
         if self._applying:
@@ -263,6 +324,8 @@ class YjsAdapter:
     def take_local_changes(self) -> list[bytes]:
         changes, self._local = self._local, []
         self._existing = None
+        if self._v2:
+            return [self._out(change, UpdateApplyError) for change in changes]
         return changes
 
     def untaken_changes(self) -> int:
@@ -281,9 +344,10 @@ class YjsAdapter:
         return self._pending_size
 
     def apply_changes(self, changes: Sequence[bytes]) -> None:
-        self._apply(changes, UpdateApplyError)
+        self._apply(self._in(changes, UpdateApplyError), UpdateApplyError)
 
     def apply_snapshot(self, state: bytes) -> None:
+        state = self._in_state(state)
         summaries = self._apply([state], SnapshotApplyError)
         if summaries:
             self._state = (state, summaries[0])
@@ -387,9 +451,10 @@ class YjsAdapter:
             self._applying = False
 
     def encode_state(self) -> bytes:
-        return self.doc.get_update()
+        return self._out(self.doc.get_update(), SnapshotApplyError)
 
     def missing_from(self, state: bytes) -> list[bytes]:
+        state = self._in_state(state)
         _checked([state], SnapshotApplyError)
         try:
             other: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -399,7 +464,7 @@ class YjsAdapter:
             if not crdt_failure(exc):
                 raise
             raise SnapshotApplyError(f"pycrdt refused the state: {type(exc).__name__}") from None
-        return [] if missing == _EMPTY_UPDATE else [missing]
+        return [] if missing == _EMPTY_UPDATE else [self._out(missing, SnapshotApplyError)]
 
     def _state_summary(self, state: bytes) -> UpdateSummary:
         cached = self._state
@@ -414,8 +479,8 @@ class YjsAdapter:
         IDs are compared: a snapshot is trusted for the content under an ID it holds)."""
         if not changes:
             return []
-        held = _Content([self._state_summary(state)])
-        summaries = _checked(changes, SnapshotApplyError, track=True)
+        held = _Content([self._state_summary(self._in_state(state))])
+        summaries = _checked(self._in(changes, SnapshotApplyError), SnapshotApplyError, track=True)
         return [
             change
             for change, summary in zip(changes, summaries, strict=True)
@@ -425,8 +490,11 @@ class YjsAdapter:
     def lacks(self, state: bytes, extra: Sequence[bytes]) -> bool:
         """Whether this document has structs (by the state vector) or deletions (by the
         delete set) that ``state`` and ``extra`` together do not."""
-        summaries = [self._state_summary(state)]
-        summaries += _checked(extra, SnapshotApplyError, track=True) if extra else []
+        summaries = [self._state_summary(self._in_state(state))]
+        if extra:
+            summaries += _checked(
+                self._in(extra, SnapshotApplyError), SnapshotApplyError, track=True
+            )
         held = _Content(summaries)
         try:
             vector = decode_state_vector(self.doc.get_state())
