@@ -67,4 +67,5 @@ MODULE_SECTIONS: tuple[ModuleSection, ...] = (
         "capacity", "benchmarks.capacity", "Capacity of one server and one stream", run="section"
     ),
     ModuleSection("open_bound", "benchmarks.open_bound", "Opening with many stored snapshots"),
+    ModuleSection("yjs_v2", "benchmarks.yjs_v2", "Yjs update format v2 codec"),
 )

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import YjsReplay, clock, load_trace, median, per_item_us, repeat, replay_yjs
+
+if TYPE_CHECKING:
+    from benchmarks.sections import RunContext
 
 
 def codec_bench(replay: YjsReplay, reps: int = 5, *, updates: int = 20_000) -> dict[str, Any]:
@@ -58,6 +61,40 @@ def codec_bench(replay: YjsReplay, reps: int = 5, *, updates: int = 20_000) -> d
         }
     )
     return result
+
+
+def run(*, quick: bool, context: RunContext) -> dict[str, Any]:
+    """The section of ``python -m benchmarks.run``: the run's own replay of the trace."""
+    reps = context.sizes.snapshot_reps
+    return codec_bench(context.replay, reps, updates=2_000 if quick else 20_000)
+
+
+def render(r: dict[str, Any]) -> str:
+    """Markdown for ``benchmarks.md``."""
+    rows = [
+        ("v1 → v2", f"{r['v1_to_v2_us']:.1f} µs", f"{r['state_v1_to_v2_ms']:.1f} ms"),
+        ("v2 → v1", f"{r['v2_to_v1_us']:.1f} µs", f"{r['state_v2_to_v1_ms']:.1f} ms"),
+        (
+            "pycrdt applying the same v1 bytes (raw)",
+            f"{r['pycrdt_apply_us']:.1f} µs",
+            f"{r['state_pycrdt_apply_ms']:.1f} ms",
+        ),
+    ]
+    lines = [
+        "## Yjs update format v2 codec",
+        "",
+        f"`secsync.crdt.yjs_v2` on the trace: per update, the updates of the first "
+        f"{r['updates']:,} transactions ({r['update_bytes_v1']:.1f} B in v1, "
+        f"{r['update_bytes_v2']:.1f} B in v2 on average); per snapshot, the final state of the "
+        f"run's trace ({r['state_bytes_v1']:,} B in v1, {r['state_bytes_v2']:,} B in v2). "
+        "Medians; the codec round-trips every input byte for byte before it is timed.",
+        "",
+        "| conversion | per update | snapshot of the final state |",
+        "|---|---:|---:|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
