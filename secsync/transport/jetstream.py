@@ -66,6 +66,7 @@ from secsync.errors import (
     WrongLastSequenceError,
 )
 from secsync.logs import get_logger
+from secsync.protocol.stream_types import StoredMessage
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -129,21 +130,6 @@ _ENSURE_ATTEMPTS = 3
 _UNREADY_RETRIES = 20  # about 4 s in all
 _NO_STREAM = "no stream stores the subject"
 _NO_DIRECT = "no stream answers direct gets (it does not exist or lacks allow_direct)"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as stored in the stream, with its stream sequence and headers.
-
-    Read by direct get, ``headers`` holds the broker's (``Nats-Stream``, ``Nats-Subject``,
-    ``Nats-Sequence``, ``Nats-Time-Stamp``, in batches ``Nats-Num-Pending`` and
-    ``Nats-Last-Sequence``) next to the stored ones (``Nats-Msg-Id``, user headers).
-    """
-
-    subject: str
-    sequence: int
-    data: bytes
-    headers: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -332,15 +332,15 @@ async def test_retried_snapshot_publish_is_stored_once(
         await da.flush(10)
         snap = da.session.create_snapshot()
         payload = wire.encode(snap, include_doc_id=False)
-        headers = da._headers(snap)
+        headers = da.binding.headers(snap)
         if echo == "unseen":
             await da._stop_live()
-        first, _ = await da._put(da.subjects.snapshot, payload, headers)
+        first, _, _ = await da._io.store(da.subjects.snapshot, payload, headers)
         if echo == "seen":
             await until(da, lambda: da.last_sequence >= first)
         # the acknowledgement was "lost": the same snapshot is published again
         monkeypatch.setattr(jetstream, "publish", spy)
-        await da._publish_stored(snap)
+        await da._sender.publish_stored(snap)
         monkeypatch.undo()
         if echo == "unseen":
             await da._start_live()
