@@ -87,6 +87,7 @@ __all__ = [
     "Wake",
     "digest",
     "holds",
+    "is_action",
     "judge",
     "landed",
 ]

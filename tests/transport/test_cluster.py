@@ -36,6 +36,7 @@ from secsync.errors import (
 from secsync.protocol import wire
 from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded, UpdateStored
 from secsync.protocol.messages import Update
+from secsync.protocol.stream import Heal
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
 from tests.servers import nats_server_children, no_server_left_running  # noqa: F401
@@ -522,7 +523,7 @@ async def test_recovery_that_fails_for_a_broker_side_reason_is_retried(
             return await original(*args, **kwargs)
 
         monkeypatch.setattr(jetstream, "messages_scoped", flaky)
-        db._react([RecoveryNeeded("updates never arrived")], None)
+        db._perform([Heal(RecoveryNeeded("updates never arrived"))])
         await until(db, lambda: b.content == "hello world", timeout=30)
         assert len(failures) == 3
         assert not any(isinstance(e, MessageRejected) for e in _events(db))
