@@ -8,7 +8,7 @@ again, when to heal) are :mod:`secsync.protocol.stream` and
 its output is looked at): events go to the application, actions become reads and publishes.
 Publishing is :mod:`secsync.transport.sending`, the snapshot search's reads
 :mod:`secsync.transport.loading`. The lifecycle (open, online and offline, pause, close,
-checkpoints), live delivery and the public API stay here. That is about 850 lines, past the
+checkpoints), live delivery and the public API stay here. That is about 820 lines, past the
 500 the other transport modules keep to, because what is left is one class's public surface
 (each property and method documented for applications) and the asyncio glue between its
 tasks; no protocol rule remains to split off, and cutting the class in two would only move
@@ -643,46 +643,15 @@ class Document:
     # --- live delivery ----------------------------------------------------------------------
 
     async def _start_live(self) -> None:
-        import dataclasses
-        import secrets
-
-        from nats.js import api
-
-        class NamedConsumerConfig(api.ConsumerConfig):
-            # nats-py creates the consumer from config.evolve(), also when it re-creates the
-            # ordered consumer after a gap or missed heartbeats: give each creation a random
-            # name. A named create carries the filter in its subject, which per-document
-            # permissions can match (an unnamed one cannot be scoped), and a fresh name never
-            # collides with the consumer it replaces, which may still exist for a while.
-            def evolve(self, **params: Any) -> Any:
-                params.setdefault("name", f"secsync_{secrets.token_hex(16)}")
-                return dataclasses.replace(self, **params)
-
-        config = NamedConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self.binding.last_sequence + 1,
-        )
-        self._sub = await self._client.js.subscribe(
-            self.subjects.stored,
-            stream=self._io.read_stream,
-            cb=self._on_stored,
-            ordered_consumer=True,
-            idle_heartbeat=self.config.idle_heartbeat,
-            config=config,
+        """Follow the stream live from after the last applied sequence."""
+        self._sub = await self._io.follow(
+            self.subjects.stored, self.binding.last_sequence + 1, self._on_stored
         )
 
     async def _stop_live(self) -> None:
         sub, self._sub = self._sub, None
-        if sub is None:
-            return
-        with contextlib.suppress(Exception):
-            info = await asyncio.wait_for(sub.consumer_info(), self.config.request_timeout)
-            await asyncio.wait_for(
-                self._client.js.delete_consumer(self._io.read_stream, info.name),
-                self.config.request_timeout,
-            )
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        if sub is not None:
+            await self._io.unfollow(sub)
 
     async def _on_stored(self, msg: Any) -> None:
         # Collect what the subscription delivers in one go and process it together (one

@@ -10,7 +10,11 @@ functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from secsync.config import SecsyncConfig
@@ -25,8 +29,6 @@ from secsync.protocol.stream import (
 from secsync.transport import chunks, jetstream
 
 if TYPE_CHECKING:
-    import asyncio
-
     from secsync.store import LocalStore
 
 
@@ -151,6 +153,46 @@ class JetStreamLink:
     ) -> None:
         """Publish without waiting; ``settle(result, error)`` runs on the acknowledgement."""
         await self._connection.publisher.publish_then(subject, payload, headers, settle)
+
+    async def follow(
+        self, subject: str, start: int, deliver: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        """An ordered push consumer on ``subject`` from ``start`` on, delivering to
+        ``deliver``; the subscription, for :meth:`unfollow`."""
+        from nats.js import api
+
+        class NamedConsumerConfig(api.ConsumerConfig):
+            # nats-py creates the consumer from config.evolve(), also when it re-creates the
+            # ordered consumer after a gap or missed heartbeats: give each creation a random
+            # name. A named create carries the filter in its subject, which per-document
+            # permissions can match (an unnamed one cannot be scoped), and a fresh name never
+            # collides with the consumer it replaces, which may still exist for a while.
+            def evolve(self, **params: Any) -> Any:
+                params.setdefault("name", f"secsync_{secrets.token_hex(16)}")
+                return dataclasses.replace(self, **params)
+
+        config = NamedConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+        )
+        return await self._connection.js.subscribe(
+            subject,
+            stream=self.read_stream,
+            cb=deliver,
+            ordered_consumer=True,
+            idle_heartbeat=self._config.idle_heartbeat,
+            config=config,
+        )
+
+    async def unfollow(self, sub: Any) -> None:
+        """Stop ``sub`` and delete its consumer (best effort: the server drops it anyway)."""
+        timeout = self._config.request_timeout
+        with contextlib.suppress(Exception):
+            info = await asyncio.wait_for(sub.consumer_info(), timeout)
+            await asyncio.wait_for(
+                self._connection.js.delete_consumer(self.read_stream, info.name), timeout
+            )
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
     async def publish_core(self, subject: str, payload: bytes) -> None:
         """A core NATS publish (ephemeral messages: never stored)."""
