@@ -9,8 +9,9 @@ document stands on such a stream and decides, like h11's ``Connection``, from wh
 * stored messages delivered in stream order (:meth:`StreamBinding.deliver`): what the session
   receives, which junk snapshot to fetch again (:class:`Recheck`), which gap or recovery to
   heal (:class:`Heal`), what to publish again (:class:`Resend`);
-* publish outcomes (:func:`judge`): stored, a duplicate to verify, a compare-and-set refusal to
-  look into, busy (retry at once), unanswered (retry with backoff), or a failure;
+* publish outcomes (:func:`~secsync.protocol.stream_publish.judge`, re-exported here):
+  stored, a duplicate to verify, a compare-and-set refusal to look into, busy (retry at
+  once), unanswered (retry with backoff), or a failure;
 * the headers of each publish (:meth:`StreamBinding.headers`): its preconditions and msg id.
 
 Which snapshot to load is :mod:`secsync.protocol.stream_search`. The transport performs the
@@ -27,15 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from secsync.errors import (
-    BrokerUnavailableError,
-    CompareAndSetBusyError,
-    DuplicateBatchError,
     SecsyncError,
     SnapshotApplyError,
     SnapshotRateError,
-    StreamNotFoundError,
-    TransportError,
-    WrongLastSequenceError,
 )
 from secsync.protocol import wire
 from secsync.protocol.events import (
@@ -48,6 +43,20 @@ from secsync.protocol.events import (
 )
 from secsync.protocol.messages import Message, Snapshot, Update
 from secsync.protocol.stream_parts import PARTS_HEADER, Reassembler
+from secsync.protocol.stream_publish import (
+    Accepted,
+    Busy,
+    CheckLanded,
+    Conflict,
+    Failed,
+    Outcome,
+    PublishStep,
+    Unanswered,
+    VerifyDuplicate,
+    holds,
+    judge,
+    landed,
+)
 from secsync.protocol.stream_search import Latest
 from secsync.protocol.stream_types import (
     EXPECTED_LAST_SUBJECT_SEQ,
@@ -140,103 +149,6 @@ _ACTIONS = (Recheck, Heal, Resend, Wake)
 
 def is_action(item: Event | StreamAction) -> bool:
     return isinstance(item, _ACTIONS)
-
-
-# --- publish outcomes ---------------------------------------------------------------------------
-
-# What a publish attempt came to: (first sequence, last sequence, duplicate), or an error.
-Outcome = tuple[int, int, bool] | SecsyncError
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """Stored at ``first..last``."""
-
-    first: int
-    last: int
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyDuplicate:
-    """An update answered "duplicate": it counts only if the stream holds exactly our bytes at
-    ``sequence`` (:func:`holds`); otherwise ``update_preempted``."""
-
-    sequence: int
-
-
-@dataclass(frozen=True, slots=True)
-class Busy:
-    """Another compare-and-set on the subject is in process (10164): nothing was stored,
-    nothing decided. The same bytes and headers again shortly."""
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """The expectation did not hold (10071). An update: is its snapshot the latest after all
-    (:meth:`StreamBinding.still_latest`)? A snapshot: did an earlier attempt land
-    (:func:`landed`)? Otherwise :meth:`StreamBinding.conflict`."""
-
-    error: WrongLastSequenceError
-
-
-@dataclass(frozen=True, slots=True)
-class CheckLanded:
-    """An earlier attempt of this batch was stored; where (:func:`landed`), a snapshot needs."""
-
-
-@dataclass(frozen=True, slots=True)
-class Unanswered:
-    """No answer, or no responder: report it (a permission the connection saw denied says
-    more), retry with backoff and fresh headers."""
-
-    error: TransportError
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """Any other transport failure: report it, retry after the longest backoff. An error
-    outside the transport's is not retried (``retry`` False): it is raised."""
-
-    error: SecsyncError
-    retry: bool
-
-
-PublishStep = Accepted | VerifyDuplicate | Busy | Conflict | CheckLanded | Unanswered | Failed
-
-
-def judge(message: Snapshot | Update, outcome: Outcome) -> PublishStep:
-    """What a publish of ``message`` that came to ``outcome`` means."""
-    if isinstance(outcome, tuple):
-        first, last, duplicate = outcome
-        if duplicate and isinstance(message, Update):
-            return VerifyDuplicate(first)
-        return Accepted(first, last)
-    if isinstance(outcome, CompareAndSetBusyError):
-        return Busy()
-    if isinstance(outcome, WrongLastSequenceError):
-        return Conflict(outcome)
-    if isinstance(outcome, DuplicateBatchError):
-        return CheckLanded()
-    if isinstance(outcome, BrokerUnavailableError | StreamNotFoundError):
-        return Unanswered(outcome)
-    return Failed(outcome, retry=isinstance(outcome, TransportError))
-
-
-def landed(msg_id: str, last: StoredMessage | None) -> int | None:
-    """After a compare-and-set refusal of a snapshot: did an earlier attempt land after all?
-    ``last`` is the snapshot subject's last message. A single server checks the expectation
-    before the duplicate window, so a retry of a publish that was stored is refused as a
-    conflict; a cluster answers "duplicate"."""
-    if last is not None and last.headers.get(MSG_ID) == msg_id:
-        return last.sequence
-    return None
-
-
-def holds(payload: bytes, sequence: int, found: Sequence[StoredMessage]) -> bool:
-    """After a "duplicate" answer: the first message on the update subject from ``sequence``
-    on is exactly ``payload``, at ``sequence``."""
-    stored = found[0] if found else None
-    return stored is not None and stored.sequence == sequence and stored.data == payload
 
 
 def part_limit(max_payload: int, configured: int = 0) -> int:
