@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pycrdt
 
 from secsync.config import SecsyncConfig
 from secsync.crdt.yjs import new_yjs_doc
-from secsync.protocol import crypto, sealing
+from secsync.errors import WrongLastSequenceError
+from secsync.protocol import crypto, sealing, wire
 from secsync.protocol.changes import serialize_changes
 from secsync.protocol.messages import (
     INITIAL_PARENT_PROOF,
@@ -19,6 +21,21 @@ from secsync.protocol.messages import (
     UpdatePublicData,
 )
 from secsync.protocol.session import DocumentSession
+from secsync.protocol.stream import (
+    EXPECTED_LAST_SUBJECT_SEQ,
+    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+    MSG_ID,
+    Accepted,
+    Conflict,
+    Outcome,
+    StoredMessage,
+    StreamAction,
+    StreamBinding,
+    is_action,
+    judge,
+)
+from secsync.protocol.stream_types import snapshot_msg_id
+from secsync.transport.subjects import DocumentSubjects
 
 DOC_ID = "6e46c006-5541-11ec-bf63-0242ac130002"
 KEY = bytes.fromhex("724b092810ec86d7e35c9d067702b31ef90bc43a7b598626749914d6a3e033ed")
@@ -99,46 +116,148 @@ def yjs_change(text: str, *, at: int = 0, base: bytes | None = None) -> tuple[by
     return doc.get_update(before), doc
 
 
-class MemoryBroker:
-    """An in-memory stand-in for the stream, with JetStream's compare-and-set rules.
+class MemoryStream:
+    """An in-memory stream with JetStream's semantics, for one or more documents.
 
-    A snapshot is stored only if its author has seen every stored message and it names the
-    latest snapshot as parent; an update only if it builds on the latest snapshot.
+    Sequences shared by every subject; ``Nats-Expected-Last-Subject-Sequence`` refused with
+    :class:`WrongLastSequenceError` when the last sequence on the filter it names (or the
+    subject) differs, checked before the duplicate window as a single server does; a
+    ``Nats-Msg-Id`` seen within ``duplicate_window`` answered "duplicate" with the sequence it
+    was stored at. ``now`` is the caller's clock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, duplicate_window: float = 120.0) -> None:
+        self.messages: list[StoredMessage] = []
+        self.duplicate_window = duplicate_window
+        self._ids: dict[str, tuple[int, float]] = {}
+
+    @staticmethod
+    def matches(subject: str, subject_filter: str) -> bool:
+        tokens, wanted = subject.split("."), subject_filter.split(".")
+        if wanted[-1] == ">":
+            return len(tokens) >= len(wanted) and all(
+                w in ("*", t) for w, t in zip(wanted[:-1], tokens, strict=False)
+            )
+        return len(tokens) == len(wanted) and all(
+            w in ("*", t) for w, t in zip(wanted, tokens, strict=True)
+        )
+
+    def last_sequence(self, subject_filter: str) -> int:
+        for message in reversed(self.messages):
+            if self.matches(message.subject, subject_filter):
+                return message.sequence
+        return 0
+
+    def put(
+        self, subject: str, data: bytes, headers: Mapping[str, str], *, now: float = 0.0
+    ) -> Outcome:
+        """Store one message: ``(first, last, duplicate)``, or the broker's refusal."""
+        expected = headers.get(EXPECTED_LAST_SUBJECT_SEQ)
+        if expected is not None:
+            last = self.last_sequence(headers.get(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject))
+            if last != int(expected):
+                return WrongLastSequenceError(f"wrong last sequence: {last}", last_sequence=last)
+        msg_id = headers.get(MSG_ID)
+        if msg_id is not None:
+            seen = self._ids.get(msg_id)
+            if seen is not None and now - seen[1] <= self.duplicate_window:
+                return seen[0], seen[0], True
+        sequence = len(self.messages) + 1
+        self.messages.append(StoredMessage(subject, sequence, data, dict(headers)))
+        if msg_id is not None:
+            self._ids[msg_id] = (sequence, now)
+        return sequence, sequence, False
+
+    def read(
+        self, subject_filter: str, start: int, limit: int | None = None
+    ) -> list[StoredMessage]:
+        found = [
+            m for m in self.messages[max(0, start - 1) :] if self.matches(m.subject, subject_filter)
+        ]
+        return found if limit is None else found[:limit]
+
+    def last(self, subject: str) -> StoredMessage | None:
+        found = self.read(subject, 1)
+        return found[-1] if found else None
+
+    def between(
+        self, subject: str, first: int, last: int, *, stored_after: int, max_count: int
+    ) -> tuple[list[StoredMessage], int]:
+        """What ``jetstream.messages_between`` answers: nothing fetched past ``max_count``."""
+        found = [m for m in self.read(subject, first) if m.sequence <= last]
+        return (found if len(found) <= max_count else []), len(found)
+
+    def count(self, subject: str) -> int:
+        return len(self.read(subject, 1))
+
+
+class MemoryBroker(MemoryStream):
+    """A :class:`MemoryStream` holding one document (``DOC_ID`` unless told), with the
+    messages it stores decoded in :attr:`log`."""
+
+    def __init__(self, doc_id: str = DOC_ID) -> None:
+        super().__init__()
+        self.doc_id = doc_id
+        self.subjects = DocumentSubjects.of(doc_id)
         self.log: list[Snapshot | Update] = []
-        self.latest: bytes = b""
+
+    def store(self, message: object, headers: Mapping[str, str]) -> Outcome:
+        if not isinstance(message, Snapshot | Update):
+            return 0, 0, False  # ephemeral messages are not stored
+        subject = self.subjects.snapshot if isinstance(message, Snapshot) else self.subjects.update
+        outcome = self.put(subject, wire.encode(message, include_doc_id=False), headers)
+        if isinstance(outcome, tuple) and not outcome[2]:
+            self.log.append(message)
+        return outcome
 
     def publish(self, message: object, seen: int) -> bool:
+        """Store ``message`` as an author who applied the first ``seen`` stored messages would:
+        with the headers :class:`StreamBinding` gives it there (a snapshot expects ``seen``;
+        an update, the end of the latest snapshot if it builds on that one)."""
         if isinstance(message, Snapshot):
-            ok = seen == len(self.log) and message.public_data.parent_snapshot_id == self.latest
-            if ok:
-                self.latest = message.snapshot_id
+            expected, on = seen, self.subjects.stored
         elif isinstance(message, Update):
-            ok = message.public_data.ref_snapshot_id == self.latest and self.latest != b""
+            last = self.last(self.subjects.snapshot)
+            ref = snapshot_msg_id(message.public_data.ref_snapshot_id)
+            expected = last.sequence if last and last.headers.get(MSG_ID) == ref else -1
+            on = self.subjects.snapshot
         else:
-            return True  # ephemeral messages are not stored
-        if ok:
-            self.log.append(message)
-        return ok
+            return True
+        headers = {
+            EXPECTED_LAST_SUBJECT_SEQ: str(expected),
+            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: on,
+        }
+        return isinstance(self.store(message, headers), tuple)
 
 
 class Participant:
-    """A session wired to a :class:`MemoryBroker` the way the transport wires it to JetStream."""
+    """A session bound to a :class:`MemoryBroker` by the same rules the transport binds it to
+    JetStream with (:class:`secsync.protocol.stream.StreamBinding`)."""
 
     def __init__(self, session: DocumentSession, broker: MemoryBroker) -> None:
         self.session = session
         self.broker = broker
-        self.seen = 0
+        self.binding = StreamBinding(session, broker.subjects, max_message_bytes=1 << 26)
         self.events: list[object] = []
+        self.actions: list[StreamAction] = []
         self.session.load(None, now=0.0)
+
+    @property
+    def seen(self) -> int:
+        return self.binding.last_sequence
+
+    @seen.setter
+    def seen(self, value: int) -> None:
+        self.binding.last_sequence = value
+
+    def _take(self, output: list[Any]) -> None:
+        for item in output:
+            (self.actions if is_action(item) else self.events).append(item)
 
     def pull(self) -> None:
         """Receive every stored message not seen yet, in stream order."""
-        new = self.broker.log[self.seen :]
-        self.seen = len(self.broker.log)
-        self.events += self.session.receive_many(new, now=0.0)
+        new = self.broker.read(self.broker.subjects.stored, self.binding.last_sequence + 1)
+        self._take(self.binding.deliver(new, now=0.0))
 
     def push(self, max_rounds: int = 10) -> None:
         """Publish what the session has to send, rebasing on conflicts, until nothing is left."""
@@ -147,26 +266,17 @@ class Participant:
             if not outgoing:
                 return
             for message in outgoing:
-                before = len(self.broker.log)
-                if self.broker.publish(message, self.seen):
-                    if self.seen == before:
-                        self.seen = len(self.broker.log)
-                    if isinstance(message, Snapshot):
-                        self.events += self.session.snapshot_stored(message.snapshot_id, now=0.0)
-                    else:
-                        self.events += self.session.update_stored(
-                            message.public_data.ref_snapshot_id, message.clock
-                        )
-                elif isinstance(message, Snapshot):
-                    self.events += self.session.snapshot_rejected(message.snapshot_id)
-                    self.pull()
-                    break
-                else:
-                    self.events += self.session.update_rejected(
-                        message.public_data.ref_snapshot_id, message.clock
+                headers = self.binding.headers(message)
+                step = judge(message, self.broker.store(message, headers))
+                if isinstance(step, Accepted):
+                    self._take(
+                        self.binding.stored(message, step.first, step.last, headers, now=0.0)
                     )
-                    self.pull()
-                    break
+                    continue
+                assert isinstance(step, Conflict), step
+                self._take(self.binding.conflict(message))
+                self.pull()
+                break
         raise AssertionError("push did not settle")
 
     def sync(self) -> None:

@@ -27,8 +27,6 @@ BEING_SPLIT = {
     "secsync/errors.py",
     "secsync/protocol/session.py",
     "secsync/protocol/wire.py",
-    "secsync/transport/document.py",
-    "secsync/transport/jetstream.py",
     # over the limit today, in secsync/crdt (reworked now): split it or state its reason
     "secsync/crdt/yjs_format.py",
 }
@@ -38,14 +36,7 @@ INTERNAL_HELPERS = {"secsync._lazy"}
 
 #: Cycles that stay, each with the reason: every edge that closes them is an import under
 #: ``if TYPE_CHECKING:`` (for annotations only, never run).
-ALLOWED_TYPE_CHECKING_CYCLES: dict[frozenset[str], str] = {
-    frozenset(
-        {"secsync.transport.client", "secsync.transport.document", "secsync.transport.presence"}
-    ): (
-        "a Document is opened by its SecsyncClient and owns its Presence; document.py names "
-        "SecsyncClient and presence.py names Document in annotations only"
-    ),
-}
+ALLOWED_TYPE_CHECKING_CYCLES: dict[frozenset[str], str] = {}
 
 #: Runtime cycles in modules being reworked right now, with the change that ends each one.
 #: Remove an entry when its cycle is gone (the test says so).
@@ -54,21 +45,11 @@ CYCLES_BEING_FIXED: dict[frozenset[str], str] = {
         "secsync/crdt/__init__.py imports its adapters inside adapter_for() and both adapters "
         "import crdt_failure from it: move crdt_failure to a module of its own"
     ),
-    frozenset({"secsync.transport.client", "secsync.transport.document"}): (
-        "transport/document.py imports backoff_delay from transport/client.py inside two "
-        "methods: move backoff_delay out of client.py (e.g. next to wait_woken in waiting.py)"
-    ),
 }
 
 #: Private names of another module used as ``module._name`` by modules whose other side is
 #: being reworked right now: (user, module, name). The module should make them public.
-PRIVATE_USES_BEING_FIXED = {
-    ("secsync.ops.backup", "secsync.transport.jetstream", "_header_dict"),
-    ("secsync.ops.backup", "secsync.transport.jetstream", "_json_reply"),
-    ("secsync.ops.backup", "secsync.transport.jetstream", "_translated"),
-    ("secsync.ops.backup", "secsync.transport.jetstream", "_validate_stream"),
-    ("secsync.ops.mirrors", "secsync.transport.jetstream", "_translated"),
-}
+PRIVATE_USES_BEING_FIXED: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ class StreamBackup:
 
 def _reply(msg: Msg, what: str) -> dict[str, Any]:
     """The JSON body of an API reply; errors raised as secsync transport errors."""
-    return jetstream._json_reply(msg.data, subject=what)
+    return jetstream.json_reply(msg.data, subject=what)
 
 
 async def backup_stream(
@@ -93,7 +93,7 @@ async def backup_stream(
     it. Clients keep reading and writing meanwhile. ``timeout`` bounds the wait for each chunk;
     the server gives up on its side after 5 s without an acknowledgement.
     """
-    jetstream._validate_stream(stream)
+    jetstream.validate_stream(stream)
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     data_path, meta_path = target / DATA_FILE, target / METADATA_FILE
@@ -115,7 +115,7 @@ async def backup_stream(
             "chunk_size": _CHUNK_BYTES,
             "window_size": _WINDOW_BYTES,
         }
-        with jetstream._translated(what, no_stream=f"no stream {stream}"):
+        with jetstream.translated(what, no_stream=f"no stream {stream}"):
             reply = await nc.request(
                 f"{jetstream.API_PREFIX}.STREAM.SNAPSHOT.{stream}",
                 json.dumps(request).encode(),
@@ -130,7 +130,7 @@ async def backup_stream(
                     raise BrokerUnavailableError(f"{what}: no chunk for {timeout} s") from None
                 if not msg.data:
                     # nats-py keys the status line by an enum member: normalise to str keys
-                    headers = jetstream._header_dict(msg.headers)
+                    headers = jetstream.header_dict(msg.headers)
                     status = headers.get(_STATUS, "")
                     if status not in ("", _END_OF_SNAPSHOT):  # e.g. 408 "No Flow Response"
                         raise BrokerRequestError(
@@ -186,10 +186,10 @@ async def restore_stream(
         stream = str(config["name"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TransportError(f"not a stream backup: {source} ({exc})") from None
-    jetstream._validate_stream(stream)
+    jetstream.validate_stream(stream)
     what = f"restore of stream {stream}"
     started = time.monotonic()
-    with jetstream._translated(what):
+    with jetstream.translated(what):
         reply = await nc.request(
             f"{jetstream.API_PREFIX}.STREAM.RESTORE.{stream}",
             json.dumps({"config": config, "state": meta.get("state") or {}}).encode(),
@@ -199,7 +199,7 @@ async def restore_stream(
     if not isinstance(deliver, str) or not deliver:
         raise TransportError(f"{what}: the server named no subject for the data")
     sent = 0
-    with jetstream._translated(what), (source / DATA_FILE).open("rb") as data:
+    with jetstream.translated(what), (source / DATA_FILE).open("rb") as data:
         while chunk := data.read(_CHUNK_BYTES):
             ack = await nc.request(deliver, chunk, timeout=timeout)
             if ack.data:  # an empty answer acknowledges the chunk

@@ -25,7 +25,7 @@ async def promote_mirror(js: JetStreamContext, settings: jetstream.StreamSetting
     copied yet when the old stream was lost is not in it.
     """
     what = f"stream {settings.name}"
-    with jetstream._translated(what):
+    with jetstream.translated(what):
         info = await js.stream_info(settings.name)
         config = info.config
         if config is None or config.mirror is None:

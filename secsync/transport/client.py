@@ -36,16 +36,12 @@ from secsync.store import LocalStore
 from secsync.transport import jetstream
 from secsync.transport.document import Document
 from secsync.transport.subjects import stream_subjects
+from secsync.transport.waiting import backoff_delay
 
 log = get_logger("secsync.client")
 
 # A permission violation reported by the server explains publishes that time out for this long.
 _DENIAL_MEMORY = 60.0
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with full jitter: many clients returning at once spread out."""
-    return random.uniform(0, min(maximum, initial * 2**attempt))
 
 
 class SecsyncClient:
@@ -241,10 +237,17 @@ class SecsyncClient:
             policy=policy,
             verify_executor=self._verification_pool(),
         )
-        document = Document(self, session, self.config, awareness, storage_key=storage_key)
+        document = Document(
+            self,
+            session,
+            self.config,
+            awareness,
+            storage_key=storage_key,
+            on_close=self._forget,
+        )
         self._documents[doc_id] = document
         try:
-            await document._start()
+            await document.start()
         except BaseException:
             await document.close()
             raise
@@ -324,7 +327,7 @@ class SecsyncClient:
 
     def _connection_changed(self, connected: bool) -> None:
         for document in self._documents.values():
-            document._connection_changed(connected)
+            document.connection_changed(connected)
 
     async def close(self) -> None:
         self.closing = True

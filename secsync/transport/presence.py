@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from secsync.errors import NoActiveSnapshotError, SecsyncError
@@ -24,7 +24,8 @@ from secsync.transport.waiting import wait_woken
 if TYPE_CHECKING:
     import pycrdt
 
-    from secsync.transport.document import Document
+    from secsync.config import SecsyncConfig
+    from secsync.protocol.session import DocumentSession
 
 log = get_logger("secsync.presence")
 
@@ -36,20 +37,32 @@ class Presence:
     are sent, and remote states appear in it under their Yjs client ids.
     """
 
-    def __init__(self, document: Document, awareness: pycrdt.Awareness | None = None) -> None:
-        self._document = document
-        self._config = document.config
+    def __init__(
+        self,
+        session: DocumentSession,
+        config: SecsyncConfig,
+        *,
+        emit: Callable[[list[Event]], None],
+        publish: Callable[[EphemeralMessage], Awaitable[None]],
+        notify_changed: Callable[[], None],
+        awareness: pycrdt.Awareness | None = None,
+    ) -> None:
+        self._session = session
+        self._config = config
+        self._emit = emit
+        self._publish = publish
+        self._notify_changed = notify_changed
         self.tracker = PresenceTracker(
-            document.session.public_key,
+            session.public_key,
             timeout=self._config.presence_timeout,
             max_bytes=self._config.presence_max_bytes,
             min_interval=self._config.presence_receive_interval,
         )
-        self.tracker.user_of = document.session.devices.device_user
+        self.tracker.user_of = session.devices.device_user
         self.awareness = awareness
         self._dirty = False
         self._last_sent = 0.0
-        self._keyed = document.session.active_snapshot is not None
+        self._keyed = session.active_snapshot is not None
         self._greeted = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -79,9 +92,9 @@ class Presence:
         self.tracker.local_state = state
         self._dirty = True
         self._wake.set()
-        if state is not None and self._document.session.active_snapshot is None:
-            self._document.session.want_first_snapshot()
-            self._document.notify_changed()
+        if state is not None and self._session.active_snapshot is None:
+            self._session.want_first_snapshot()
+            self._notify_changed()
 
     @property
     def keyed(self) -> bool:
@@ -130,7 +143,7 @@ class Presence:
             await wait_woken(self._wake, timeout)
             self._wake.clear()
             now = time.monotonic()
-            self._document._emit(self._apply(self.tracker.expire(now)))
+            self._emit(self._apply(self.tracker.expire(now)))
             due = self._dirty and now - self._last_sent >= cfg.presence_interval
             heartbeat = (
                 self.tracker.local_state is not None
@@ -138,11 +151,11 @@ class Presence:
             )
             if self._keyed and not self._greeted:
                 # ask the peers online to prove their sessions, so presence flows at once
-                await self._send(self._document.session.ephemeral_initialize, hello=True)
+                await self._send(self._session.ephemeral_initialize, hello=True)
                 self._greeted = True  # best effort, as presence is
             if due or heartbeat:
                 sent = await self._send(
-                    lambda: self._document.session.send_ephemeral(self.tracker.heartbeat())
+                    lambda: self._session.send_ephemeral(self.tracker.heartbeat())
                 )
                 self._last_sent = now
                 self._dirty = self._dirty and not sent  # kept until there is a key to send it
@@ -156,7 +169,7 @@ class Presence:
         except SecsyncError as exc:
             log.warning("presence_not_sent", code=exc.code, hello=hello)
             return False
-        await self._document._publish_ephemeral(message)
+        await self._publish(message)
         return True
 
     def receive(self, author: bytes, payload: bytes) -> list[Event]:
@@ -195,7 +208,7 @@ class Presence:
         if self.tracker.local_state is not None:
             self.tracker.local_state = None
             payload = self.tracker.heartbeat()
-            await self._send(lambda: self._document.session.send_ephemeral(payload))
+            await self._send(lambda: self._session.send_ephemeral(payload))
         if self.awareness is not None and self._subscription is not None:
             self.awareness.unobserve(self._subscription)
 

@@ -10,12 +10,18 @@ first hex digit: one stream captures ``{root}.s.>`` today; sixteen streams can c
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from secsync.protocol import crypto
-from secsync.protocol.encoding import b64encode
-from secsync.protocol.messages import Update
+from secsync.protocol.stream_types import snapshot_msg_id, update_msg_id
+
+__all__ = [
+    "DocumentSubjects",
+    "document_token",
+    "snapshot_msg_id",
+    "stream_subjects",
+    "update_msg_id",
+]
 
 TOKEN_BYTES = 20
 SNAPSHOT = "snap"
@@ -67,20 +73,3 @@ class DocumentSubjects:
 def stream_subjects(root: str = "secsync") -> list[str]:
     """What the stream captures: every stored document subject, nothing ephemeral."""
     return [f"{root}.s.>"]
-
-
-def snapshot_msg_id(snapshot_id: bytes) -> str:
-    """``Nats-Msg-Id`` of a snapshot: retries of it are deduplicated by the broker."""
-    return "s." + b64encode(snapshot_id)
-
-
-def update_msg_id(update: Update) -> str:
-    """``Nats-Msg-Id`` of an update: derived from its signature, so from the signed bytes.
-
-    A retry of the same update (byte for byte, after a restart too) is deduplicated, while
-    nobody can claim an author's id before the author has published: an id made of the
-    snapshot, author and clock would let junk stored first under it make the broker drop the
-    real update as a duplicate.
-    """
-    digest = hashlib.blake2b(update.signature, digest_size=18, person=b"secsync-msg-id").digest()
-    return "u." + b64encode(digest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 
 async def wait_woken(event: asyncio.Event, timeout: float | None) -> None:
@@ -20,3 +21,8 @@ async def wait_woken(event: asyncio.Event, timeout: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await event.wait()
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with full jitter: many clients returning at once spread out."""
+    return random.uniform(0, min(maximum, initial * 2**attempt))

@@ -35,6 +35,7 @@ from secsync.errors import (
 from secsync.protocol import wire
 from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded, UpdateStored
 from secsync.protocol.messages import Update
+from secsync.protocol.stream import Heal
 from secsync.servers.broker import Broker
 from secsync.servers.cluster import Cluster, ClusterNode
 from secsync.transport import Document, jetstream
@@ -333,15 +334,15 @@ async def test_retried_snapshot_publish_is_stored_once(
         await da.flush(10)
         snap = da.session.create_snapshot()
         payload = wire.encode(snap, include_doc_id=False)
-        headers = da._headers(snap)
+        headers = da.binding.headers(snap)
         if echo == "unseen":
             await da._stop_live()
-        first, _ = await da._put(da.subjects.snapshot, payload, headers)
+        first, _, _ = await da._io.store(da.subjects.snapshot, payload, headers)
         if echo == "seen":
             await until(da, lambda: da.last_sequence >= first)
         # the acknowledgement was "lost": the same snapshot is published again
         monkeypatch.setattr(jetstream, "publish", spy)
-        await da._publish_stored(snap)
+        await da._sender.publish_stored(snap)
         monkeypatch.undo()
         if echo == "unseen":
             await da._start_live()
@@ -523,7 +524,7 @@ async def test_recovery_that_fails_for_a_broker_side_reason_is_retried(
             return await original(*args, **kwargs)
 
         monkeypatch.setattr(jetstream, "messages_scoped", flaky)
-        db._react([RecoveryNeeded("updates never arrived")], None)
+        db._perform([Heal(RecoveryNeeded("updates never arrived"))])
         await until(db, lambda: b.content == "hello world", timeout=30)
         assert len(failures) == 3
         assert not any(isinstance(e, MessageRejected) for e in _events(db))

@@ -21,6 +21,7 @@ from secsync.protocol.events import (
     UpdateApplied,
 )
 from secsync.protocol.messages import Update
+from secsync.protocol.stream import landed
 from secsync.transport import Document, jetstream
 from secsync.transport.subjects import DocumentSubjects
 from tests.factories import automerge_text, automerge_type
@@ -241,7 +242,7 @@ async def test_snapshot_race_one_wins_and_loser_rebases(broker) -> None:
         # both write a snapshot against the same parent, concurrently
         sa = da.session.create_snapshot()
         sb = db.session.create_snapshot()
-        await asyncio.gather(da._publish_stored(sa), db._publish_stored(sb))
+        await asyncio.gather(da._sender.publish_stored(sa), db._sender.publish_stored(sb))
         await asyncio.gather(da.flush(5), db.flush(5))
         await until([da, db], lambda: a.content == b.content == "B base A")
         stored = await jetstream.messages_after(
@@ -265,8 +266,8 @@ async def test_update_refused_for_stale_snapshot_is_rebased(broker) -> None:
         b.text.insert(0, "y")
         (stale,) = [m for m in db.session.data_to_send() if isinstance(m, Update)]
         snap = da.session.create_snapshot()
-        await da._publish_stored(snap)
-        await db._publish_stored(stale)  # refused by compare-and-set, rebased
+        await da._sender.publish_stored(snap)
+        await db._sender.publish_stored(stale)  # refused by compare-and-set, rebased
         await db.flush(5)
         await until(da, lambda: a.content == "yx")
         stored = await jetstream.messages_after(
@@ -284,11 +285,13 @@ async def test_retried_snapshot_publish_is_stored_once(broker) -> None:
         await da.flush(5)
         snap = da.session.create_snapshot()
         payload = wire.encode(snap, include_doc_id=False)
-        headers = da._headers(snap)
-        first, _ = await da._put(da.subjects.snapshot, payload, headers)
+        headers = da.binding.headers(snap)
+        first, _, _ = await da._io.store(da.subjects.snapshot, payload, headers)
         # the acknowledgement was "lost": the same publish is retried
-        assert await da._landed(snap, da.subjects.snapshot, headers["Nats-Msg-Id"]) == first
-        await da._publish_stored(snap)
+        assert (
+            landed(headers["Nats-Msg-Id"], await da._io.last_direct(da.subjects.snapshot)) == first
+        )
+        await da._sender.publish_stored(snap)
         stored = await jetstream.messages_after(
             client.nc, FAST.stream_name, da.subjects.snapshot, 1
         )

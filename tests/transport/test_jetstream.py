@@ -28,7 +28,7 @@ from secsync.errors import (
     WrongLastSequenceError,
 )
 from secsync.servers.broker import Broker
-from secsync.transport import chunks, jetstream
+from secsync.transport import chunks, jetstream, reads
 from secsync.transport.jetstream import (
     DuplicateBatchError,
     StoredMessage,
@@ -652,10 +652,10 @@ async def test_messages_scoped_reads_from_a_sequence_with_a_limit(
 def test_in_process_compare_and_set_is_busy_not_a_conflict() -> None:
     """10164 says nothing about the expectation (another one on the subject was in process);
     10071 is the mismatch, with the subject's actual last sequence."""
-    busy = jetstream._api_error(400, 10164, "wrong last sequence", subject="x.upd")
+    busy = jetstream.api_error(400, 10164, "wrong last sequence", subject="x.upd")
     assert isinstance(busy, CompareAndSetBusyError)
     assert not isinstance(busy, WrongLastSequenceError)
-    conflict = jetstream._api_error(400, 10071, "wrong last sequence: 12", subject="x.upd")
+    conflict = jetstream.api_error(400, 10071, "wrong last sequence: 12", subject="x.upd")
     assert isinstance(conflict, WrongLastSequenceError)
     assert conflict.last_sequence == 12
 
@@ -683,7 +683,7 @@ async def test_messages_after_pages_by_bytes(
     subject = stream.subject("d", "upd")
     for i in range(10):
         await publish(js, subject, bytes([i]) * 1000)
-    monkeypatch.setattr(jetstream, "PAGE_MAX_BYTES", 2500)
+    monkeypatch.setattr(reads, "PAGE_MAX_BYTES", 2500)
     got = await messages_after(nc, stream.name, stream.doc("d"), 1, batch=256)
     assert [m.data for m in got] == [bytes([i]) * 1000 for i in range(10)]
 

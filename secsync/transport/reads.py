@@ -1,0 +1,330 @@
+"""Reading: direct gets, batch direct gets (:func:`messages_after`) and reads through a
+consumer scoped to a document (:func:`messages_scoped`, :func:`messages_between`,
+:func:`last_scoped`, :func:`count_scoped`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from secsync.errors import (
+    BrokerRequestError,
+    StreamNotFoundError,
+    TransportError,
+)
+from secsync.logs import get_logger
+from secsync.protocol.stream_types import StoredMessage
+from secsync.transport.jetstream_errors import (
+    API_PREFIX,
+    HEADER_DESCRIPTION,
+    HEADER_NUM_PENDING,
+    HEADER_SEQUENCE,
+    HEADER_STATUS,
+    HEADER_SUBJECT,
+    NO_DIRECT,
+    header_dict,
+    translated,
+    validate_stream,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
+
+log = get_logger("secsync.jetstream")
+
+#: Reply bytes asked for per page of a batch direct get (the server sends at least one message).
+PAGE_MAX_BYTES = 16 * 1024 * 1024
+_UNREADY_RETRIES = 20  # about 4 s in all
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _stored(raw: api.RawStreamMsg) -> StoredMessage:
+    headers = header_dict(raw.headers)
+    subject = raw.subject or headers.get(HEADER_SUBJECT, "")
+    sequence = raw.seq if raw.seq is not None else int(headers.get(HEADER_SEQUENCE, "0"))
+    return StoredMessage(subject=subject, sequence=sequence, data=raw.data or b"", headers=headers)
+
+
+async def _direct_get(
+    js: JetStreamContext, stream: str, *, timeout: float, **request: Any
+) -> StoredMessage | None:
+    validate_stream(stream)
+    with translated(f"stream {stream}", no_stream=NO_DIRECT):
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await js.get_msg(stream, direct=True, **request)
+        except nats.js.errors.NotFoundError:
+            return None
+    return _stored(raw)
+
+
+async def last_message(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The last message stored on ``subject`` (wildcards allowed), or ``None``; by direct get.
+
+    A stream that does not exist or lacks ``allow_direct`` raises :class:`StreamNotFoundError`.
+    nats-py applies the JetStream context's own timeout to the request as well.
+    """
+    return await _direct_get(js, stream, timeout=timeout, subject=subject)
+
+
+async def get_message(
+    js: JetStreamContext, stream: str, sequence: int, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The message at stream ``sequence``, or ``None`` (never stored, deleted or purged)."""
+    if sequence < 1:
+        raise ValueError(f"stream sequences start at 1, not {sequence}")
+    return await _direct_get(js, stream, timeout=timeout, seq=sequence)
+
+
+def delivered(msg: Msg) -> StoredMessage:
+    """A message as a consumer delivered it (its stream sequence from the reply metadata)."""
+    return StoredMessage(
+        subject=msg.subject,
+        sequence=int(msg.metadata.sequence.stream),
+        data=msg.data,
+        headers=header_dict(msg.headers),
+    )
+
+
+def _from_reply(msg: Msg, headers: dict[str, str]) -> StoredMessage:
+    try:
+        sequence = int(headers[HEADER_SEQUENCE])
+        subject = headers[HEADER_SUBJECT]
+    except (KeyError, ValueError):
+        raise TransportError("direct get reply without sequence or subject") from None
+    return StoredMessage(subject=subject, sequence=sequence, data=msg.data, headers=headers)
+
+
+async def messages_scoped(
+    js: JetStreamContext,
+    stream: str,
+    subject_filter: str,
+    start_sequence: int,
+    *,
+    timeout: float = 5.0,
+    page: int = 1024,
+    limit: int | None = None,
+) -> list[StoredMessage]:
+    """What :func:`messages_after` returns, read through a short-lived consumer instead.
+
+    The consumer is named and filtered on ``subject_filter``, so its create subject
+    (``$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>``) names what is read and
+    per-document permissions can allow exactly that; batch direct get cannot be scoped. It is
+    a pull consumer, fetched in pages of ``page`` up to what it reported pending at creation
+    (waiting, within ``timeout`` per page, for a replica that is still catching up):
+    on a large stream a push consumer on the same wildcard filter takes several times longer
+    to deliver the same messages (``docs/operations.md``, capacity). ``limit``: at most this
+    many messages (the first ones).
+    """
+
+    def how_many(pending: int) -> int:
+        return pending if limit is None else min(pending, limit)
+
+    stored, _pending = await _scoped(
+        js, stream, subject_filter, start_sequence, how_many, timeout=timeout, page=page
+    )
+    return stored
+
+
+async def messages_between(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    first: int,
+    last: int,
+    *,
+    stored_after: int,
+    max_count: int,
+    timeout: float = 5.0,
+) -> tuple[list[StoredMessage], int]:
+    """The messages on ``subject`` with sequences ``first..last``, in order, and how many
+    there are; nothing is fetched (an empty list) when there are more than ``max_count``.
+
+    Read like :func:`messages_scoped` (a consumer scoped to ``subject`` from ``first``):
+    its pending count at creation, less ``stored_after`` (how many messages on ``subject``
+    the caller knows are stored after ``last``), is how many lie in the range, so only those
+    are fetched. Messages stored meanwhile, or a range emptied meanwhile, never make it
+    return a message outside the range.
+    """
+    if first < 1 or last < first:
+        raise ValueError(f"no sequence range {first}..{last}")
+    counted: list[int] = []
+
+    def how_many(pending: int) -> int:
+        in_range = max(0, pending - stored_after)
+        counted.append(in_range)
+        return in_range if in_range <= max_count else 0
+
+    stored, _pending = await _scoped(js, stream, subject, first, how_many, timeout=timeout)
+    return [m for m in stored if first <= m.sequence <= last], counted[0] if counted else 0
+
+
+async def last_scoped(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The last message stored on ``subject`` (no wildcard), or ``None``, through a consumer
+    scoped to it (``DeliverPolicy.LAST_PER_SUBJECT``): what :func:`last_message` returns, under
+    the permissions that allow :func:`messages_scoped`, on a mirror too. Its stream sequence
+    comes from the delivery metadata."""
+    if "*" in subject or ">" in subject:
+        raise ValueError(f"one subject, not a wildcard: {subject!r}")
+    stored, _pending = await _scoped(
+        js, stream, subject, 1, lambda pending: min(pending, 1), timeout=timeout, last_only=True
+    )
+    return stored[-1] if stored else None
+
+
+async def count_scoped(
+    js: JetStreamContext, stream: str, subject: str, *, timeout: float = 5.0
+) -> int:
+    """How many messages are stored on ``subject``: the pending count of a consumer scoped to
+    it (created and deleted; nothing is fetched)."""
+    _stored, pending = await _scoped(js, stream, subject, 1, lambda _pending: 0, timeout=timeout)
+    return pending
+
+
+async def _scoped(
+    js: JetStreamContext,
+    stream: str,
+    subject_filter: str,
+    start_sequence: int,
+    how_many: Callable[[int], int],
+    *,
+    timeout: float,
+    page: int = 1024,
+    last_only: bool = False,
+) -> tuple[list[StoredMessage], int]:
+    """Read ``how_many(pending)`` messages through a named pull consumer (see
+    :func:`messages_scoped`); returns them and the consumer's pending count at creation.
+    ``last_only``: the consumer delivers the last message of each subject instead."""
+    name = f"secsync_{secrets.token_hex(16)}"
+    config = api.ConsumerConfig(
+        name=name,
+        filter_subject=subject_filter,
+        deliver_policy=(
+            api.DeliverPolicy.LAST_PER_SUBJECT if last_only else api.DeliverPolicy.BY_START_SEQUENCE
+        ),
+        opt_start_seq=None if last_only else max(1, start_sequence),
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        num_replicas=1,
+        inactive_threshold=max(5.0, 2 * timeout),
+    )
+    stored: list[StoredMessage] = []
+    with translated(subject_filter):
+        async with asyncio.timeout(timeout * 4):
+            info = await js.add_consumer(stream, config, timeout=timeout)
+            sub = None
+            pending = int(info.num_pending or 0)
+            try:
+                remaining = how_many(pending)
+                if remaining:
+                    sub = await js.pull_subscribe_bind(durable=name, stream=stream)
+                unready = 0
+                while remaining > 0 and sub is not None:
+                    try:
+                        batch = await sub.fetch(min(remaining, page), timeout=timeout)
+                    except nats.errors.TimeoutError:
+                        # what did not come is the healing's business (gaps, recovery), not
+                        # a reason to fail the read
+                        break
+                    except nats.js.errors.ServiceUnavailableError:
+                        # In a cluster a consumer just created may not answer pulls yet
+                        # ("no responders"): ask again shortly, a bounded number of times.
+                        unready += 1
+                        if unready > _UNREADY_RETRIES:
+                            raise
+                        await asyncio.sleep(0.02 * unready)
+                        continue
+                    stored.extend(delivered(msg) for msg in batch)
+                    # Not "until a message says nothing is pending": a consumer placed on a
+                    # replica that is still catching up (after a leader change) says so early.
+                    remaining -= len(batch)
+            finally:
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                with contextlib.suppress(Exception):
+                    await js.delete_consumer(stream, name)
+    return stored, pending
+
+
+async def messages_after(
+    nc: NATS,
+    stream: str,
+    subject_filter: str,
+    start_sequence: int,
+    *,
+    batch: int = 256,
+    timeout: float = 5.0,
+) -> list[StoredMessage]:
+    """Every stored message with a sequence >= ``start_sequence`` on ``subject_filter``, in order.
+
+    Pages through the stream by batch direct get (``{"seq", "next_by_subj", "batch"}`` on
+    ``$JS.API.DIRECT.GET.<stream>``, up to ``batch`` messages or :data:`PAGE_MAX_BYTES` per page),
+    without a consumer. It ends when a page's end-of-batch marker reports nothing pending, so
+    messages stored meanwhile may be included. ``timeout`` bounds the wait for each reply message.
+    """
+    validate_stream(stream)
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    request_subject = f"{API_PREFIX}.DIRECT.GET.{stream}"
+    where = f"stream {stream}, {subject_filter}"
+    result: list[StoredMessage] = []
+    sequence = max(1, start_sequence)
+    with translated(where, no_stream=NO_DIRECT):
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        try:
+            while True:
+                request = {
+                    "seq": sequence,
+                    "next_by_subj": subject_filter,
+                    "batch": batch,
+                    "max_bytes": PAGE_MAX_BYTES,
+                }
+                await nc.publish(request_subject, json.dumps(request).encode(), reply=inbox)
+                received = 0
+                pending = ""
+                while True:
+                    msg = await sub.next_msg(timeout=timeout)
+                    headers = header_dict(msg.headers)
+                    status = headers.get(HEADER_STATUS)
+                    if status is None:
+                        stored = _from_reply(msg, headers)
+                        if stored.sequence >= sequence:
+                            result.append(stored)
+                            sequence = stored.sequence + 1
+                            received += 1
+                        continue
+                    if status == "204":  # end of this batch
+                        pending = headers.get(HEADER_NUM_PENDING, "0")
+                        break
+                    if status == "404":  # nothing (more) matches
+                        return result
+                    if status == "503":
+                        raise StreamNotFoundError(f"{NO_DIRECT} ({where})")
+                    description = headers.get(HEADER_DESCRIPTION)
+                    raise BrokerRequestError(
+                        f"direct get failed: {status} {description or ''} ({where})".strip(),
+                        err_code=int(status) if status.isdigit() else None,
+                    )
+                if received == 0 or pending in ("", "0"):
+                    return result
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
