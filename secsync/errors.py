@@ -442,6 +442,13 @@ class LocalStoreError(SessionError):
     code = 804
 
 
+class SessionStateError(LocalStoreError):
+    """A saved session state is damaged, of a layout this release does not know, or not a
+    session state at all (see ``secsync.protocol.state``)."""
+
+    code = 807
+
+
 class IdentityInUseError(SessionError):
     """Another client writes under this client's identity (same signing key, same document):
     this client stops writing under it. Its unsent changes are kept; open the document again

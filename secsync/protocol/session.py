@@ -9,10 +9,8 @@ except that a validly signed update whose content is refused spends its author's
 
 from __future__ import annotations
 
-import itertools
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from secsync.config import SecsyncConfig
@@ -29,11 +27,9 @@ from secsync.errors import (
     MembershipError,
     NoActiveSnapshotError,
     SecsyncError,
-    SessionError,
-    SnapshotAncestryError,
+    SessionStateError,
     SnapshotApplyError,
     SnapshotAuthorRejectedError,
-    SnapshotBudgetError,
     SnapshotDecryptionError,
     SnapshotDocumentIdError,
     SnapshotKeyError,
@@ -49,13 +45,11 @@ from secsync.errors import (
     UpdateDocumentIdError,
     UpdateIdentityError,
     UpdatePolicyError,
-    UpdateQueueFullError,
     UpdateReplayError,
     UpdateSnapshotMismatchError,
 )
 from secsync.logs import get_logger
 from secsync.protocol import crdt_identity, crypto, sealing, wire
-from secsync.protocol.budget import QueueBudget
 from secsync.protocol.changes import deserialize_changes, serialize_changes
 from secsync.protocol.collisions import ClockDigests, content_version, message_digest
 from secsync.protocol.devices import Device, DeviceDirectory
@@ -64,13 +58,11 @@ from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
 from secsync.protocol.events import (
     EphemeralReceived,
     Event,
-    GapDetected,
     IdentityCollision,
     IdentityInUse,
     MessageRejected,
     RecoveryNeeded,
     SnapshotApplied,
-    SnapshotIncomplete,
     SnapshotStored,
     UpdateApplied,
     UpdateStored,
@@ -88,6 +80,8 @@ from secsync.protocol.messages import (
     Update,
     UpdatePublicData,
 )
+from secsync.protocol.ordering import UpdateQueues
+from secsync.protocol.outbox import Outbox, UpdateInFlight
 from secsync.protocol.policy import AllowAll, AuthorPolicy
 from secsync.protocol.prefetch import (
     Prepared,
@@ -97,6 +91,17 @@ from secsync.protocol.prefetch import (
     prepare_all,
 )
 from secsync.protocol.snapshot_rate import SnapshotRate
+from secsync.protocol.snapshots import (
+    ActiveSnapshot,
+    HeldSnapshots,
+    SnapshotChoice,
+    SnapshotHistory,
+    check_chain,
+    check_content,
+)
+from secsync.protocol.state import ActiveState, SessionState
+
+__all__ = ["BATCH_CHUNK", "DocumentSession", "SnapshotChoice"]
 
 log = get_logger("secsync.session")
 
@@ -108,16 +113,6 @@ _SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 item
 # clock, so the clock is spent (no copy of it can apply later) and the author's next update
 # applies at once instead of waiting for a gap that would never fill.
 _CONTENT_REFUSED: Final = (UpdateApplyError, UpdateDeserializeError, UpdateIdentityError)
-
-
-def _held_size(update: Update) -> int:
-    """What a waiting update costs the budget: its ciphertext, the bulk of what is held."""
-    return len(update.ciphertext) + 256
-
-
-def _snapshot_size(snapshot: Snapshot) -> int:
-    """What a held snapshot costs the budget: its ciphertext, the bulk of what is held."""
-    return len(snapshot.ciphertext) + 512
 
 
 def _next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
@@ -140,76 +135,6 @@ Received = Message | bytes
 def _short(key: bytes) -> str:
     """A short, non-secret label for ids and public keys in logs."""
     return b64encode(key)[:8]
-
-
-@dataclass(slots=True)
-class _Active:
-    """The active snapshot and what was applied on top of it."""
-
-    info: SnapshotInfo
-    author: bytes
-    key: bytes
-    clocks: dict[bytes, int] = field(default_factory=dict)
-    """Last applied (or, for us, confirmed) clock per author."""
-    updates: int = 0
-    update_bytes: int = 0
-    skipped: dict[bytes, list[tuple[int, int]]] = field(default_factory=dict)
-    """Per author, the ranges of clocks recovery skipped (never received, content absent)."""
-    cipher: crypto.Cipher | bytes = field(init=False, repr=False)
-    """The key, ready for many messages (a malformed key stays as it is and fails as before)."""
-    authors: dict[bytes, bytes] = field(init=False, repr=False, default_factory=dict)
-    """One bytes object per author with applied updates, shared by their events."""
-    applied: deque[tuple[bytes, int, list[bytes], bool]] = field(
-        init=False, repr=False, default_factory=deque
-    )
-    """(author, clock, changes, late) of the updates applied on it, oldest first, to check the
-    next snapshot against (``SecsyncConfig.snapshot_check_bytes``)."""
-    applied_bytes: int = field(init=False, repr=False, default=0)
-    dropped: dict[bytes, int] = field(init=False, repr=False, default_factory=dict)
-    """Per author, the highest clock let go from ``applied`` (late ones count as ``2**62``)."""
-    recorded: bool = field(init=False, repr=False, default=True)
-    """False when updates were applied that ``applied`` never saw (restored from a save)."""
-
-    def __post_init__(self) -> None:
-        self.cipher = crypto.Cipher.of(self.key)
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """Verified updates of one author that wait for their predecessor."""
-
-    updates: dict[int, Update] = field(default_factory=dict)
-    twins: dict[int, list[Update]] = field(default_factory=dict)
-    """Other updates with a clock that waits already (an identity used by two clients)."""
-    since: float = 0.0
-    refetch_asked: bool = False
-    recovery_asked: bool = False
-
-
-@dataclass(slots=True)
-class _UpdateInFlight:
-    message: Update
-    changes: list[bytes]
-
-
-@dataclass(slots=True)
-class _SnapshotInFlight:
-    message: Snapshot
-    changes: list[bytes]
-    key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotChoice:
-    """Which of a document's stored snapshots to load (see :meth:`DocumentSession.choose`)."""
-
-    index: int | None
-    """Position of the snapshot to load among the candidates; ``None``: none can be loaded."""
-    rejected: tuple[MessageRejected, ...]
-    """Why each newer candidate was passed over, newest first."""
-    unreadable: bool
-    """A candidate was validly signed for this document but did not open with our key: the
-    document has history this client cannot read, so it must not write a first snapshot."""
 
 
 class DocumentSession:
@@ -276,26 +201,15 @@ class DocumentSession:
         )
 
         self.loaded = False
-        self._active: _Active | None = None
-        # Snapshots replaced by a newer one: id -> clocks of it that its successor included.
-        self._superseded: OrderedDict[bytes, Mapping[bytes, int]] = OrderedDict()
-        self._waiting: dict[bytes, _Waiting] = {}
-        self._deferred: dict[bytes, list[Update]] = {}
-        # Snapshots whose parent has not arrived yet, by parent id (for out-of-order delivery).
-        self._future_snapshots: OrderedDict[bytes, Snapshot] = OrderedDict()
-        self._future_bytes = 0
-        # Validly signed snapshots that did not open with our key: updates on them are refused
-        # at once instead of waiting for a snapshot that will never open.
-        self._unreadable: OrderedDict[bytes, None] = OrderedDict()
-        self._deferred_count = 0
         cfg = self.config
-        self._budget = QueueBudget(
-            per_author=cfg.max_queued_bytes_per_author,
-            total=cfg.max_queued_bytes,
-            authors=cfg.max_waiting_authors,
-        )
-        self._deferred_since = 0.0
-        self._deferred_recovery_asked = False
+        self._active: ActiveSnapshot | None = None
+        # Snapshots replaced by a newer one, and validly signed ones that did not open.
+        self._history = SnapshotHistory(cfg.superseded_snapshots_kept)
+        # Snapshots whose parent has not arrived yet (out-of-order delivery).
+        self._held = HeldSnapshots(cfg.superseded_snapshots_kept, cfg.max_held_snapshot_bytes)
+        # Updates waiting for a predecessor or for their snapshot.
+        self._queues = UpdateQueues(cfg)
+        self._budget = self._queues.budget
         # Snapshots of one author checked per minute (held and coalesced beyond, see
         # secsync.protocol.snapshot_rate); a loaded session only, never our own.
         self.snapshot_rate = SnapshotRate(
@@ -304,17 +218,8 @@ class DocumentSession:
             max_authors=cfg.max_waiting_authors,
             max_held=cfg.superseded_snapshots_kept,
         )
-
-        self._pending: list[bytes] = []
-        self._local_clock = -1
-        self._in_flight: OrderedDict[int, _UpdateInFlight] = OrderedDict()
-        # Confirmed updates of mine on the active snapshot, kept until a snapshot includes them.
-        self._confirmed: dict[int, list[bytes]] = {}
-        self._snapshot_in_flight: _SnapshotInFlight | None = None
-        # Updates of ours the broker refused for good: the active snapshot is no longer the
-        # document's latest, and nothing more is written on it (see update_rejected).
-        self._refused: OrderedDict[int, _UpdateInFlight] = OrderedDict()
-        self._outbox: list[Message] = []
+        # Our own writing: pending changes, messages in flight, refused and confirmed.
+        self._out = Outbox()
         self._snapshot_requested = False
         self._first_snapshot_wanted = False
         # Identity collisions (secsync.protocol.collisions): digests per (author, clock) on the
@@ -370,9 +275,10 @@ class DocumentSession:
     def pending_changes(self) -> int:
         """Local changes not yet handed out for sending (or to be sent again: refused),
         counting those the CRDT holds that were not taken yet. Reading it changes nothing."""
+        out = self._out
         return (
-            len(self._pending)
-            + sum(len(f.changes) for f in self._refused.values())
+            len(out.pending)
+            + sum(len(f.changes) for f in out.refused.values())
             + self.untaken_changes
         )
 
@@ -385,14 +291,14 @@ class DocumentSession:
     @property
     def unacknowledged(self) -> int:
         """Messages handed out for sending that the broker has not confirmed yet."""
-        return len(self._in_flight) + (1 if self._snapshot_in_flight else 0)
+        return self._out.unacknowledged
 
     @property
     def refused(self) -> bool:
         """True while updates of ours wait because the broker refused them: the active snapshot
         is not the document's latest, and nothing is sent until a newer one is applied (or
         :meth:`resend_refused`)."""
-        return bool(self._refused)
+        return bool(self._out.refused)
 
     @property
     def identity_in_use(self) -> IdentityInUseError | None:
@@ -405,27 +311,17 @@ class DocumentSession:
         """Every local change the broker is not known to store, in order: pending ones, and
         those of messages refused or not acknowledged yet (to send under another identity)."""
         self._collect_local()
-        return self._kept()
-
-    def _kept(self) -> list[bytes]:
-        kept: list[bytes] = []
-        if self._snapshot_in_flight is not None:
-            kept.extend(self._snapshot_in_flight.changes)
-        for _, flight in self._sent_updates():
-            kept.extend(flight.changes)
-        kept.extend(self._pending)
-        return kept
+        return self._out.kept()
 
     @property
     def is_synced(self) -> bool:
         """True when every local change is stored by the broker. Reading it changes nothing."""
-        return (
-            not self.untaken_changes
-            and not self._pending
-            and not self._in_flight
-            and not self._refused
-            and self._snapshot_in_flight is None
-        )
+        return not self.untaken_changes and self._out.settled
+
+    @property
+    def _local_clock(self) -> int:
+        """The clock of our last update on the active snapshot (read by tests)."""
+        return self._out.local_clock
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -435,13 +331,7 @@ class DocumentSession:
         After a restart they must be sent again byte for byte (same message ids), so that a
         copy that had been stored before the crash is recognised instead of stored twice.
         """
-        if self._snapshot_in_flight is not None:
-            return [self._snapshot_in_flight.message]
-        return [flight.message for _, flight in self._sent_updates()]
-
-    def _sent_updates(self) -> list[tuple[int, _UpdateInFlight]]:
-        """Updates sent and not stored (in flight or refused), in clock order."""
-        return sorted([*self._in_flight.items(), *self._refused.items()], key=lambda i: i[0])
+        return self._out.unacknowledged_messages()
 
     def collect_local_changes(self) -> list[bytes]:
         """Move the CRDT's new local changes into the outbox (through :attr:`change_log`
@@ -450,108 +340,77 @@ class DocumentSession:
 
     def add_local_changes(self, changes: Sequence[bytes]) -> None:
         """Queue changes that are already in the document (restored from local storage)."""
-        self._pending.extend(changes)
+        self._out.pending.extend(changes)
 
-    def export_state(self) -> dict[str, Any]:
-        """What must survive a restart, as plain data (no keys, no document content)."""
+    def export_state(self) -> SessionState:
+        """What must survive a restart (no keys, no document content): a frozen
+        :class:`~secsync.protocol.state.SessionState`, whose ``encode()`` is plain data."""
         self._collect_local()
-        active = self._active
-        return {
-            "v": 1,
-            "loaded": self.loaded,
-            "active": None
+        active, out = self._active, self._out
+        in_flight, snapshot = out.sent_state()
+        return SessionState(
+            loaded=self.loaded,
+            active=None
             if active is None
-            else {
-                "id": active.info.snapshot_id,
-                "hash": active.info.ciphertext_hash,
-                "proof": active.info.parent_snapshot_proof,
-                "parent": active.info.parent_snapshot_id,
-                "extra": dict(active.info.extra),
-                "author": active.author,
-                "clocks": dict(active.clocks),
-                "updates": active.updates,
-                "bytes": active.update_bytes,
-                "skipped": {a: [list(r) for r in rs] for a, rs in active.skipped.items()},
-            },
-            "superseded": [[k, dict(v)] for k, v in self._superseded.items()],
-            "local_clock": self._local_clock,
-            "pending": list(self._pending),
-            "in_flight": [
-                [clock, wire.encode(f.message), f.changes] for clock, f in self._sent_updates()
-            ],
-            "confirmed": [[clock, changes] for clock, changes in self._confirmed.items()],
-            "snapshot_in_flight": None
-            if self._snapshot_in_flight is None
-            else [
-                wire.encode(self._snapshot_in_flight.message),
-                self._snapshot_in_flight.changes,
-            ],
-            "me": self.public_key,
-            "digests": self._digests.export(),
-            "identity_in_use": None
+            else ActiveState(
+                info=active.info,
+                clocks=dict(active.clocks),
+                updates=active.updates,
+                update_bytes=active.update_bytes,
+                skipped={a: tuple(rs) for a, rs in active.skipped.items()},
+            ),
+            superseded=tuple((k, dict(v)) for k, v in self._history.superseded.items()),
+            local_clock=out.local_clock,
+            pending=tuple(out.pending),
+            in_flight=in_flight,
+            confirmed=tuple((c, tuple(ch)) for c, ch in out.confirmed.items()),
+            snapshot_in_flight=snapshot,
+            me=self.public_key,
+            digests=tuple((a, c, tuple(d)) for a, c, d in self._digests.export()),
+            identity_in_use=None
             if self._identity_in_use is None
             else self._identity_in_use.message,
-        }
+        )
 
-    def restore_state(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`export_state` (the CRDT must already hold the saved content)."""
-        if state.get("v") != 1:
-            raise SessionError("unknown saved session format")
+    def restore_state(self, state: SessionState | Mapping[str, Any]) -> None:
+        """Resume from :meth:`export_state` (the CRDT must already hold the saved content).
+
+        ``state`` may also be its plain encoding (``SessionState.encode()``, or the ``dict``
+        earlier releases saved); a damaged or foreign one raises
+        :class:`~secsync.errors.SessionStateError` (a ``SessionError``).
+        """
+        saved = SessionState.decode(state)
         try:
-            active = state["active"]
+            active = saved.active
             if active is not None:
-                info = SnapshotInfo(
-                    snapshot_id=active["id"],
-                    ciphertext_hash=active["hash"],
-                    parent_snapshot_proof=active["proof"],
-                    parent_snapshot_id=active["parent"],
-                    extra=active["extra"],
-                    author=active["author"],
-                )
-                self._active = _Active(
+                info = active.info
+                self._active = ActiveSnapshot(
                     info=info,
-                    author=active["author"],
+                    author=info.author,
                     key=self.keys.snapshot_key(info),
-                    clocks=dict(active["clocks"]),
-                    updates=active["updates"],
-                    update_bytes=active["bytes"],
-                    skipped={
-                        a: [(lo, hi) for lo, hi in rs]
-                        for a, rs in active.get("skipped", {}).items()
-                    },
+                    clocks=dict(active.clocks),
+                    updates=active.updates,
+                    update_bytes=active.update_bytes,
+                    skipped={a: list(rs) for a, rs in active.skipped.items()},
                 )
                 # the updates applied before the save are not known: no lost-content check
                 # of other authors' content on the next snapshot (our own is still checked)
-                self._active.recorded = not active["updates"]
+                self._active.recorded = not active.updates
                 activated = getattr(self.keys, "snapshot_activated", None)
                 if activated is not None:
                     # the key provider re-verified the stored snapshot above: its roster rules
                     activated(info)
-            self._superseded = OrderedDict((k, dict(v)) for k, v in state["superseded"])
-            self._local_clock = state["local_clock"]
-            self._pending = list(state["pending"]) + self._pending
-            self._in_flight = OrderedDict()
-            for clock, data, changes in state["in_flight"]:
-                message = wire.decode(data, max_bytes=self.config.max_message_bytes)
-                assert isinstance(message, Update)
-                self._in_flight[clock] = _UpdateInFlight(message, list(changes))
-            self._confirmed = {clock: list(changes) for clock, changes in state["confirmed"]}
-            flight = state["snapshot_in_flight"]
-            if flight is not None:
-                message = wire.decode(flight[0], max_bytes=self.config.max_message_bytes)
-                assert isinstance(message, Snapshot)
-                self._snapshot_in_flight = _SnapshotInFlight(
-                    message, list(flight[1]), self.keys.snapshot_key(message.info())
-                )
-            self._digests = ClockDigests.restore(
-                state.get("digests", ()), self.config.max_clock_digests
-            )
-            self._restore_identity(state.get("me"), state.get("identity_in_use"))
-        except (KeyError, TypeError, ValueError, AssertionError, SecsyncError) as exc:
-            raise SessionError(f"saved session state is unusable: {exc}") from None
+            self._history.superseded = OrderedDict((k, dict(v)) for k, v in saved.superseded)
+            flight = saved.snapshot_in_flight
+            key = None if flight is None else self.keys.snapshot_key(flight.message.info())
+            self._out.restore(saved, key)
+            self._digests = ClockDigests.restore(saved.digests, self.config.max_clock_digests)
+            self._restore_identity(saved.me, saved.identity_in_use)
+        except (KeyError, TypeError, ValueError, SecsyncError) as exc:
+            raise SessionStateError(f"saved session state is unusable: {exc}") from None
         # a session saved before it ever loaded from the broker still has to (and to check
         # that its key opens what is stored)
-        self.loaded = bool(state.get("loaded", True))
+        self.loaded = saved.loaded
 
     def _restore_identity(self, saved_by: bytes | None, in_use: str | None) -> None:
         """State saved under another identity (a device opened in place of one whose key was
@@ -561,14 +420,12 @@ class DocumentSession:
             if in_use is not None:
                 self._identity_in_use = IdentityInUseError(in_use)
             return
-        carried = self._kept()
-        self._pending = carried
-        self._in_flight = OrderedDict()
-        self._refused = OrderedDict()
-        self._snapshot_in_flight = None
-        self._confirmed = {}
+        out = self._out
+        carried = out.kept()
+        out.start_over()
+        out.pending = carried
         active = self._active
-        self._local_clock = active.clocks.get(self.public_key, -1) if active else -1
+        out.local_clock = active.clocks.get(self.public_key, -1) if active else -1
         self._log.info("identity_changed", kept=len(carried))
 
     # --- local changes and sending ----------------------------------------------------------
@@ -582,7 +439,7 @@ class DocumentSession:
                 if self.change_log is not None:
                     self.change_log(changes)
             finally:
-                self._pending.extend(changes)  # a failed log must not lose them from memory
+                self._out.pending.extend(changes)  # a failed log must not lose them from memory
         return changes
 
     def data_to_send(self) -> list[Message]:
@@ -592,26 +449,27 @@ class DocumentSession:
         ``max_update_plaintext_bytes``), or one snapshot when the snapshot policy says so.
         """
         self._collect_local()
-        out, self._outbox = self._outbox, []
+        box = self._out
+        out, box.replies = box.replies, []
         if self._identity_in_use is not None:
             return out  # our key is in use elsewhere: nothing more is written under it
-        if not self.loaded or self._snapshot_in_flight is not None or self._refused:
+        if not self.loaded or box.snapshot is not None or box.refused:
             return out  # refused: whatever we wrote now would be refused too
         if self._active is None:
-            if self._pending or self._snapshot_requested or self._first_snapshot_wanted:
+            if box.pending or self._snapshot_requested or self._first_snapshot_wanted:
                 out.append(self._create_snapshot())
             return out
         wanted = self._snapshot_requested or self._repair_wanted
-        if (self._pending or wanted) and self._should_snapshot():
+        if (box.pending or wanted) and self._should_snapshot():
             out.append(self._create_snapshot())
-        elif self._pending:
+        elif box.pending:
             out.extend(self._create_updates())
         return out
 
     def _should_snapshot(self) -> bool:
         active = self._active
         assert active is not None
-        if self._in_flight or any(w.updates for w in self._waiting.values()):
+        if self._out.in_flight or self._queues.any_waiting():
             return False  # a snapshot must not leave out what is in flight or still queued
         cfg = self.config
         return (
@@ -637,7 +495,7 @@ class DocumentSession:
     def held_snapshot_bytes(self) -> int:
         """Bytes of snapshots held because their parent has not arrived (see
         ``SecsyncConfig.max_held_snapshot_bytes``)."""
-        return self._future_bytes
+        return self._held.held_bytes
 
     def request_snapshot(self) -> None:
         """Write a snapshot at the next opportunity, and again after losing a race, until one
@@ -656,7 +514,7 @@ class DocumentSession:
             raise NoActiveSnapshotError("load the document before writing a snapshot")
         if self._identity_in_use is not None:
             raise self._identity_in_use
-        if self._snapshot_in_flight is not None:
+        if self._out.snapshot is not None:
             raise CreateSnapshotError("a snapshot is already in flight")
         self._collect_local()
         return self._create_snapshot()
@@ -677,12 +535,11 @@ class DocumentSession:
             snapshot_id=snapshot_id,
             parent_snapshot_id=active.info.snapshot_id if active else b"",
             parent_snapshot_proof=active.info.child_proof() if active else INITIAL_PARENT_PROOF,
-            parent_snapshot_update_clocks=self._included_clocks(active) if active else {},
+            parent_snapshot_update_clocks=active.included_clocks() if active else {},
             extra=extra,
         )
         snapshot = sealing.seal(public, state, key, self.signer)
-        self._snapshot_in_flight = _SnapshotInFlight(snapshot, self._pending, key)
-        self._pending = []
+        self._out.snapshot_sealed(snapshot, key)
         self._log.info(
             "snapshot_created",
             snapshot=_short(snapshot_id),
@@ -691,43 +548,18 @@ class DocumentSession:
         )
         return snapshot
 
-    @staticmethod
-    def _included_clocks(active: _Active) -> dict[bytes, int]:
-        """The clocks a snapshot of ours may claim to include: below what recovery skipped.
-
-        Claiming a skipped clock would tell its author (who has it stored) that the snapshot
-        holds its content; claiming less makes the author refuse the snapshot (102), recover
-        from it and send again what it lacks.
-        """
-        included = {}
-        for author, clock in active.clocks.items():
-            ranges = active.skipped.get(author)
-            claimed = min(clock, min(lo for lo, _ in ranges) - 1) if ranges else clock
-            if claimed >= 0:
-                included[author] = claimed
-        return included
-
     def _create_updates(self) -> list[Update]:
         active = self._active
         assert active is not None
-        limit = self.config.max_update_plaintext_bytes
-        batches: list[list[bytes]] = [[]]
-        size = 0
-        for change in self._pending:
-            if batches[-1] and size + len(change) > limit:
-                batches.append([])
-                size = 0
-            batches[-1].append(change)
-            size += len(change)
-        self._pending = []
+        box = self._out
         updates = []
-        for batch in batches:
-            self._local_clock += 1
+        for batch in box.batches(self.config.max_update_plaintext_bytes):
+            box.local_clock = clock = box.local_clock + 1
             public = UpdatePublicData(
                 doc_id=self.doc_id,
                 pub_key=self.public_key,
                 ref_snapshot_id=active.info.snapshot_id,
-                clock=self._local_clock,
+                clock=clock,
                 extra=self._signed_extra,
             )
             try:
@@ -735,9 +567,9 @@ class DocumentSession:
             except Exception as exc:
                 raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
             update = sealing.seal(public, plaintext, active.cipher, self.signer)
-            self._digests.add(self.public_key, self._local_clock, message_digest(update))
+            self._digests.add(self.public_key, clock, message_digest(update))
             updates.append(update)
-            self._in_flight[self._local_clock] = _UpdateInFlight(update, batch)
+            box.in_flight[clock] = UpdateInFlight(update, batch)
         return updates
 
     def send_ephemeral(self, payload: bytes) -> EphemeralMessage:
@@ -757,10 +589,9 @@ class DocumentSession:
 
     def snapshot_stored(self, snapshot_id: bytes, *, now: float) -> list[Event]:
         """The broker stored our snapshot: it becomes the active one."""
-        flight = self._snapshot_in_flight
-        if flight is None or flight.message.snapshot_id != snapshot_id:
+        flight = self._out.take_snapshot(snapshot_id)
+        if flight is None:
             return []
-        self._snapshot_in_flight = None
         self._snapshot_requested = False
         self._repair_wanted = False  # ours holds all we have
         self._activate(flight.message, flight.key, carried=[])
@@ -774,11 +605,10 @@ class DocumentSession:
 
         The caller then fetches what it missed and feeds it to :meth:`receive`.
         """
-        flight = self._snapshot_in_flight
-        if flight is None or flight.message.snapshot_id != snapshot_id:
+        flight = self._out.take_snapshot(snapshot_id)
+        if flight is None:
             return []
-        self._snapshot_in_flight = None
-        self._pending[:0] = flight.changes
+        self._out.pending[:0] = flight.changes
         self._log.info("snapshot_conflict", snapshot=_short(snapshot_id))
         return []
 
@@ -789,26 +619,22 @@ class DocumentSession:
             return []
         # a refused one too: an earlier attempt may have been stored (a single server checks
         # the expectation before the duplicate window)
-        flight = self._in_flight.pop(clock, None) or self._refused.pop(clock, None)
+        flight = self._out.take_update(clock)
         if flight is None:
             return []
-        self._confirmed[clock] = flight.changes
+        self._out.confirmed[clock] = flight.changes
         if clock > active.clocks.get(self.public_key, -1):
             active.clocks[self.public_key] = clock
         active.updates += 1
         events: list[Event] = [UpdateStored(snapshot_id, clock)]
-        waiting = self._waiting.get(self.public_key)
-        if waiting is not None:
+        if self.public_key in self._queues.waiting:
             # updates of our key written elsewhere wait: at this clock (overtaken by ours,
             # applied now as collisions) or after it
-            for stale in [c for c in waiting.updates if c <= clock]:
-                update = waiting.updates.pop(stale)
-                for held in (update, *waiting.twins.pop(stale, [])):
-                    self._budget.release(held.author, _held_size(held))
-                    try:
-                        self._collide(held, active, events, None, late=True, certain=True)
-                    except SecsyncError as exc:
-                        events.append(self._rejected(exc, MessageKind.UPDATE, held.author))
+            for held in self._queues.take_up_to(self.public_key, clock):
+                try:
+                    self._collide(held, active, events, None, late=True, certain=True)
+                except SecsyncError as exc:
+                    events.append(self._rejected(exc, MessageKind.UPDATE, held.author))
             self._drain(self.public_key, active, events)
         return events
 
@@ -825,9 +651,10 @@ class DocumentSession:
         :meth:`resend_refused` returns the refused updates to publish again as they are.
         """
         active = self._active
-        if active is None or active.info.snapshot_id != snapshot_id or clock not in self._in_flight:
+        out = self._out
+        if active is None or active.info.snapshot_id != snapshot_id or clock not in out.in_flight:
             return []
-        self._refused[clock] = self._in_flight.pop(clock)
+        out.refused[clock] = out.in_flight.pop(clock)
         self._log.info("update_conflict", snapshot=_short(snapshot_id), clock=clock)
         return []
 
@@ -836,11 +663,9 @@ class DocumentSession:
         our updates was nothing anyone can build on): the refused updates, in clock order, to
         publish again byte for byte (same clocks, same message ids)."""
         active = self._active
-        if active is None or active.info.snapshot_id != snapshot_id or not self._refused:
+        if active is None or active.info.snapshot_id != snapshot_id or not self._out.refused:
             return []
-        refused, self._refused = sorted(self._refused.items()), OrderedDict()
-        self._in_flight.update(refused)
-        return [flight.message for _, flight in refused]
+        return self._out.resend_refused()
 
     def update_preempted(self, snapshot_id: bytes, clock: int) -> list[Event]:
         """The broker holds other bytes under our update's message id (its clock was taken).
@@ -852,10 +677,10 @@ class DocumentSession:
         active = self._active
         if active is None or active.info.snapshot_id != snapshot_id:
             return []
-        flight = self._in_flight.pop(clock, None) or self._refused.pop(clock, None)
+        flight = self._out.take_update(clock)
         if flight is None:
             return []
-        self._pending[:0] = flight.changes
+        self._out.pending[:0] = flight.changes
         self._snapshot_requested = True
         self._log.warning("update_preempted", snapshot=_short(snapshot_id), clock=clock)
         return []
@@ -921,7 +746,7 @@ class DocumentSession:
                 # validly signed for this document, but not for us to load: history exists
                 unreadable = True
                 if isinstance(exc, SnapshotDecryptionError):
-                    self._note_unreadable(snapshot.snapshot_id)
+                    self._history.note_unreadable(snapshot.snapshot_id)
                 rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
                 continue
             if chain is not None:
@@ -952,11 +777,6 @@ class DocumentSession:
             raise  # the key provider's own verdict (e.g. not a member, forged membership)
         except Exception as exc:
             raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
-
-    def _note_unreadable(self, snapshot_id: bytes) -> None:
-        self._unreadable[snapshot_id] = None
-        while len(self._unreadable) > self.config.superseded_snapshots_kept:
-            self._unreadable.popitem(last=False)
 
     def receive(
         self,
@@ -1037,7 +857,7 @@ class DocumentSession:
         active, snapshot_id = self._active, snapshot.snapshot_id
         if (
             active is not None and snapshot_id == active.info.snapshot_id
-        ) or snapshot_id in self._superseded:
+        ) or snapshot_id in self._history.superseded:
             return True  # a copy of one already taken: settled before any costly check
         admitted, dropped = self.snapshot_rate.admit(snapshot, now)
         for old in dropped:
@@ -1149,31 +969,18 @@ class DocumentSession:
         no snapshot at all, a first one with the whole document is written.
         """
         self._collect_local()
-        carried = self._carry_over_all()
+        out = self._out
+        carried = out.carry_over_all()
         self._active = None
         self._digests = ClockDigests(self.config.max_clock_digests)
-        self._superseded.clear()
-        self._confirmed = {}
-        self._in_flight = OrderedDict()
-        self._refused = OrderedDict()
-        self._snapshot_in_flight = None
-        self._local_clock = -1
-        self._pending[:0] = carried
+        self._history.superseded.clear()
+        out.start_over()
+        out.pending[:0] = carried
         self.loaded = True
         if snapshot is None:
             self._snapshot_requested = True  # the whole document, in a first snapshot
             return []
         return self.recover(snapshot, updates, reason=reason, now=now)
-
-    def _carry_over_all(self) -> list[bytes]:
-        carried: list[bytes] = []
-        for clock in sorted(self._confirmed):
-            carried.extend(self._confirmed[clock])
-        for _, flight in self._sent_updates():
-            carried.extend(flight.changes)
-        if self._snapshot_in_flight is not None:
-            carried.extend(self._snapshot_in_flight.changes)
-        return carried
 
     def _skip_gaps(self, events: list[Event]) -> None:
         """Give up on updates that even the latest state cannot supply, and go on after them.
@@ -1184,8 +991,9 @@ class DocumentSession:
         active = self._active
         if active is None:
             return
-        for author in list(self._waiting):
-            waiting = self._waiting[author]
+        queues = self._queues.waiting
+        for author in list(queues):
+            waiting = queues[author]
             while waiting.updates:
                 expected = active.clocks.get(author, -1) + 1
                 following = min(waiting.updates)
@@ -1196,7 +1004,7 @@ class DocumentSession:
                 active.skipped.setdefault(author, []).append((expected, following - 1))
                 active.clocks[author] = following - 1
                 self._drain(author, active, events)
-                if author not in self._waiting:
+                if author not in queues:
                     break
 
     def _rejected(
@@ -1250,58 +1058,29 @@ class DocumentSession:
         events.append(applied)
         events += late
         self._drain_deferred(snapshot.snapshot_id, now, events)
-        child = self._future_snapshots.pop(snapshot.snapshot_id, None)
+        child = self._held.take_child(snapshot.snapshot_id)
         if child is not None:
-            self._future_bytes -= _snapshot_size(child)
             self._receive_snapshot(child, (), events, recovery=None, now=now)
 
     def _is_known(self, snapshot_id: bytes) -> bool:
         active = self._active
         return (
             snapshot_id == b""
-            or snapshot_id in self._superseded
+            or snapshot_id in self._history.superseded
             or (active is not None and snapshot_id == active.info.parent_snapshot_id)
         )
 
     def _hold_future_snapshot(self, snapshot: Snapshot, events: list[Event]) -> None:
-        """Keep a snapshot whose parent has not arrived, within a count
-        (``superseded_snapshots_kept``) and a byte budget (``max_held_snapshot_bytes``): the
-        oldest held ones are let go and reported (117); one larger than the budget alone is
-        refused."""
-        size = _snapshot_size(snapshot)
-        budget = self.config.max_held_snapshot_bytes
-        if size > budget:
-            raise SnapshotBudgetError(
-                f"a snapshot of {size} bytes waits for its parent; at most {budget} are held"
-            )
-        parent = snapshot.public_data.parent_snapshot_id
-        replaced = self._future_snapshots.pop(parent, None)
-        if replaced is not None:
-            self._future_bytes -= _snapshot_size(replaced)
-        while self._future_snapshots and (
-            len(self._future_snapshots) >= self.config.superseded_snapshots_kept
-            or self._future_bytes + size > budget
-        ):
-            _, evicted = self._future_snapshots.popitem(last=False)
-            evicted_size = _snapshot_size(evicted)
-            self._future_bytes -= evicted_size
-            error = SnapshotBudgetError(
-                f"a held snapshot of {evicted_size} bytes was let go for a newer one "
-                f"({len(self._future_snapshots)} still held, {self._future_bytes} bytes)"
-            )
+        """Keep a snapshot whose parent has not arrived (see :class:`HeldSnapshots`): the
+        oldest held ones let go are reported (117); one larger than the budget is refused."""
+        for error, evicted in self._held.hold(snapshot):
             events.append(self._rejected(error, MessageKind.SNAPSHOT, evicted.author))
-        self._future_snapshots[parent] = snapshot
-        self._future_bytes += size
         self._log.debug(
-            "snapshot_held", snapshot=_short(snapshot.snapshot_id), held=self._future_bytes
+            "snapshot_held", snapshot=_short(snapshot.snapshot_id), held=self._held.held_bytes
         )
 
     def _drain_deferred(self, snapshot_id: bytes, now: float, events: list[Event]) -> None:
-        deferred = self._deferred.pop(snapshot_id, [])
-        self._deferred_count -= len(deferred)
-        for update in deferred:
-            self._budget.release(update.author, _held_size(update))
-        for update in deferred:
+        for update in self._queues.take_deferred(snapshot_id):
             self._receive_update(update, now, events)
 
     def _process_snapshot(
@@ -1314,7 +1093,7 @@ class DocumentSession:
     ) -> SnapshotApplied | None:
         public = snapshot.public_data
         self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
-        flight = self._snapshot_in_flight
+        flight = self._out.snapshot
         if flight is not None and public.snapshot_id == flight.message.snapshot_id:
             if snapshot != flight.message:
                 raise SnapshotParentError("another snapshot with our in-flight snapshot's id")
@@ -1328,7 +1107,7 @@ class DocumentSession:
             if snapshot.info() == active.info:
                 return None  # the active snapshot again: nothing to do
             raise SnapshotParentError("another snapshot with the active snapshot's id")
-        if public.snapshot_id in self._superseded:
+        if public.snapshot_id in self._history.superseded:
             raise SnapshotReplayError("snapshot was already superseded")
         aad = self._verify(snapshot)
         if public.extra:
@@ -1339,7 +1118,7 @@ class DocumentSession:
         direct_child = False
         if recovery is None and active is not None:
             if chain:
-                self._check_chain(active.info, chain, info)
+                check_chain(active.info, chain, info)
             elif public.parent_snapshot_id != active.info.snapshot_id and not self._is_known(
                 public.parent_snapshot_id
             ):
@@ -1365,9 +1144,9 @@ class DocumentSession:
         try:
             plaintext = sealing.open_sealed(snapshot, key, aad)
         except SnapshotDecryptionError:
-            self._note_unreadable(public.snapshot_id)
+            self._history.note_unreadable(public.snapshot_id)
             raise
-        self._unreadable.pop(public.snapshot_id, None)
+        self._history.unreadable.pop(public.snapshot_id, None)
         carried = self._carry_over(snapshot, direct_child)
         try:
             self.crdt.apply_snapshot(plaintext)
@@ -1375,7 +1154,7 @@ class DocumentSession:
                 # Not a descendant of what we hold: whatever we have that it lacks (our own
                 # snapshot's content and our pending changes included) is sent again on it.
                 carried = self.crdt.missing_from(plaintext)
-                self._pending = []
+                self._out.pending = []
             elif direct_child and self._content_check is not None:
                 assert active is not None
                 carried = self._check_content(snapshot, plaintext, active, carried)
@@ -1388,7 +1167,7 @@ class DocumentSession:
                 f"the CRDT refused the snapshot: {type(exc).__name__}"
             ) from None
         self._activate(snapshot, key, carried)
-        rebased = len(self._pending)
+        rebased = len(self._out.pending)
         self._log.info(
             "snapshot_applied",
             snapshot=_short(public.snapshot_id),
@@ -1405,102 +1184,31 @@ class DocumentSession:
             user=self.devices.device_user(public.pub_key),
         )
 
-    @staticmethod
-    def _check_chain(
-        known: SnapshotInfo, chain: Sequence[ProofChainEntry], current: SnapshotInfo
-    ) -> None:
-        """secsync's ``isValidAncestorSnapshot``: links from ``known`` to ``current``."""
-        if chain[0].parent_snapshot_proof != known.child_proof():
-            raise SnapshotAncestryError("proof chain does not start at the known snapshot")
-        for previous, entry in itertools.pairwise(chain):
-            if entry.parent_snapshot_proof != previous.child_proof():
-                raise SnapshotAncestryError("proof chain is broken")
-        last = chain[-1]
-        if (
-            last.snapshot_id != current.snapshot_id
-            or last.parent_snapshot_proof != current.parent_snapshot_proof
-            or last.snapshot_ciphertext_hash != current.ciphertext_hash
-        ):
-            raise SnapshotAncestryError("proof chain does not end at this snapshot")
-
-    def _own_updates(self) -> list[tuple[int, list[bytes]]]:
-        """Our updates on the active snapshot, confirmed, in flight or refused, by clock."""
-        own = [(clock, changes) for clock, changes in self._confirmed.items()]
-        own += [(clock, flight.changes) for clock, flight in self._sent_updates()]
-        own.sort(key=lambda item: item[0])
-        return own
-
     def _check_content(
-        self, snapshot: Snapshot, plaintext: bytes, active: _Active, claimed_carry: list[bytes]
+        self, snapshot: Snapshot, plaintext: bytes, active: ActiveSnapshot, claimed: list[bytes]
     ) -> list[bytes]:
-        """Check a child of the active snapshot against what we hold, after merging it;
-        return our changes to send again on it.
-
-        Ours are sent again when the snapshot's content lacks them, whatever clocks it claims
-        (a claim of 10**9 must not make us drop what is in flight). It is lossy when it lacks
-        content not explained by an honest snapshot's blind spots (updates with clocks beyond
-        what it claims, our changes not yet in it): then :class:`SnapshotIncomplete` names its
-        author and, if it lacks other authors' content, a complete snapshot is requested.
-        """
+        """:func:`~secsync.protocol.snapshots.check_content` of a child of the active snapshot;
+        returns our changes to send again on it."""
         check = self._content_check
         assert check is not None
-        public = snapshot.public_data
-        claims = public.parent_snapshot_update_clocks
-        mine = claims.get(self.public_key, -1)
-        claimed: list[bytes] = []  # ours the snapshot says it includes
-        unclaimed: list[bytes] = []
-        own = self._own_updates()
-        # ours from an earlier run of this client, received back like anyone's
-        own += [(c, ch) for a, c, ch, _ in active.applied if a == self.public_key]
-        own.sort(key=lambda item: item[0])
-        for clock, changes in own:
-            (claimed if clock <= mine else unclaimed).extend(changes)
-        if self._snapshot_in_flight is not None:
-            unclaimed.extend(self._snapshot_in_flight.changes)
-        try:
-            lost = check.uncontained(plaintext, claimed)
-            resend = lost + check.uncontained(plaintext, unclaimed)
-            lacking = False
-            checked = active.recorded and not any(
-                clock > claims.get(author, -1) for author, clock in active.dropped.items()
-            )
-            if checked:
-                extra = [
-                    change
-                    for author, clock, changes, late in active.applied
-                    if author != self.public_key and (late or clock > claims.get(author, -1))
-                    for change in changes
-                ]
-                lacking = check.lacks(plaintext, extra + claimed + unclaimed + self._pending)
-        except BaseException as exc:
-            if not isinstance(exc, SecsyncError) and not crdt_failure(exc):
-                raise
-            # the snapshot is merged already: report, and fall back to what it claims
-            self._log.warning(
-                "snapshot_check_failed",
-                snapshot=_short(public.snapshot_id),
-                error=type(exc).__name__,
-                code=exc.code if isinstance(exc, SecsyncError) else None,
-            )
-            return claimed_carry
-        if not checked:
-            self._log.info("snapshot_check_partial", snapshot=_short(public.snapshot_id))
-        if lost or lacking:
-            self._log.warning(
-                "snapshot_incomplete",
-                snapshot=_short(public.snapshot_id),
-                author=_short(public.pub_key),
-                resent=len(lost),
-                repair=lacking,
-            )
-            self._late_events.append(
-                SnapshotIncomplete(public.snapshot_id, public.pub_key, len(lost), lacking)
-            )
-        if lacking:
-            self._repair_wanted = True
-        elif checked:
-            self._repair_wanted = False  # a complete snapshot: any repair is done
-        return resend
+        out = self._out
+        verdict = check_content(
+            check,
+            snapshot,
+            plaintext,
+            active,
+            me=self.public_key,
+            own=out.own_updates(),
+            in_flight_snapshot=out.snapshot.changes if out.snapshot is not None else (),
+            pending=out.pending,
+            fallback=claimed,
+            log=self._log,
+        )
+        if verdict.incomplete is not None:
+            self._late_events.append(verdict.incomplete)
+        if verdict.repair is not None:
+            self._repair_wanted = verdict.repair
+        return verdict.resend
 
     def _carry_over(self, snapshot: Snapshot, direct_child: bool) -> list[bytes]:
         """Local changes the incoming snapshot may lack, to send again on top of it (by its
@@ -1510,46 +1218,21 @@ class DocumentSession:
             if direct_child
             else -1
         )
-        carried: list[bytes] = []
-        for clock in sorted(self._confirmed):
-            if clock > included:
-                carried.extend(self._confirmed[clock])
-        for clock, flight in self._in_flight.items():
-            if clock > included:
-                carried.extend(flight.changes)
-        for flight in self._refused.values():  # refused: not stored, whatever the clock
-            carried.extend(flight.changes)
-        if self._snapshot_in_flight is not None:
-            carried.extend(self._snapshot_in_flight.changes)
-        return carried
+        return self._out.carry_over(included)
 
     def _activate(self, snapshot: Snapshot, key: bytes, carried: list[bytes]) -> None:
         old = self._active
         if old is not None:
-            self._superseded[old.info.snapshot_id] = (
-                snapshot.public_data.parent_snapshot_update_clocks
+            self._history.supersede(
+                old.info.snapshot_id, snapshot.public_data.parent_snapshot_update_clocks
             )
-            while len(self._superseded) > self.config.superseded_snapshots_kept:
-                self._superseded.popitem(last=False)
-        self._active = _Active(info=snapshot.info(), author=snapshot.author, key=key)
+        self._active = ActiveSnapshot(info=snapshot.info(), author=snapshot.author, key=key)
         activated = getattr(self.keys, "snapshot_activated", None)
         if activated is not None:
             activated(self._active.info)
-        for waiting in self._waiting.values():  # they waited on the old snapshot: dropped
-            for update in itertools.chain(waiting.updates.values(), *waiting.twins.values()):
-                self._budget.release(update.author, _held_size(update))
-        self._waiting.clear()
+        self._queues.clear_waiting()  # they waited on the old snapshot: dropped
         self._digests = ClockDigests(self.config.max_clock_digests)
-        self._confirmed = {}
-        self._in_flight = OrderedDict()
-        self._refused = OrderedDict()
-        self._local_clock = -1
-        if (
-            self._snapshot_in_flight is not None
-            and self._snapshot_in_flight.message is not snapshot
-        ):
-            self._snapshot_in_flight = None
-        self._pending[:0] = carried
+        self._out.new_base(carried, snapshot)
 
     # --- updates ----------------------------------------------------------------------------
 
@@ -1571,19 +1254,20 @@ class DocumentSession:
         active = self._active
         ref = public.ref_snapshot_id
         if active is None or ref != active.info.snapshot_id:
-            if ref in self._unreadable:
+            if ref in self._history.unreadable:
                 raise UpdateSnapshotMismatchError("update builds on a snapshot that did not open")
-            included = self._superseded.get(ref)
+            included = self._history.superseded.get(ref)
             if included is not None:
                 if public.clock <= included.get(public.pub_key, -1):
                     raise UpdateReplayError("update is already part of a newer snapshot")
                 raise UpdateSnapshotMismatchError("update builds on a superseded snapshot")
-            self._defer(update, now)
+            self._queues.defer(update, now)
             return
         current = active.clocks.get(public.pub_key, -1)
         own = public.pub_key == self.public_key
         if own:
-            flight = self._in_flight.get(public.clock) or self._refused.get(public.clock)
+            out = self._out
+            flight = out.in_flight.get(public.clock) or out.refused.get(public.clock)
             if flight is not None and flight.message == update:
                 events += self.update_stored(ref, public.clock)  # our own, delivered back
                 return
@@ -1608,7 +1292,7 @@ class DocumentSession:
                 return
             raise UpdateReplayError(f"clock {public.clock} is not above {current}")
         if public.clock > current + 1:
-            self._enqueue(update, now)
+            self._queues.enqueue(update, now)
             return
         try:
             self._accept(update, active, events, aad)
@@ -1617,7 +1301,7 @@ class DocumentSession:
         self._drain(public.pub_key, active, events)
 
     def _accept(
-        self, update: Update, active: _Active, events: list[Event], aad: bytes | None = None
+        self, update: Update, active: ActiveSnapshot, events: list[Event], aad: bytes | None = None
     ) -> None:
         """Apply the next update of its author: a collision if its clock holds another one."""
         if self._digests.get(update.author, update.clock):
@@ -1633,7 +1317,7 @@ class DocumentSession:
     def _collide(
         self,
         update: Update,
-        active: _Active,
+        active: ActiveSnapshot,
         events: list[Event],
         aad: bytes | None,
         *,
@@ -1662,14 +1346,14 @@ class DocumentSession:
                 f"an update signed with our key that this client did not write (clock "
                 f"{update.clock}) brought content it lacked: the identity is in use elsewhere"
             )
-            kept = len(self._kept()) + self.untaken_changes
+            kept = len(self._out.kept()) + self.untaken_changes
             self._log.warning("identity_in_use", clock=update.clock, kept=kept)
             events.append(IdentityInUse(self._identity_in_use, snapshot_id, update.clock, kept))
 
     def _apply_update(
         self,
         update: Update,
-        active: _Active,
+        active: ActiveSnapshot,
         events: list[Event],
         aad: bytes | None = None,
         *,
@@ -1725,7 +1409,7 @@ class DocumentSession:
         active.update_bytes += len(update.ciphertext)
         if author == self.public_key:
             # Our own update, stored in an earlier run of this client: continue after it.
-            self._local_clock = max(self._local_clock, clock)
+            self._out.local_clock = max(self._out.local_clock, clock)
         events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
 
     def _check_authors(self, changes: Sequence[bytes], signer: bytes) -> None:
@@ -1758,27 +1442,18 @@ class DocumentSession:
                 )
             )
 
-    def _spend(self, active: _Active, author: bytes, clock: int) -> None:
+    def _spend(self, active: ActiveSnapshot, author: bytes, clock: int) -> None:
         """Count a validly signed update whose content was refused as received at its clock."""
         author = active.authors.setdefault(author, author)
         if clock > active.clocks.get(author, -1):
             active.clocks[author] = clock
         if author == self.public_key:
-            self._local_clock = max(self._local_clock, clock)
+            self._out.local_clock = max(self._out.local_clock, clock)
 
     def _record(
-        self, active: _Active, author: bytes, clock: int, changes: list[bytes], late: bool
+        self, active: ActiveSnapshot, author: bytes, clock: int, changes: list[bytes], late: bool
     ) -> None:
-        """Keep an applied update's changes to check the next snapshot against, within
-        ``snapshot_check_bytes`` (the oldest go first)."""
-        active.applied.append((author, clock, changes, late))
-        active.applied_bytes += sum(map(len, changes))
-        budget = self.config.snapshot_check_bytes
-        while active.applied_bytes > budget and active.applied:
-            gone, gone_clock, gone_changes, gone_late = active.applied.popleft()
-            active.applied_bytes -= sum(map(len, gone_changes))
-            mark = 2**62 if gone_late else gone_clock
-            active.dropped[gone] = max(active.dropped.get(gone, -1), mark)
+        active.record(author, clock, changes, late, self.config.snapshot_check_bytes)
 
     def _verify(self, message: Update | Snapshot) -> bytes:
         """The signature check of ``message``; returns its AAD (ASCII bytes).
@@ -1792,43 +1467,14 @@ class DocumentSession:
             return ahead.aad
         return sealing.verify(message)
 
-    def _enqueue(self, update: Update, now: float) -> None:
-        waiting = self._waiting.get(update.author)
-        twin = waiting is not None and update.clock in waiting.updates
-        if twin:
-            assert waiting is not None
-            if update == waiting.updates[update.clock] or update in waiting.twins.get(
-                update.clock, ()
-            ):
-                return  # the same message twice while waiting
-        if waiting is not None and (
-            len(waiting.updates) + sum(map(len, waiting.twins.values()))
-            >= self.config.max_queued_updates_per_author
-        ):
-            raise UpdateQueueFullError(
-                f"{len(waiting.updates)} updates of this author already wait for a gap"
-            )
-        self._budget.admit(update.author, _held_size(update))
-        if waiting is None:
-            waiting = self._waiting[update.author] = _Waiting(since=now)
-        if twin:  # another update with the same clock: applied as a collision after it
-            waiting.twins.setdefault(update.clock, []).append(update)
-            return
-        if not waiting.updates:
-            waiting.since = now
-            waiting.refetch_asked = waiting.recovery_asked = False
-        waiting.updates[update.clock] = update
-
-    def _drain(self, author: bytes, active: _Active, events: list[Event]) -> None:
-        waiting = self._waiting.get(author)
+    def _drain(self, author: bytes, active: ActiveSnapshot, events: list[Event]) -> None:
+        queues = self._queues
+        waiting = queues.waiting.get(author)
         while waiting and waiting.updates:
-            clock = active.clocks.get(author, -1) + 1
-            following = waiting.updates.pop(clock, None)
-            if following is None:
+            taken = queues.take(waiting, active.clocks.get(author, -1) + 1)
+            if taken is None:
                 return
-            twins = waiting.twins.pop(clock, [])
-            for update in (following, *twins):
-                self._budget.release(author, _held_size(update))
+            following, twins = taken
             try:
                 self._accept(following, active, events)
             except SecsyncError as exc:
@@ -1840,17 +1486,7 @@ class DocumentSession:
                     self._collide(twin, active, events, None, late=True, certain=True)
                 except SecsyncError as exc:
                     events.append(self._rejected(exc, MessageKind.UPDATE, author))
-        self._waiting.pop(author, None)
-
-    def _defer(self, update: Update, now: float) -> None:
-        if self._deferred_count >= self.config.max_deferred_updates:
-            raise UpdateQueueFullError("too many updates wait for an unknown snapshot")
-        self._budget.admit(update.author, _held_size(update))
-        if not self._deferred:
-            self._deferred_since = now
-            self._deferred_recovery_asked = False
-        self._deferred.setdefault(update.public_data.ref_snapshot_id, []).append(update)
-        self._deferred_count += 1
+        queues.waiting.pop(author, None)
 
     def handle_timer(self, now: float) -> list[Event]:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
@@ -1865,34 +1501,12 @@ class DocumentSession:
             else:
                 self._receive_snapshot(held.snapshot, (), events, recovery=None, now=now)
         active = self._active
-        if (
-            self._deferred
-            and not self._deferred_recovery_asked
-            and now - self._deferred_since >= self.config.gap_recover_after
-        ):
-            # updates name a snapshot that never arrived (lost, or refused on the way)
-            self._deferred_recovery_asked = True
-            self._log.warning("snapshot_missing", waiting=self._deferred_count)
-            events.append(RecoveryNeeded("updates wait for a snapshot that never arrived"))
-        if active is None:
-            return events
-        for author, waiting in self._waiting.items():
-            if not waiting.updates:
-                continue
-            age = now - waiting.since
-            if age >= self.config.gap_recover_after and not waiting.recovery_asked:
-                waiting.recovery_asked = True
-                self._log.warning(
-                    "gap_unfilled", author=_short(author), queued=len(waiting.updates)
-                )
-                events.append(RecoveryNeeded(f"updates of {b64encode(author)} never arrived"))
-            elif age >= self.config.gap_refetch_after and not waiting.refetch_asked:
-                waiting.refetch_asked = True
-                expected = active.clocks.get(author, -1) + 1
-                self._log.info("gap_detected", author=_short(author), expected=expected)
-                events.append(
-                    GapDetected(active.info.snapshot_id, author, expected, len(waiting.updates))
-                )
+        events += self._queues.due(
+            now,
+            active.info.snapshot_id if active is not None else None,
+            active.clocks if active is not None else {},
+            self._log,
+        )
         return events
 
     def next_deadline(self) -> float | None:
@@ -1901,17 +1515,7 @@ class DocumentSession:
         held = self.snapshot_rate.next_deadline()
         if held is not None:
             deadlines.append(held)
-        if self._deferred and not self._deferred_recovery_asked:
-            deadlines.append(self._deferred_since + self.config.gap_recover_after)
-        for waiting in self._waiting.values():
-            if not waiting.updates or waiting.recovery_asked:
-                continue
-            delay = (
-                self.config.gap_recover_after
-                if waiting.refetch_asked
-                else self.config.gap_refetch_after
-            )
-            deadlines.append(waiting.since + delay)
+        deadlines += self._queues.deadlines()
         return min(deadlines, default=None)
 
     # --- ephemeral --------------------------------------------------------------------------
@@ -1936,7 +1540,7 @@ class DocumentSession:
         except (EphemeralError, NoActiveSnapshotError, DeviceCertificateError) as exc:
             events.append(self._rejected(exc, MessageKind.EPHEMERAL, message.author))
             return
-        self._outbox.extend(result.replies)
+        self._out.replies.extend(result.replies)
         if result.error is not None:
             events.append(self._rejected(result.error, MessageKind.EPHEMERAL, message.author))
         if result.payload is not None:
