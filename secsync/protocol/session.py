@@ -10,85 +10,63 @@ except that a validly signed update whose content is refused spends its author's
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from secsync.config import SecsyncConfig
-from secsync.crdt import ContentCheck, CrdtAdapter, CrdtDocument, adapter_for, crdt_failure
+from secsync.crdt import ContentCheck, CrdtAdapter, CrdtDocument, adapter_for
 from secsync.errors import (
     CreateSnapshotError,
-    CreateUpdateError,
     DeviceCertificateError,
     EphemeralAuthorRejectedError,
     EphemeralError,
     EphemeralNoSessionError,
     EphemeralRateError,
     IdentityInUseError,
-    MembershipError,
     NoActiveSnapshotError,
     SecsyncError,
     SessionStateError,
-    SnapshotApplyError,
-    SnapshotAuthorRejectedError,
-    SnapshotDecryptionError,
-    SnapshotDocumentIdError,
-    SnapshotKeyError,
-    SnapshotMissesUpdatesError,
-    SnapshotParentError,
-    SnapshotPolicyError,
-    SnapshotRateError,
-    SnapshotReplayError,
-    UpdateApplyError,
-    UpdateAuthorRejectedError,
-    UpdateClockGapError,
-    UpdateDeserializeError,
-    UpdateDocumentIdError,
-    UpdateIdentityError,
-    UpdatePolicyError,
-    UpdateReplayError,
-    UpdateSnapshotMismatchError,
 )
 from secsync.logs import get_logger
-from secsync.protocol import crdt_identity, crypto, sealing, wire
-from secsync.protocol.changes import deserialize_changes, serialize_changes
-from secsync.protocol.collisions import ClockDigests, content_version, message_digest
+from secsync.protocol import (
+    batches,
+    crdt_identity,
+    crypto,
+    receive_snapshots,
+    receive_updates,
+    sealing,
+    wire,
+    writing,
+)
+from secsync.protocol.batches import BATCH_CHUNK, next_part
+from secsync.protocol.collisions import ClockDigests
 from secsync.protocol.devices import Device, DeviceDirectory
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
 from secsync.protocol.events import (
     EphemeralReceived,
     Event,
-    IdentityCollision,
-    IdentityInUse,
     MessageRejected,
     RecoveryNeeded,
-    SnapshotApplied,
     SnapshotStored,
-    UpdateApplied,
     UpdateStored,
 )
 from secsync.protocol.keys import KeyProvider, key_provider, signing_key_pair
 from secsync.protocol.messages import (
-    INITIAL_PARENT_PROOF,
     EphemeralMessage,
     Message,
     MessageKind,
     ProofChainEntry,
     Snapshot,
     SnapshotInfo,
-    SnapshotPublicData,
     Update,
-    UpdatePublicData,
 )
 from secsync.protocol.ordering import UpdateQueues
-from secsync.protocol.outbox import Outbox, UpdateInFlight
+from secsync.protocol.outbox import Outbox
 from secsync.protocol.policy import AllowAll, AuthorPolicy
 from secsync.protocol.prefetch import (
     Prepared,
     TaskPool,
-    check_messages,
-    decode_messages,
-    prepare_all,
 )
 from secsync.protocol.snapshot_rate import SnapshotRate
 from secsync.protocol.snapshots import (
@@ -96,40 +74,12 @@ from secsync.protocol.snapshots import (
     HeldSnapshots,
     SnapshotChoice,
     SnapshotHistory,
-    check_chain,
-    check_content,
 )
-from secsync.protocol.state import ActiveState, SessionState
+from secsync.protocol.state import SessionState
 
 __all__ = ["BATCH_CHUNK", "DocumentSession", "SnapshotChoice"]
 
 log = get_logger("secsync.session")
-
-# receive_many takes a batch in parts of this many messages: each part is decoded and checked
-# (on verify_threads threads too) before it is processed, so that at most this many are held.
-BATCH_CHUNK: Final = 512
-_SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 items]
-# Content refused after its signature and decryption passed: the author did sign it for this
-# clock, so the clock is spent (no copy of it can apply later) and the author's next update
-# applies at once instead of waiting for a gap that would never fill.
-_CONTENT_REFUSED: Final = (UpdateApplyError, UpdateDeserializeError, UpdateIdentityError)
-
-
-def _next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
-    """The next part of a batch for :meth:`DocumentSession._receive_ahead`: up to
-    ``BATCH_CHUNK`` messages, ending after a snapshot (updates after it are opened ahead
-    only once it is active and its key known)."""
-    part: list[Message | bytes] = []
-    for item in iterator:
-        part.append(item)
-        if len(part) >= BATCH_CHUNK or isinstance(item, Snapshot):
-            break
-        if type(item) is bytes and item[:3] == _SNAPSHOT_HEAD:
-            break
-    return part
-
-
-Received = Message | bytes
 
 
 def _short(key: bytes) -> str:
@@ -350,15 +300,7 @@ class DocumentSession:
         in_flight, snapshot = out.sent_state()
         return SessionState(
             loaded=self.loaded,
-            active=None
-            if active is None
-            else ActiveState(
-                info=active.info,
-                clocks=dict(active.clocks),
-                updates=active.updates,
-                update_bytes=active.update_bytes,
-                skipped={a: tuple(rs) for a, rs in active.skipped.items()},
-            ),
+            active=None if active is None else active.to_state(),
             superseded=tuple((k, dict(v)) for k, v in self._history.superseded.items()),
             local_clock=out.local_clock,
             pending=tuple(out.pending),
@@ -384,18 +326,7 @@ class DocumentSession:
             active = saved.active
             if active is not None:
                 info = active.info
-                self._active = ActiveSnapshot(
-                    info=info,
-                    author=info.author,
-                    key=self.keys.snapshot_key(info),
-                    clocks=dict(active.clocks),
-                    updates=active.updates,
-                    update_bytes=active.update_bytes,
-                    skipped={a: list(rs) for a, rs in active.skipped.items()},
-                )
-                # the updates applied before the save are not known: no lost-content check
-                # of other authors' content on the next snapshot (our own is still checked)
-                self._active.recorded = not active.updates
+                self._active = ActiveSnapshot.restored(active, self.keys.snapshot_key(info))
                 activated = getattr(self.keys, "snapshot_activated", None)
                 if activated is not None:
                     # the key provider re-verified the stored snapshot above: its roster rules
@@ -457,29 +388,14 @@ class DocumentSession:
             return out  # refused: whatever we wrote now would be refused too
         if self._active is None:
             if box.pending or self._snapshot_requested or self._first_snapshot_wanted:
-                out.append(self._create_snapshot())
+                out.append(writing.seal_snapshot(self))
             return out
         wanted = self._snapshot_requested or self._repair_wanted
-        if (box.pending or wanted) and self._should_snapshot():
-            out.append(self._create_snapshot())
+        if (box.pending or wanted) and writing.should_snapshot(self):
+            out.append(writing.seal_snapshot(self))
         elif box.pending:
-            out.extend(self._create_updates())
+            out.extend(writing.seal_updates(self))
         return out
-
-    def _should_snapshot(self) -> bool:
-        active = self._active
-        assert active is not None
-        if self._out.in_flight or self._queues.any_waiting():
-            return False  # a snapshot must not leave out what is in flight or still queued
-        cfg = self.config
-        return (
-            self._snapshot_requested
-            or self._repair_wanted
-            or bool(
-                (cfg.snapshot_after_updates and active.updates >= cfg.snapshot_after_updates)
-                or (cfg.snapshot_after_bytes and active.update_bytes >= cfg.snapshot_after_bytes)
-            )
-        )
 
     @property
     def snapshot_requested(self) -> bool:
@@ -517,60 +433,7 @@ class DocumentSession:
         if self._out.snapshot is not None:
             raise CreateSnapshotError("a snapshot is already in flight")
         self._collect_local()
-        return self._create_snapshot()
-
-    def _create_snapshot(self) -> Snapshot:
-        active = self._active
-        snapshot_id = crypto.generate_id()
-        try:
-            key, extra = self.keys.new_snapshot_key(snapshot_id)
-            if self._signed_extra:
-                extra = {**extra, **self._signed_extra}
-            state = self.crdt.encode_state()
-        except Exception as exc:
-            raise CreateSnapshotError(f"could not prepare the snapshot: {exc}") from exc
-        public = SnapshotPublicData(
-            doc_id=self.doc_id,
-            pub_key=self.public_key,
-            snapshot_id=snapshot_id,
-            parent_snapshot_id=active.info.snapshot_id if active else b"",
-            parent_snapshot_proof=active.info.child_proof() if active else INITIAL_PARENT_PROOF,
-            parent_snapshot_update_clocks=active.included_clocks() if active else {},
-            extra=extra,
-        )
-        snapshot = sealing.seal(public, state, key, self.signer)
-        self._out.snapshot_sealed(snapshot, key)
-        self._log.info(
-            "snapshot_created",
-            snapshot=_short(snapshot_id),
-            parent=_short(public.parent_snapshot_id) if active else "",
-            bytes=len(snapshot.ciphertext),
-        )
-        return snapshot
-
-    def _create_updates(self) -> list[Update]:
-        active = self._active
-        assert active is not None
-        box = self._out
-        updates = []
-        for batch in box.batches(self.config.max_update_plaintext_bytes):
-            box.local_clock = clock = box.local_clock + 1
-            public = UpdatePublicData(
-                doc_id=self.doc_id,
-                pub_key=self.public_key,
-                ref_snapshot_id=active.info.snapshot_id,
-                clock=clock,
-                extra=self._signed_extra,
-            )
-            try:
-                plaintext = serialize_changes(batch, self.config.change_encoding)
-            except Exception as exc:
-                raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
-            update = sealing.seal(public, plaintext, active.cipher, self.signer)
-            self._digests.add(self.public_key, clock, message_digest(update))
-            updates.append(update)
-            box.in_flight[clock] = UpdateInFlight(update, batch)
-        return updates
+        return writing.seal_snapshot(self)
 
     def send_ephemeral(self, payload: bytes) -> EphemeralMessage:
         """Seal a presence payload under the active snapshot's key."""
@@ -594,7 +457,7 @@ class DocumentSession:
             return []
         self._snapshot_requested = False
         self._repair_wanted = False  # ours holds all we have
-        self._activate(flight.message, flight.key, carried=[])
+        receive_snapshots.activate(self, flight.message, flight.key, carried=[])
         self._log.info("snapshot_stored", snapshot=_short(snapshot_id))
         events: list[Event] = [SnapshotStored(snapshot_id)]
         self._drain_deferred(snapshot_id, now, events)
@@ -632,10 +495,12 @@ class DocumentSession:
             # applied now as collisions) or after it
             for held in self._queues.take_up_to(self.public_key, clock):
                 try:
-                    self._collide(held, active, events, None, late=True, certain=True)
+                    receive_updates.collide(
+                        self, held, active, events, None, late=True, certain=True
+                    )
                 except SecsyncError as exc:
                     events.append(self._rejected(exc, MessageKind.UPDATE, held.author))
-            self._drain(self.public_key, active, events)
+            receive_updates.drain(self, self.public_key, active, events)
         return events
 
     def update_rejected(self, snapshot_id: bytes, clock: int) -> list[Event]:
@@ -716,67 +581,7 @@ class DocumentSession:
         older accepted candidate: a stale or forked chain is passed over. Everything passed
         over is reported.
         """
-        rejected: list[tuple[int, MessageRejected]] = []
-        unreadable = False
-        chain_of = getattr(self.keys, "membership_chain", None)
-        accepted: tuple[bytes, ...] | None = None
-        best: int | None = None
-        # Without membership chains the newest candidate that opens is the choice: look from
-        # the end and stop there. With them, every candidate counts (a stale chain can only be
-        # told by the chains stored before it), in stream order.
-        order = range(len(candidates)) if chain_of is not None else range(len(candidates))[::-1]
-        for index in order:
-            if chain_of is None and best is not None:
-                break
-            snapshot = candidates[index]
-            try:
-                aad = self._check_signed(snapshot)
-            except SecsyncError as exc:  # junk: nobody's history
-                rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
-                continue
-            try:
-                self._check_opens(snapshot, aad)
-                chain = chain_of(snapshot.info()) if chain_of is not None else None
-                if chain is not None and accepted is not None:
-                    if chain == accepted[: len(chain)] and len(chain) < len(accepted):
-                        raise SnapshotReplayError("a snapshot of an older membership chain")
-                    if chain[: len(accepted)] != accepted:
-                        raise MembershipError("a membership chain that forks from an earlier one")
-            except SecsyncError as exc:
-                # validly signed for this document, but not for us to load: history exists
-                unreadable = True
-                if isinstance(exc, SnapshotDecryptionError):
-                    self._history.note_unreadable(snapshot.snapshot_id)
-                rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
-                continue
-            if chain is not None:
-                accepted = chain
-            best = index
-        # Newer candidates were passed over; older ones are history the choice replaced.
-        rejected.sort(key=lambda item: -item[0])  # newest first
-        passed = [r for i, r in rejected if best is None or i > best]
-        return SnapshotChoice(best, tuple(passed), unreadable)
-
-    def _check_signed(self, snapshot: Snapshot) -> bytes:
-        """Policy, signature and document checks of a stored snapshot; returns its AAD."""
-        self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
-        aad = sealing.verify(snapshot)
-        if snapshot.public_data.extra:
-            self.devices.admit(snapshot.author, snapshot.public_data.extra)
-        if snapshot.public_data.doc_id != self.doc_id:
-            raise SnapshotDocumentIdError()
-        return aad
-
-    def _check_opens(self, snapshot: Snapshot, aad: bytes) -> None:
-        sealing.open_sealed(snapshot, self._snapshot_key(snapshot.info()), aad)
-
-    def _snapshot_key(self, info: SnapshotInfo) -> bytes:
-        try:
-            return self.keys.snapshot_key(info)
-        except SecsyncError:
-            raise  # the key provider's own verdict (e.g. not a member, forged membership)
-        except Exception as exc:
-            raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
+        return receive_snapshots.choose(self, candidates)
 
     def receive(
         self,
@@ -806,17 +611,17 @@ class DocumentSession:
         events: list[Event] = []
         self._collect_local()
         iterator = iter(messages)
-        while part := _next_part(iterator):
+        while part := next_part(iterator):
             if len(part) == 1:
                 self._receive_item(part[0], proof_chain, now, events)
             else:
-                self._receive_ahead(part, proof_chain, now, events)
+                batches.receive_ahead(self, part, proof_chain, now, events)
         events += self.handle_timer(now)
         return events
 
     def _receive_item(
         self,
-        item: Received,
+        item: Message | bytes,
         proof_chain: Sequence[ProofChainEntry],
         now: float,
         events: list[Event],
@@ -843,84 +648,13 @@ class DocumentSession:
         if isinstance(message, Update):
             self._receive_update(message, now, events)
         elif isinstance(message, Snapshot):
-            if not self._snapshot_admitted(message, now, events):
+            if not receive_snapshots.snapshot_admitted(self, message, now, events):
                 return
-            self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
+            receive_snapshots.receive_snapshot(
+                self, message, proof_chain, events, recovery=None, now=now
+            )
         else:
             self._receive_ephemeral(message, events, now)
-
-    def _snapshot_admitted(self, snapshot: Snapshot, now: float, events: list[Event]) -> bool:
-        """The per-author snapshot rate, before any check of ``snapshot``: held ones and those
-        dropped in their favour are reported (``SnapshotRateError``, 118)."""
-        if not self.loaded or snapshot.author == self.public_key:
-            return True
-        active, snapshot_id = self._active, snapshot.snapshot_id
-        if (
-            active is not None and snapshot_id == active.info.snapshot_id
-        ) or snapshot_id in self._history.superseded:
-            return True  # a copy of one already taken: settled before any costly check
-        admitted, dropped = self.snapshot_rate.admit(snapshot, now)
-        for old in dropped:
-            error = SnapshotRateError(
-                "dropped unread: a newer snapshot of its author is held",
-                snapshot_id=old.snapshot_id,
-            )
-            events.append(self._rejected(error, MessageKind.SNAPSHOT, old.author))
-        if not admitted:
-            error = SnapshotRateError(
-                "held: its author exceeds the snapshot rate",
-                snapshot_id=snapshot.snapshot_id,
-                held=True,
-            )
-            events.append(self._rejected(error, MessageKind.SNAPSHOT, snapshot.author))
-        return admitted
-
-    def _receive_ahead(
-        self,
-        items: Sequence[Received],
-        proof_chain: Sequence[ProofChainEntry],
-        now: float,
-        events: list[Event],
-    ) -> None:
-        """:meth:`receive_many`'s loop over a part of a batch, with the pure part of the work
-        (decoding, signature checks, opening updates on the active snapshot) done first, on
-        ``config.verify_threads`` threads too. Each message is then processed in order as it
-        would be alone, taking what was computed ahead instead of computing it (see
-        :meth:`_verify`, :meth:`_apply_update`): the same events, errors and state."""
-        doc_id, max_bytes = self.doc_id, self.config.max_message_bytes
-        active = self._active
-        # Updates on the active snapshot are opened ahead with its key; _apply_update uses
-        # what was opened only if that is still the key it opens them with.
-        snapshot_id = active.info.snapshot_id if active is not None else None
-        cipher = (
-            active.cipher
-            if active is not None and isinstance(active.cipher, crypto.Cipher)
-            else None
-        )
-
-        threads = self.config.verify_threads
-        pool = self._verify_executor if threads > 0 else None
-        # Decoding is Python through and through: done here first, it does not contend for
-        # the GIL with the workers' checks, which spend most of their time in libsodium.
-        decoded = decode_messages(items, doc_id, max_bytes)
-
-        def check(part: Sequence[Prepared]) -> list[Prepared]:
-            return check_messages(part, snapshot_id, cipher)
-
-        prepared = prepare_all(decoded, check, pool, threads)
-        outer = self._ahead
-        try:
-            for item, ahead in zip(items, prepared, strict=True):
-                if ahead.message is not None:
-                    self._ahead = ahead
-                    self._dispatch(ahead.message, proof_chain, now, events)
-                elif ahead.error is not None:
-                    events.append(self._rejected(ahead.error, None, None))
-                else:  # nothing computed ahead: exactly as alone
-                    self._ahead = None
-                    self._receive_item(item, proof_chain, now, events)
-        finally:
-            self._ahead = outer
 
     def close(self) -> None:
         """Stop observing the CRDT document (the session holds no other resource); twice is
@@ -946,10 +680,10 @@ class DocumentSession:
         """
         self._collect_local()
         events: list[Event] = []
-        self._receive_snapshot(snapshot, (), events, recovery=reason, now=now)
+        receive_snapshots.receive_snapshot(self, snapshot, (), events, recovery=reason, now=now)
         self.loaded = True
         events += self.receive_many(updates, now=now)
-        self._skip_gaps(events)
+        receive_updates.skip_gaps(self, events)
         return events
 
     def rewind(
@@ -982,31 +716,6 @@ class DocumentSession:
             return []
         return self.recover(snapshot, updates, reason=reason, now=now)
 
-    def _skip_gaps(self, events: list[Event]) -> None:
-        """Give up on updates that even the latest state cannot supply, and go on after them.
-
-        The CRDT holds back content whose causal predecessors are missing, so applying what
-        follows a lost update cannot corrupt the document; the loss is reported.
-        """
-        active = self._active
-        if active is None:
-            return
-        queues = self._queues.waiting
-        for author in list(queues):
-            waiting = queues[author]
-            while waiting.updates:
-                expected = active.clocks.get(author, -1) + 1
-                following = min(waiting.updates)
-                error = UpdateClockGapError(
-                    f"clocks {expected}..{following - 1} never arrived and were skipped"
-                )
-                events.append(self._rejected(error, MessageKind.UPDATE, author))
-                active.skipped.setdefault(author, []).append((expected, following - 1))
-                active.clocks[author] = following - 1
-                self._drain(author, active, events)
-                if author not in queues:
-                    break
-
     def _rejected(
         self, error: SecsyncError, kind: MessageKind | None, author: bytes | None
     ) -> MessageRejected:
@@ -1037,418 +746,17 @@ class DocumentSession:
 
     # --- snapshots --------------------------------------------------------------------------
 
-    def _receive_snapshot(
-        self,
-        snapshot: Snapshot,
-        chain: Sequence[ProofChainEntry],
-        events: list[Event],
-        *,
-        recovery: str | None,
-        now: float,
-    ) -> None:
-        try:
-            applied = self._process_snapshot(snapshot, chain, recovery, now, events)
-        except SecsyncError as exc:
-            events.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
-            return
-        finally:
-            late, self._late_events = self._late_events, []
-        if applied is None:
-            return
-        events.append(applied)
-        events += late
-        self._drain_deferred(snapshot.snapshot_id, now, events)
-        child = self._held.take_child(snapshot.snapshot_id)
-        if child is not None:
-            self._receive_snapshot(child, (), events, recovery=None, now=now)
-
-    def _is_known(self, snapshot_id: bytes) -> bool:
-        active = self._active
-        return (
-            snapshot_id == b""
-            or snapshot_id in self._history.superseded
-            or (active is not None and snapshot_id == active.info.parent_snapshot_id)
-        )
-
-    def _hold_future_snapshot(self, snapshot: Snapshot, events: list[Event]) -> None:
-        """Keep a snapshot whose parent has not arrived (see :class:`HeldSnapshots`): the
-        oldest held ones let go are reported (117); one larger than the budget is refused."""
-        for error, evicted in self._held.hold(snapshot):
-            events.append(self._rejected(error, MessageKind.SNAPSHOT, evicted.author))
-        self._log.debug(
-            "snapshot_held", snapshot=_short(snapshot.snapshot_id), held=self._held.held_bytes
-        )
-
     def _drain_deferred(self, snapshot_id: bytes, now: float, events: list[Event]) -> None:
         for update in self._queues.take_deferred(snapshot_id):
             self._receive_update(update, now, events)
-
-    def _process_snapshot(
-        self,
-        snapshot: Snapshot,
-        chain: Sequence[ProofChainEntry],
-        recovery: str | None,
-        now: float,
-        events: list[Event],
-    ) -> SnapshotApplied | None:
-        public = snapshot.public_data
-        self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
-        flight = self._out.snapshot
-        if flight is not None and public.snapshot_id == flight.message.snapshot_id:
-            if snapshot != flight.message:
-                raise SnapshotParentError("another snapshot with our in-flight snapshot's id")
-            events += self.snapshot_stored(public.snapshot_id, now=now)  # ours, delivered back
-            return None
-        if flight is not None and public.parent_snapshot_id == flight.message.snapshot_id:
-            # A child of our snapshot proves the broker stored it; its ack is still on the way.
-            events += self.snapshot_stored(flight.message.snapshot_id, now=now)
-        active = self._active
-        if active is not None and public.snapshot_id == active.info.snapshot_id:
-            if snapshot.info() == active.info:
-                return None  # the active snapshot again: nothing to do
-            raise SnapshotParentError("another snapshot with the active snapshot's id")
-        if public.snapshot_id in self._history.superseded:
-            raise SnapshotReplayError("snapshot was already superseded")
-        aad = self._verify(snapshot)
-        if public.extra:
-            self.devices.admit(public.pub_key, public.extra)
-        if public.doc_id != self.doc_id:
-            raise SnapshotDocumentIdError()
-        info = snapshot.info()
-        direct_child = False
-        if recovery is None and active is not None:
-            if chain:
-                check_chain(active.info, chain, info)
-            elif public.parent_snapshot_id != active.info.snapshot_id and not self._is_known(
-                public.parent_snapshot_id
-            ):
-                self._hold_future_snapshot(snapshot, events)  # its parent has not arrived yet
-                return None
-            else:
-                direct_child = True
-        key = self._snapshot_key(info)
-        if direct_child:
-            assert active is not None
-            if (
-                public.parent_snapshot_id != active.info.snapshot_id
-                or public.parent_snapshot_proof != active.info.child_proof()
-            ):
-                raise SnapshotParentError()
-            mine = active.clocks.get(self.public_key, -1)
-            if public.parent_snapshot_update_clocks.get(self.public_key, -1) < mine:
-                raise SnapshotMissesUpdatesError(
-                    f"snapshot includes our updates up to "
-                    f"{public.parent_snapshot_update_clocks.get(self.public_key, -1)}, "
-                    f"the broker confirmed {mine}"
-                )
-        try:
-            plaintext = sealing.open_sealed(snapshot, key, aad)
-        except SnapshotDecryptionError:
-            self._history.note_unreadable(public.snapshot_id)
-            raise
-        self._history.unreadable.pop(public.snapshot_id, None)
-        carried = self._carry_over(snapshot, direct_child)
-        try:
-            self.crdt.apply_snapshot(plaintext)
-            if not direct_child and active is not None:
-                # Not a descendant of what we hold: whatever we have that it lacks (our own
-                # snapshot's content and our pending changes included) is sent again on it.
-                carried = self.crdt.missing_from(plaintext)
-                self._out.pending = []
-            elif direct_child and self._content_check is not None:
-                assert active is not None
-                carried = self._check_content(snapshot, plaintext, active, carried)
-        except SnapshotApplyError:
-            raise  # the adapter's own verdict, with its reason
-        except BaseException as exc:
-            if not crdt_failure(exc):
-                raise
-            raise SnapshotApplyError(
-                f"the CRDT refused the snapshot: {type(exc).__name__}"
-            ) from None
-        self._activate(snapshot, key, carried)
-        rebased = len(self._out.pending)
-        self._log.info(
-            "snapshot_applied",
-            snapshot=_short(public.snapshot_id),
-            author=_short(public.pub_key),
-            recovered=recovery is not None,
-            reason=recovery,
-            rebased=rebased,
-        )
-        return SnapshotApplied(
-            public.snapshot_id,
-            public.pub_key,
-            recovered=recovery is not None,
-            rebased_changes=rebased,
-            user=self.devices.device_user(public.pub_key),
-        )
-
-    def _check_content(
-        self, snapshot: Snapshot, plaintext: bytes, active: ActiveSnapshot, claimed: list[bytes]
-    ) -> list[bytes]:
-        """:func:`~secsync.protocol.snapshots.check_content` of a child of the active snapshot;
-        returns our changes to send again on it."""
-        check = self._content_check
-        assert check is not None
-        out = self._out
-        verdict = check_content(
-            check,
-            snapshot,
-            plaintext,
-            active,
-            me=self.public_key,
-            own=out.own_updates(),
-            in_flight_snapshot=out.snapshot.changes if out.snapshot is not None else (),
-            pending=out.pending,
-            fallback=claimed,
-            log=self._log,
-        )
-        if verdict.incomplete is not None:
-            self._late_events.append(verdict.incomplete)
-        if verdict.repair is not None:
-            self._repair_wanted = verdict.repair
-        return verdict.resend
-
-    def _carry_over(self, snapshot: Snapshot, direct_child: bool) -> list[bytes]:
-        """Local changes the incoming snapshot may lack, to send again on top of it (by its
-        claimed clocks; :meth:`_check_content` checks its content instead when it can)."""
-        included = (
-            snapshot.public_data.parent_snapshot_update_clocks.get(self.public_key, -1)
-            if direct_child
-            else -1
-        )
-        return self._out.carry_over(included)
-
-    def _activate(self, snapshot: Snapshot, key: bytes, carried: list[bytes]) -> None:
-        old = self._active
-        if old is not None:
-            self._history.supersede(
-                old.info.snapshot_id, snapshot.public_data.parent_snapshot_update_clocks
-            )
-        self._active = ActiveSnapshot(info=snapshot.info(), author=snapshot.author, key=key)
-        activated = getattr(self.keys, "snapshot_activated", None)
-        if activated is not None:
-            activated(self._active.info)
-        self._queues.clear_waiting()  # they waited on the old snapshot: dropped
-        self._digests = ClockDigests(self.config.max_clock_digests)
-        self._out.new_base(carried, snapshot)
 
     # --- updates ----------------------------------------------------------------------------
 
     def _receive_update(self, update: Update, now: float, events: list[Event]) -> None:
         try:
-            self._process_update(update, now, events)
+            receive_updates.process_update(self, update, now, events)
         except SecsyncError as exc:
             events.append(self._rejected(exc, MessageKind.UPDATE, update.author))
-
-    def _process_update(self, update: Update, now: float, events: list[Event]) -> None:
-        public = update.public_data
-        if type(self.policy) is not AllowAll:  # AllowAll allows everything, without a call
-            self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
-        aad = self._verify(update)
-        if public.extra:
-            self.devices.admit(public.pub_key, public.extra)
-        if public.doc_id != self.doc_id:
-            raise UpdateDocumentIdError()
-        active = self._active
-        ref = public.ref_snapshot_id
-        if active is None or ref != active.info.snapshot_id:
-            if ref in self._history.unreadable:
-                raise UpdateSnapshotMismatchError("update builds on a snapshot that did not open")
-            included = self._history.superseded.get(ref)
-            if included is not None:
-                if public.clock <= included.get(public.pub_key, -1):
-                    raise UpdateReplayError("update is already part of a newer snapshot")
-                raise UpdateSnapshotMismatchError("update builds on a superseded snapshot")
-            self._queues.defer(update, now)
-            return
-        current = active.clocks.get(public.pub_key, -1)
-        own = public.pub_key == self.public_key
-        if own:
-            out = self._out
-            flight = out.in_flight.get(public.clock) or out.refused.get(public.clock)
-            if flight is not None and flight.message == update:
-                events += self.update_stored(ref, public.clock)  # our own, delivered back
-                return
-        # --- identity collisions (see secsync.protocol.collisions) ---
-        known = self._digests.get(public.pub_key, public.clock)
-        if known and message_digest(update) in known:
-            if own:
-                return  # our own, already confirmed by the broker's acknowledgement
-            raise UpdateReplayError(f"clock {public.clock} was applied already")
-        if public.clock <= current and (known or own):
-            # another message holds this clock: both are applied (ours too, whatever our key
-            # wrote elsewhere; one older than the record brings nothing new and is dropped)
-            self._collide(update, active, events, aad, late=True, certain=bool(known))
-            return
-        # --- end of identity collisions ---
-        if public.clock <= current:
-            ranges = active.skipped.get(public.pub_key, ())
-            if any(lo <= public.clock <= hi for lo, hi in ranges):
-                # a clock recovery gave up on arrives after all: its content is applied (CRDT
-                # changes are idempotent, a second copy changes nothing); the clock stays
-                self._apply_update(update, active, events, aad, late=True)
-                return
-            raise UpdateReplayError(f"clock {public.clock} is not above {current}")
-        if public.clock > current + 1:
-            self._queues.enqueue(update, now)
-            return
-        try:
-            self._accept(update, active, events, aad)
-        except _CONTENT_REFUSED as exc:  # its clock is spent: what waits behind it follows
-            events.append(self._rejected(exc, MessageKind.UPDATE, public.pub_key))
-        self._drain(public.pub_key, active, events)
-
-    def _accept(
-        self, update: Update, active: ActiveSnapshot, events: list[Event], aad: bytes | None = None
-    ) -> None:
-        """Apply the next update of its author: a collision if its clock holds another one."""
-        if self._digests.get(update.author, update.clock):
-            self._collide(update, active, events, aad, late=False, certain=True)
-        else:
-            try:
-                self._apply_update(update, active, events, aad)
-            except _CONTENT_REFUSED:  # its clock is spent: a copy is a replay, a twin collides
-                self._digests.add(update.author, update.clock, message_digest(update))
-                raise
-            self._digests.add(update.author, update.clock, message_digest(update))
-
-    def _collide(
-        self,
-        update: Update,
-        active: ActiveSnapshot,
-        events: list[Event],
-        aad: bytes | None,
-        *,
-        late: bool,
-        certain: bool,
-    ) -> None:
-        """Apply an update whose clock another update of its author holds (``certain``), or an
-        update of our key below our clock that we have no record of. Either way, an update of
-        our key that we did not write and that brings content we lacked proves that another
-        client writes under our identity: we stop writing."""
-        watch = update.author == self.public_key and self._identity_in_use is None
-        before = content_version(self.crdt) if watch else None
-        count = len(events)
-        self._apply_update(update, active, events, aad, late=late)
-        self._digests.add(update.author, update.clock, message_digest(update))
-        brought = before is None or content_version(self.crdt) != before
-        if not certain and not (watch and brought):
-            del events[count:]  # ours, older than the record: nothing new, nothing to report
-            return
-        snapshot_id, author = active.info.snapshot_id, active.authors[update.author]
-        self._log.warning("identity_collision", author=_short(author), clock=update.clock)
-        user = self.devices.device_user(author)
-        events.append(IdentityCollision(snapshot_id, author, update.clock, user=user))
-        if watch and brought:
-            self._identity_in_use = IdentityInUseError(
-                f"an update signed with our key that this client did not write (clock "
-                f"{update.clock}) brought content it lacked: the identity is in use elsewhere"
-            )
-            kept = len(self._out.kept()) + self.untaken_changes
-            self._log.warning("identity_in_use", clock=update.clock, kept=kept)
-            events.append(IdentityInUse(self._identity_in_use, snapshot_id, update.clock, kept))
-
-    def _apply_update(
-        self,
-        update: Update,
-        active: ActiveSnapshot,
-        events: list[Event],
-        aad: bytes | None = None,
-        *,
-        late: bool = False,
-    ) -> None:
-        ahead = self._ahead
-        if ahead is not None and ahead.message is update and ahead.cipher is active.cipher:
-            # opened ahead, with this very key
-            if ahead.failure is not None:
-                raise sealing.decryption_error(update, ahead.failure)
-            changes = ahead.changes
-        else:
-            changes = None
-        public = update.public_data
-        if changes is None:
-            plaintext = sealing.open_sealed(update, active.cipher, aad)
-            try:
-                changes = deserialize_changes(plaintext)
-            except UpdateDeserializeError:
-                if not late:
-                    self._spend(active, public.pub_key, public.clock)
-                raise
-        try:
-            if self._authors_of is not None:
-                self._check_authors(changes, public.pub_key)
-            self.crdt.apply_changes(changes)
-        except UpdateApplyError:
-            if not late:
-                self._spend(active, public.pub_key, public.clock)
-            raise  # the adapter's own verdict, with its reason
-        except UpdateIdentityError:
-            if not late:
-                self._spend(active, public.pub_key, public.clock)
-            raise
-        except BaseException as exc:
-            if not crdt_failure(exc):
-                raise
-            if not late:
-                self._spend(active, public.pub_key, public.clock)
-            raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
-        # The event shares the active snapshot's id (the update names it) and one key object
-        # per author instead of holding the copies decoded from each message.
-        author = active.authors.setdefault(public.pub_key, public.pub_key)
-        clock = public.clock
-        user = self.devices.device_user(author) if public.extra else None
-        if self._content_check is not None:
-            self._record(active, author, clock, changes, late)
-        if late:
-            events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
-            return
-        active.clocks[author] = clock
-        active.updates += 1
-        active.update_bytes += len(update.ciphertext)
-        if author == self.public_key:
-            # Our own update, stored in an earlier run of this client: continue after it.
-            self._out.local_clock = max(self._out.local_clock, clock)
-        events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
-
-    def _check_authors(self, changes: Sequence[bytes], signer: bytes) -> None:
-        """Refuse ``changes`` unless every CRDT id they write under may be the signer's."""
-        assert self._authors_of is not None
-        try:
-            ids = self._authors_of(changes)
-        except UpdateApplyError:
-            raise
-        except BaseException as exc:
-            if not crdt_failure(exc):
-                raise
-            raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
-        try:
-            user = self.user_of(signer)
-        except SecsyncError:
-            raise
-        except Exception as exc:
-            raise UpdateIdentityError(
-                f"the signer's user is unknown: {type(exc).__name__}"
-            ) from None
-        refused = crdt_identity.refused_ids(ids, user, legacy=self.config.legacy_crdt_ids)
-        if refused:
-            raise UpdateIdentityError(
-                f"content under {crdt_identity.describe(refused[0])}, "
-                + (
-                    "bound to another user than the signer"
-                    if crdt_identity.is_bound(refused[0])
-                    else "not bound to a user (legacy_crdt_ids is off)"
-                )
-            )
-
-    def _spend(self, active: ActiveSnapshot, author: bytes, clock: int) -> None:
-        """Count a validly signed update whose content was refused as received at its clock."""
-        author = active.authors.setdefault(author, author)
-        if clock > active.clocks.get(author, -1):
-            active.clocks[author] = clock
-        if author == self.public_key:
-            self._out.local_clock = max(self._out.local_clock, clock)
 
     def _record(
         self, active: ActiveSnapshot, author: bytes, clock: int, changes: list[bytes], late: bool
@@ -1467,27 +775,6 @@ class DocumentSession:
             return ahead.aad
         return sealing.verify(message)
 
-    def _drain(self, author: bytes, active: ActiveSnapshot, events: list[Event]) -> None:
-        queues = self._queues
-        waiting = queues.waiting.get(author)
-        while waiting and waiting.updates:
-            taken = queues.take(waiting, active.clocks.get(author, -1) + 1)
-            if taken is None:
-                return
-            following, twins = taken
-            try:
-                self._accept(following, active, events)
-            except SecsyncError as exc:
-                events.append(self._rejected(exc, MessageKind.UPDATE, author))
-                if not isinstance(exc, _CONTENT_REFUSED):
-                    return
-            for twin in twins:
-                try:
-                    self._collide(twin, active, events, None, late=True, certain=True)
-                except SecsyncError as exc:
-                    events.append(self._rejected(exc, MessageKind.UPDATE, author))
-        queues.waiting.pop(author, None)
-
     def handle_timer(self, now: float) -> list[Event]:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
         events: list[Event] = []
@@ -1499,7 +786,9 @@ class DocumentSession:
                     RecoveryNeeded("snapshots of one author were dropped by the snapshot rate")
                 )
             else:
-                self._receive_snapshot(held.snapshot, (), events, recovery=None, now=now)
+                receive_snapshots.receive_snapshot(
+                    self, held.snapshot, (), events, recovery=None, now=now
+                )
         active = self._active
         events += self._queues.due(
             now,

@@ -17,6 +17,7 @@ from secsync.protocol import crypto
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import MessageRejected, SnapshotIncomplete
 from secsync.protocol.messages import ProofChainEntry, Snapshot, SnapshotInfo
+from secsync.protocol.state import ActiveState
 
 
 def snapshot_size(snapshot: Snapshot) -> int:
@@ -54,6 +55,32 @@ class ActiveSnapshot:
 
     def __post_init__(self) -> None:
         self.cipher = crypto.Cipher.of(self.key)
+
+    @classmethod
+    def restored(cls, state: ActiveState, key: bytes) -> ActiveSnapshot:
+        """The active snapshot as saved. The updates applied before the save are not known:
+        no lost-content check of other authors' content on the next snapshot (our own is
+        still checked)."""
+        active = cls(
+            info=state.info,
+            author=state.info.author,
+            key=key,
+            clocks=dict(state.clocks),
+            updates=state.updates,
+            update_bytes=state.update_bytes,
+            skipped={a: list(rs) for a, rs in state.skipped.items()},
+        )
+        active.recorded = not state.updates
+        return active
+
+    def to_state(self) -> ActiveState:
+        return ActiveState(
+            info=self.info,
+            clocks=dict(self.clocks),
+            updates=self.updates,
+            update_bytes=self.update_bytes,
+            skipped={a: tuple(rs) for a, rs in self.skipped.items()},
+        )
 
     def record(
         self, author: bytes, clock: int, changes: list[bytes], late: bool, budget: int
