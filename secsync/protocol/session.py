@@ -5,6 +5,20 @@ Like h11's ``Connection``, it performs no I/O. The caller feeds it received mess
 CRDT adapter, and sends what :meth:`DocumentSession.data_to_send` returns. Every call returns
 the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state,
 except that a validly signed update whose content is refused spends its author's clock.
+
+This module is the session's public API; the work and the state are elsewhere:
+
+* state the session owns: :class:`~secsync.protocol.outbox.Outbox` (our changes and messages
+  until stored), :class:`~secsync.protocol.ordering.UpdateQueues` (per-author order, updates
+  waiting for a predecessor or a snapshot, gap timers),
+  :mod:`~secsync.protocol.snapshots` (the active snapshot, the replaced and held ones),
+  :class:`~secsync.protocol.collisions.ClockDigests`, and what is saved,
+  :class:`~secsync.protocol.state.SessionState`;
+* the steps: :mod:`~secsync.protocol.receive_snapshots`, :mod:`~secsync.protocol.receive_updates`,
+  :mod:`~secsync.protocol.batches` (``receive_many``), :mod:`~secsync.protocol.writing`.
+
+It is longer than the other modules because every public method keeps its full contract in
+its docstring here, where callers read it; the methods themselves are short.
 """
 
 from __future__ import annotations
