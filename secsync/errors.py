@@ -10,11 +10,25 @@ JavaScript reference where it has them (``SECSYNC_ERROR_<code>``); the other ran
 * 9xx transport and broker
 * 10xx access: share links, keys, membership
 
+Three branches tell who has to act:
+
+* :class:`LocalError`: this program or its machine. The API was used in a way the arguments,
+  the configuration or the session's state do not allow (:class:`SessionError`, creating
+  messages), or local storage failed.
+* :class:`RemoteInputError`: something received is forged, malformed, replayed or misplaced
+  (the 1xx/2xx/3xx errors of received messages, and the 7xx decoding errors). The session never
+  raises these for a received message: they arrive in ``MessageRejected`` events.
+* :class:`TransportError`: the broker or the connection to it.
+
+:class:`AccessError` (keys, links, membership) stands beside them: a wrong key or link is local,
+a forged membership change is remote; its classes say which.
+
 Messages say what went wrong in words and never contain keys or plaintext.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import ClassVar
 
 
@@ -34,10 +48,23 @@ class SecsyncError(Exception):
         return f"[{self.code}] {self.message}"
 
 
+class LocalError(SecsyncError):
+    """A local cause: bad arguments or configuration, a call the session's state does not
+    allow, or local storage."""
+
+    code = 1
+
+
+class RemoteInputError(SecsyncError):
+    """Received data is forged, malformed, replayed or misplaced."""
+
+    code = 2
+
+
 # --- 7xx: encoding and wire format -------------------------------------------------------------
 
 
-class EncodingError(SecsyncError):
+class EncodingError(RemoteInputError):
     """Malformed encoded data.
 
     The base of the 7xx errors, never raised itself. Its code is 799, not 700: 700 is the code
@@ -87,7 +114,7 @@ class InvalidKeyError(EncodingError):
 # --- 1xx: snapshots ------------------------------------------------------------------------------
 
 
-class SnapshotError(SecsyncError):
+class SnapshotError(RemoteInputError):
     """Unknown snapshot error."""
 
     code = 100
@@ -197,7 +224,7 @@ class SnapshotSearchError(SnapshotError):
 # --- 2xx: updates --------------------------------------------------------------------------------
 
 
-class UpdateError(SecsyncError):
+class UpdateError(RemoteInputError):
     """Unknown update error."""
 
     code = 200
@@ -231,19 +258,6 @@ class UpdatePolicyError(UpdateError):
     """The authorization policy failed while checking an update author."""
 
     code = 205
-
-
-class UpdateKeyError(UpdateError):
-    """No key could be found for the update's snapshot.
-
-    Kept for the number: secsync JS raises ``SECSYNC_ERROR_206`` when its key lookup fails
-    for the updates of a snapshot, and these codes mirror that table. This implementation never
-    raises it: an update is decrypted only under the active snapshot, whose key was found when
-    that snapshot was applied (a failed lookup then is :class:`SnapshotKeyError`, 103, and an
-    update for another snapshot is :class:`UpdateSnapshotMismatchError`, 213).
-    """
-
-    code = 206
 
 
 class UpdateParseError(UpdateError, MalformedMessageError):
@@ -316,7 +330,7 @@ class LocalIdentityError(UpdateError):
 # --- 3xx: ephemeral messages ---------------------------------------------------------------------
 
 
-class EphemeralError(SecsyncError):
+class EphemeralError(RemoteInputError):
     """Unknown ephemeral message error."""
 
     code = 300
@@ -391,19 +405,19 @@ class PresenceImpersonationError(EphemeralError):
 # --- 4xx/5xx/6xx: creating messages --------------------------------------------------------------
 
 
-class CreateSnapshotError(SecsyncError):
+class CreateSnapshotError(LocalError):
     """Creating a snapshot failed."""
 
     code = 401
 
 
-class CreateUpdateError(SecsyncError):
+class CreateUpdateError(LocalError):
     """Creating an update failed."""
 
     code = 501
 
 
-class CreateEphemeralError(SecsyncError):
+class CreateEphemeralError(LocalError):
     """Creating an ephemeral message failed."""
 
     code = 601
@@ -412,7 +426,7 @@ class CreateEphemeralError(SecsyncError):
 # --- 8xx: session usage ---------------------------------------------------------------------
 
 
-class SessionError(SecsyncError):
+class SessionError(LocalError):
     """The session was used in a way its state does not allow."""
 
     code = 800
@@ -442,19 +456,19 @@ class LocalStoreError(SessionError):
     code = 804
 
 
+class SessionStateError(LocalStoreError):
+    """A saved session state is damaged, of a layout this release does not know, or not a
+    session state at all (see ``secsync.protocol.state``)."""
+
+    code = 807
+
+
 class IdentityInUseError(SessionError):
     """Another client writes under this client's identity (same signing key, same document):
     this client stops writing under it. Its unsent changes are kept; open the document again
     as another device (or identity) to send them."""
 
     code = 805
-
-
-class IdentityCollisionError(SessionError):
-    """Two different updates of one author carry the same clock on the same snapshot (one
-    identity written from two clients at once); both were applied."""
-
-    code = 806
 
 
 # --- 9xx: transport and broker -------------------------------------------------------------
@@ -620,3 +634,180 @@ class DuplicateMismatchError(TransportError):
     """The broker answered "duplicate" for our message id, but stores other bytes under it."""
 
     code = 912
+
+
+class ErrorCode(IntEnum):
+    """The ``code`` of every error class, by name (``ErrorCode(error.code)``): the reason a
+    :class:`~secsync.protocol.events.MessageRejected` event gives. The values are the codes
+    of the table in ``docs/protocol.md``, which never change."""
+
+    UNKNOWN = 0
+    """:class:`SecsyncError`"""
+    LOCAL = 1
+    """:class:`LocalError`"""
+    REMOTE_INPUT = 2
+    """:class:`RemoteInputError`"""
+    SNAPSHOT = 100
+    """:class:`SnapshotError`"""
+    SNAPSHOT_DECRYPTION = 101
+    """:class:`SnapshotDecryptionError`"""
+    SNAPSHOT_MISSES_UPDATES = 102
+    """:class:`SnapshotMissesUpdatesError`"""
+    SNAPSHOT_KEY = 103
+    """:class:`SnapshotKeyError`"""
+    SNAPSHOT_POLICY = 104
+    """:class:`SnapshotPolicyError`"""
+    SNAPSHOT_APPLY = 105
+    """:class:`SnapshotApplyError`"""
+    SNAPSHOT_PARSE = 110
+    """:class:`SnapshotParseError`"""
+    SNAPSHOT_SIGNATURE = 111
+    """:class:`SnapshotSignatureError`"""
+    SNAPSHOT_PARENT = 112
+    """:class:`SnapshotParentError`"""
+    SNAPSHOT_DOCUMENT_ID = 113
+    """:class:`SnapshotDocumentIdError`"""
+    SNAPSHOT_AUTHOR_REJECTED = 114
+    """:class:`SnapshotAuthorRejectedError`"""
+    SNAPSHOT_ANCESTRY = 115
+    """:class:`SnapshotAncestryError`"""
+    SNAPSHOT_REPLAY = 116
+    """:class:`SnapshotReplayError`"""
+    SNAPSHOT_BUDGET = 117
+    """:class:`SnapshotBudgetError`"""
+    SNAPSHOT_RATE = 118
+    """:class:`SnapshotRateError`"""
+    SNAPSHOT_SEARCH = 119
+    """:class:`SnapshotSearchError`"""
+    UPDATE = 200
+    """:class:`UpdateError`"""
+    UPDATE_DECRYPTION = 201
+    """:class:`UpdateDecryptionError`"""
+    UPDATE_CLOCK_GAP = 202
+    """:class:`UpdateClockGapError`"""
+    UPDATE_APPLY = 203
+    """:class:`UpdateApplyError`"""
+    UPDATE_DESERIALIZE = 204
+    """:class:`UpdateDeserializeError`"""
+    UPDATE_POLICY = 205
+    """:class:`UpdatePolicyError`"""
+    UPDATE_PARSE = 211
+    """:class:`UpdateParseError`"""
+    UPDATE_SIGNATURE = 212
+    """:class:`UpdateSignatureError`"""
+    UPDATE_SNAPSHOT_MISMATCH = 213
+    """:class:`UpdateSnapshotMismatchError`"""
+    UPDATE_REPLAY = 214
+    """:class:`UpdateReplayError`"""
+    UPDATE_AUTHOR_REJECTED = 215
+    """:class:`UpdateAuthorRejectedError`"""
+    UPDATE_DOCUMENT_ID = 216
+    """:class:`UpdateDocumentIdError`"""
+    UPDATE_QUEUE_FULL = 217
+    """:class:`UpdateQueueFullError`"""
+    UPDATE_IDENTITY = 218
+    """:class:`UpdateIdentityError`"""
+    LOCAL_IDENTITY = 219
+    """:class:`LocalIdentityError`"""
+    UPDATE_PENDING_BUDGET = 220
+    """:class:`UpdatePendingBudgetError`"""
+    EPHEMERAL = 300
+    """:class:`EphemeralError`"""
+    EPHEMERAL_DECRYPTION = 301
+    """:class:`EphemeralDecryptionError`"""
+    EPHEMERAL_NO_SESSION = 302
+    """:class:`EphemeralNoSessionError`"""
+    EPHEMERAL_REPLAY = 303
+    """:class:`EphemeralReplayError`"""
+    EPHEMERAL_AUTHOR_REJECTED = 304
+    """:class:`EphemeralAuthorRejectedError`"""
+    EPHEMERAL_TYPE = 305
+    """:class:`EphemeralTypeError`"""
+    EPHEMERAL_DOCUMENT_ID = 306
+    """:class:`EphemeralDocumentIdError`"""
+    EPHEMERAL_PARSE = 307
+    """:class:`EphemeralParseError`"""
+    EPHEMERAL_SIGNATURE = 308
+    """:class:`EphemeralSignatureError`"""
+    PRESENCE_PARSE = 310
+    """:class:`PresenceParseError`"""
+    PRESENCE_IMPERSONATION = 311
+    """:class:`PresenceImpersonationError`"""
+    EPHEMERAL_RATE = 312
+    """:class:`EphemeralRateError`"""
+    CREATE_SNAPSHOT = 401
+    """:class:`CreateSnapshotError`"""
+    CREATE_UPDATE = 501
+    """:class:`CreateUpdateError`"""
+    CREATE_EPHEMERAL = 601
+    """:class:`CreateEphemeralError`"""
+    MALFORMED_MESSAGE = 700
+    """:class:`MalformedMessageError`"""
+    UNSUPPORTED_VERSION = 701
+    """:class:`UnsupportedVersionError`"""
+    MESSAGE_TOO_LARGE = 702
+    """:class:`MessageTooLargeError`"""
+    INVALID_BASE64 = 703
+    """:class:`InvalidBase64Error`"""
+    CANONICAL_JSON = 704
+    """:class:`CanonicalJsonError`"""
+    INVALID_KEY = 705
+    """:class:`InvalidKeyError`"""
+    ENCODING = 799
+    """:class:`EncodingError`"""
+    SESSION = 800
+    """:class:`SessionError`"""
+    NO_ACTIVE_SNAPSHOT = 801
+    """:class:`NoActiveSnapshotError`"""
+    CONFIGURATION = 802
+    """:class:`ConfigurationError`"""
+    CRDT_ADAPTER = 803
+    """:class:`CrdtAdapterError`"""
+    LOCAL_STORE = 804
+    """:class:`LocalStoreError`"""
+    IDENTITY_IN_USE = 805
+    """:class:`IdentityInUseError`"""
+    SESSION_STATE = 807
+    """:class:`SessionStateError`"""
+    TRANSPORT = 900
+    """:class:`TransportError`"""
+    BROKER_UNAVAILABLE = 901
+    """:class:`BrokerUnavailableError`"""
+    PERMISSION_DENIED = 902
+    """:class:`PermissionDeniedError`"""
+    PAYLOAD_TOO_LARGE = 903
+    """:class:`PayloadTooLargeError`"""
+    STREAM_NOT_FOUND = 904
+    """:class:`StreamNotFoundError`"""
+    WRONG_LAST_SEQUENCE = 905
+    """:class:`WrongLastSequenceError`"""
+    BROKER_REQUEST = 906
+    """:class:`BrokerRequestError`"""
+    DOCUMENT_CLOSED = 907
+    """:class:`DocumentClosedError`"""
+    DUPLICATE_BATCH = 908
+    """:class:`DuplicateBatchError`"""
+    DOCUMENT_NOT_FOUND = 909
+    """:class:`DocumentNotFoundError`"""
+    STORAGE_LIMIT = 910
+    """:class:`StorageLimitError`"""
+    COMPARE_AND_SET_BUSY = 911
+    """:class:`CompareAndSetBusyError`"""
+    DUPLICATE_MISMATCH = 912
+    """:class:`DuplicateMismatchError`"""
+    ACCESS = 1000
+    """:class:`AccessError`"""
+    INVALID_SHARE_LINK = 1001
+    """:class:`InvalidShareLinkError`"""
+    WRONG_PASSPHRASE = 1002
+    """:class:`WrongPassphraseError`"""
+    MEMBERSHIP = 1003
+    """:class:`MembershipError`"""
+    NOT_A_MEMBER = 1004
+    """:class:`NotAMemberError`"""
+    WRONG_KEY = 1005
+    """:class:`WrongKeyError`"""
+    GROUP_TOO_LARGE = 1010
+    """:class:`GroupTooLargeError`"""
+    DEVICE_CERTIFICATE = 1011
+    """:class:`DeviceCertificateError`"""

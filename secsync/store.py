@@ -31,13 +31,13 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import nacl.bindings
 
-from secsync.errors import LocalStoreError
+from secsync.errors import LocalStoreError, SessionStateError
 from secsync.protocol import crypto
+from secsync.protocol.state import SessionState
 
 SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of a file in the current layout (files before it have 0)."""
@@ -73,7 +73,8 @@ class LocalState:
     """What a document needs to resume without the broker."""
 
     crdt_state: bytes
-    session: dict[str, Any]
+    session: SessionState | None
+    """The document session's state (``None``: none saved, only logged changes)."""
     last_sequence: int
     snapshot_sequences: dict[bytes, int] = field(default_factory=dict)
     changes: list[bytes] = field(default_factory=list)
@@ -162,7 +163,8 @@ class LocalStore:
         payload = msgpack.packb(
             {
                 "crdt": state.crdt_state,
-                "session": state.session,
+                # an empty map stands for no session state, as in every earlier release
+                "session": {} if state.session is None else state.session.encode(),
                 "seq": state.last_sequence,
                 "snapshot_seqs": state.snapshot_sequences,
                 "digest": state.last_digest,
@@ -236,18 +238,21 @@ class LocalStore:
         if row is None:
             if not changes:
                 return None
-            return LocalState(b"", {}, 0, {}, changes)
+            return LocalState(b"", None, 0, {}, changes)
         data = _open(subkey, _checkpoint_aad(token, generation), row[0], row[1], "checkpoint")
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            session = obj["session"]
             return LocalState(
                 obj["crdt"],
-                obj["session"],
+                SessionState.decode(session) if session else None,
                 obj["seq"],
                 dict(obj["snapshot_seqs"]),
                 changes,
                 bytes(obj.get("digest", b"")),
             )
+        except SessionStateError:
+            raise
         except Exception as exc:
             raise LocalStoreError(f"local state is damaged: {exc}") from None
 

@@ -53,3 +53,54 @@ def test_an_undecodable_message_keeps_700() -> None:
     """The conformance and security tables report 700 for undecodable messages."""
     assert errors.MalformedMessageError.code == 700
     assert issubclass(errors.MalformedMessageError, errors.EncodingError)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _code_outside_errors_and_tests() -> str:
+    """Every Python source of the repository except secsync/errors.py and the tests."""
+    sources = [
+        path
+        for folder in ("secsync", "interop", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if path != ROOT / "secsync" / "errors.py"
+    ]
+    return "\n".join(path.read_text(encoding="utf-8") for path in sources)
+
+
+def test_every_error_class_is_raised_or_referenced_outside_errors_and_tests() -> None:
+    code = _code_outside_errors_and_tests()
+    unused = [
+        cls.__name__ for cls in error_classes() if not re.search(rf"\b{cls.__name__}\b", code)
+    ]
+    assert unused == [], f"defined in secsync/errors.py, never raised or referenced: {unused}"
+
+
+def test_the_unused_class_check_can_fail() -> None:
+    assert not re.search(r"\bNoSuchErrorAnywhere\b", _code_outside_errors_and_tests())
+
+
+def test_error_code_names_every_code_once() -> None:
+    assert sorted(errors.ErrorCode) == sorted(cls.code for cls in error_classes())
+    for cls in error_classes():
+        assert errors.ErrorCode(cls.code).value == cls.code
+
+
+def test_three_branches_tell_who_has_to_act() -> None:
+    local = (errors.SessionError, errors.ConfigurationError, errors.CreateUpdateError)
+    remote = (
+        errors.SnapshotDecryptionError,
+        errors.UpdateReplayError,
+        errors.MalformedMessageError,
+    )
+    for cls in local:
+        assert issubclass(cls, errors.LocalError)
+        assert not issubclass(cls, errors.RemoteInputError | errors.TransportError)
+    for cls in remote:
+        assert issubclass(cls, errors.RemoteInputError)
+        assert not issubclass(cls, errors.LocalError | errors.TransportError)
+    assert issubclass(errors.SessionStateError, errors.LocalStoreError)
+    assert not issubclass(
+        errors.BrokerUnavailableError, errors.LocalError | errors.RemoteInputError
+    )

@@ -10,9 +10,11 @@ import pytest
 
 from secsync.errors import LocalStoreError
 from secsync.protocol import crypto
+from secsync.protocol.state import SessionState
 from secsync.store import SCHEMA_VERSION, LocalState, LocalStore, storage_subkey
 
 KEY = crypto.generate_key()
+STATE = SessionState(local_clock=3, pending=(b"p1", b"p2"), confirmed=((1, (b"c",)),))
 
 
 def tamper(path: Path, *statements: str, params: tuple[object, ...] = ()) -> None:
@@ -34,10 +36,10 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 def three_changes(path: Path) -> None:
     store = LocalStore(path)
-    store.save("t", KEY, LocalState(b"crdt", {}, 7))
+    store.save("t", KEY, LocalState(b"crdt", None, 7))
     store.append_changes("t", KEY, [b"c1", b"c2"])
     store.append_changes("t", KEY, [b"c3"])
-    assert store.load("t", KEY) == LocalState(b"crdt", {}, 7, {}, [b"c1", b"c2", b"c3"])
+    assert store.load("t", KEY) == LocalState(b"crdt", None, 7, {}, [b"c1", b"c2", b"c3"])
     store.close()
 
 
@@ -45,21 +47,23 @@ def test_checkpoint_and_change_log_round_trip(tmp_path) -> None:
     store = LocalStore(tmp_path / "s.db")
     assert store.load("t", KEY) is None
     store.append_changes("t", KEY, [b"c1"])
-    assert store.load("t", KEY) == LocalState(b"", {}, 0, {}, [b"c1"])
-    store.save("t", KEY, LocalState(b"crdt", {"v": 1}, 42, {b"s" * 24: 40}))
+    assert store.load("t", KEY) == LocalState(b"", None, 0, {}, [b"c1"])
+    store.save("t", KEY, LocalState(b"crdt", STATE, 42, {b"s" * 24: 40}))
     store.append_changes("t", KEY, [b"c2", b"c3"])
     state = store.load("t", KEY)
-    assert state == LocalState(b"crdt", {"v": 1}, 42, {b"s" * 24: 40}, [b"c2", b"c3"])
-    store.save("t", KEY, LocalState(b"crdt2", {}, 43))
-    assert store.load("t", KEY) == LocalState(b"crdt2", {}, 43, {}, [])  # log folded in
+    assert state == LocalState(b"crdt", STATE, 42, {b"s" * 24: 40}, [b"c2", b"c3"])
+    store.save("t", KEY, LocalState(b"crdt2", None, 43))
+    assert store.load("t", KEY) == LocalState(b"crdt2", None, 43, {}, [])  # log folded in
     store.close()
     reopened = LocalStore(tmp_path / "s.db")
-    assert reopened.load("t", KEY) == LocalState(b"crdt2", {}, 43, {}, [])
+    assert reopened.load("t", KEY) == LocalState(b"crdt2", None, 43, {}, [])
 
 
 def test_nothing_readable_in_the_file_and_wrong_key_fails(tmp_path) -> None:
     store = LocalStore(tmp_path / "s.db")
-    store.save("tok", KEY, LocalState(b"SECRET-CONTENT", {"pending": [b"SECRET-CHANGE"]}, 1))
+    store.save(
+        "tok", KEY, LocalState(b"SECRET-CONTENT", SessionState(pending=(b"SECRET-CHANGE",)), 1)
+    )
     store.append_changes("tok", KEY, [b"SECRET-LOGGED"])
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
@@ -70,7 +74,7 @@ def test_nothing_readable_in_the_file_and_wrong_key_fails(tmp_path) -> None:
 
 def test_rows_cannot_be_moved_between_documents(tmp_path) -> None:
     store = LocalStore(tmp_path / "s.db")
-    store.save("a", KEY, LocalState(b"a-state", {}, 1))
+    store.save("a", KEY, LocalState(b"a-state", None, 1))
     store.close()
     db = sqlite3.connect(tmp_path / "s.db")
     db.execute("UPDATE checkpoint SET token = 'b' WHERE token = 'a'")
@@ -96,7 +100,7 @@ def test_a_path_under_the_home_directory_is_expanded(tmp_path, monkeypatch) -> N
 def test_rows_are_sealed_with_a_storage_subkey_not_the_key(tmp_path) -> None:
     path = tmp_path / "s.db"
     store = LocalStore(path)
-    store.save("t", KEY, LocalState(b"crdt", {}, 1))
+    store.save("t", KEY, LocalState(b"crdt", None, 1))
     store.close()
     assert storage_subkey(KEY) != KEY and len(storage_subkey(KEY)) == 32
     ((nonce, sealed, generation),) = rows(path, "SELECT nonce, sealed, generation FROM checkpoint")
@@ -127,7 +131,9 @@ def test_swapping_the_positions_too_changes_nothing(tmp_path) -> None:
     path = tmp_path / "s.db"
     three_changes(path)
     tamper(path, "UPDATE change_log SET id = id + 100 WHERE position = 1")
-    assert LocalStore(path).load("t", KEY) == LocalState(b"crdt", {}, 7, {}, [b"c1", b"c2", b"c3"])
+    assert LocalStore(path).load("t", KEY) == LocalState(
+        b"crdt", None, 7, {}, [b"c1", b"c2", b"c3"]
+    )
 
 
 @pytest.mark.parametrize("renumber", [False, True])
@@ -146,7 +152,7 @@ def test_a_change_copied_from_another_document_is_detected(tmp_path) -> None:
     path = tmp_path / "s.db"
     three_changes(path)
     store = LocalStore(path)
-    store.save("other", KEY, LocalState(b"other", {}, 1))  # same key, same generation (1)
+    store.save("other", KEY, LocalState(b"other", None, 1))  # same key, same generation (1)
     store.append_changes("other", KEY, [b"x1", b"x2", b"x3", b"x4"])
     store.close()
     # the other document's fourth change, passed off as this document's fourth
@@ -164,9 +170,9 @@ def test_a_change_copied_from_another_document_is_detected(tmp_path) -> None:
 def test_a_checkpoint_replaced_by_an_older_one_is_detected(tmp_path) -> None:
     path = tmp_path / "s.db"
     store = LocalStore(path)
-    store.save("t", KEY, LocalState(b"old", {}, 1))
+    store.save("t", KEY, LocalState(b"old", None, 1))
     (old,) = rows(path, "SELECT nonce, sealed, generation FROM checkpoint")
-    store.save("t", KEY, LocalState(b"new", {}, 2))
+    store.save("t", KEY, LocalState(b"new", None, 2))
     store.append_changes("t", KEY, [b"after new"])
     store.close()
     db = sqlite3.connect(path)
@@ -186,15 +192,15 @@ def test_an_older_checkpoint_with_no_log_after_it_is_not_detected(tmp_path) -> N
     only state kept outside the file could reveal."""
     path = tmp_path / "s.db"
     store = LocalStore(path)
-    store.save("t", KEY, LocalState(b"old", {}, 1))
+    store.save("t", KEY, LocalState(b"old", None, 1))
     (old,) = rows(path, "SELECT nonce, sealed, generation FROM checkpoint")
-    store.save("t", KEY, LocalState(b"new", {}, 2))
+    store.save("t", KEY, LocalState(b"new", None, 2))
     store.close()
     db = sqlite3.connect(path)
     db.execute("UPDATE checkpoint SET nonce = ?, sealed = ?, generation = ?", old)
     db.commit()
     db.close()
-    assert LocalStore(path).load("t", KEY) == LocalState(b"old", {}, 1)
+    assert LocalStore(path).load("t", KEY) == LocalState(b"old", None, 1)
 
 
 def test_a_checkpoint_deleted_under_its_log_is_detected(tmp_path) -> None:
@@ -217,7 +223,7 @@ def _first_layout_file(path: Path) -> None:
         "CREATE INDEX change_log_token ON change_log (token, id);"
     )
     payload = msgpack.packb(
-        {"crdt": b"legacy", "session": {"v": 1}, "seq": 9, "snapshot_seqs": {b"s" * 24: 8}},
+        {"crdt": b"legacy", "session": STATE.encode(), "seq": 9, "snapshot_seqs": {b"s" * 24: 8}},
         use_bin_type=True,
     )
     nonce = crypto.random_nonce()
@@ -239,7 +245,7 @@ def _first_layout_file(path: Path) -> None:
 def test_a_store_of_the_first_layout_is_migrated_on_first_load(tmp_path) -> None:
     path = tmp_path / "s.db"
     _first_layout_file(path)
-    expected = LocalState(b"legacy", {"v": 1}, 9, {b"s" * 24: 8}, [b"l1", b"l2"])
+    expected = LocalState(b"legacy", STATE, 9, {b"s" * 24: 8}, [b"l1", b"l2"])
     store = LocalStore(path)
     assert store.load("t", KEY) == expected
     store.append_changes("u", KEY, [b"new"])  # a document not loaded yet is migrated first
@@ -249,7 +255,7 @@ def test_a_store_of_the_first_layout_is_migrated_on_first_load(tmp_path) -> None
     assert rows(path, "SELECT COUNT(*) FROM checkpoint WHERE generation IS NULL") == [(0,)]
     reopened = LocalStore(path)
     assert reopened.load("t", KEY) == expected  # now read the new way
-    assert reopened.load("u", KEY) == LocalState(b"", {}, 0, {}, [b"only logged", b"new"])
+    assert reopened.load("u", KEY) == LocalState(b"", None, 0, {}, [b"only logged", b"new"])
     # and the rewritten rows carry positions: a middle change deleted is detected
     reopened.close()
     tamper(path, "DELETE FROM change_log WHERE token = 't' AND position = 1")

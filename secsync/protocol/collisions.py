@@ -27,9 +27,12 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from secsync.protocol.messages import Update
+
+if TYPE_CHECKING:
+    from secsync.crdt import CrdtAdapter
 
 DIGEST_BYTES: Final = 16
 _PERSON: Final = b"secsync-clock"
@@ -81,10 +84,13 @@ class ClockDigests:
         return restored
 
 
-def content_version(crdt: object) -> object | None:
+def content_version(crdt: CrdtAdapter) -> object | None:
     """Something that changes whenever the document gains content from anyone: the Yjs state
     vector, the Automerge heads, or an adapter's own ``content_version()``; ``None`` when the
-    adapter offers none (then new content cannot be told, and is assumed)."""
+    adapter offers none (then new content cannot be told, and is assumed).
+
+    ``content_version`` is an optional member of the adapter protocol: the adapters of
+    ``secsync.crdt`` read their document's (``doc``) state vector or heads instead."""
     own = getattr(crdt, "content_version", None)
     if callable(own):
         version: object = own()

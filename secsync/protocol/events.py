@@ -1,4 +1,8 @@
-"""Events a document session reports. Frozen dataclasses, all of them here."""
+"""Events a document session (and a transport document) reports: frozen dataclasses, all of
+them here, every one a :class:`BaseEvent`. :data:`Event` is their union.
+
+A refused message is reported as :class:`MessageRejected`, whose :attr:`~MessageRejected.reason`
+is an :class:`~secsync.errors.ErrorCode` (the numeric code of its error's class)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, TypeAlias
 
-from secsync.errors import SecsyncError
+from secsync.errors import ErrorCode, SecsyncError
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.messages import MessageKind
 
@@ -141,6 +145,11 @@ class MessageRejected(BaseEvent):
     error: SecsyncError
     kind: MessageKind | None = None
     author: bytes | None = None
+
+    @property
+    def reason(self) -> ErrorCode:
+        """Why, as a code of the table in ``docs/protocol.md`` (``error.code``)."""
+        return ErrorCode(self.error.code)
 
 
 @dataclass(frozen=True, slots=True, repr=False)

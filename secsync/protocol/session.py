@@ -5,211 +5,100 @@ Like h11's ``Connection``, it performs no I/O. The caller feeds it received mess
 CRDT adapter, and sends what :meth:`DocumentSession.data_to_send` returns. Every call returns
 the :mod:`events <secsync.protocol.events>` it caused. A rejected message never changes state,
 except that a validly signed update whose content is refused spends its author's clock.
+
+This module is the session's public API; the work and the state are elsewhere:
+
+* state the session owns: :class:`~secsync.protocol.outbox.Outbox` (our changes and messages
+  until stored), :class:`~secsync.protocol.ordering.UpdateQueues` (per-author order, updates
+  waiting for a predecessor or a snapshot, gap timers),
+  :mod:`~secsync.protocol.snapshots` (the active snapshot, the replaced and held ones),
+  :class:`~secsync.protocol.collisions.ClockDigests`, and what is saved,
+  :class:`~secsync.protocol.state.SessionState`;
+* the steps: :mod:`~secsync.protocol.receive_snapshots`, :mod:`~secsync.protocol.receive_updates`,
+  :mod:`~secsync.protocol.batches` (``receive_many``), :mod:`~secsync.protocol.writing`.
+
+It is longer than the other modules because every public method keeps its full contract in
+its docstring here, where callers read it; the methods themselves are short.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from secsync.config import SecsyncConfig
-from secsync.crdt import ContentCheck, CrdtAdapter, CrdtDocument, adapter_for, crdt_failure
+from secsync.crdt import ContentCheck, CrdtAdapter, CrdtDocument, adapter_for
 from secsync.errors import (
     CreateSnapshotError,
-    CreateUpdateError,
     DeviceCertificateError,
     EphemeralAuthorRejectedError,
     EphemeralError,
     EphemeralNoSessionError,
     EphemeralRateError,
     IdentityInUseError,
-    MembershipError,
     NoActiveSnapshotError,
     SecsyncError,
-    SessionError,
-    SnapshotAncestryError,
-    SnapshotApplyError,
-    SnapshotAuthorRejectedError,
-    SnapshotBudgetError,
-    SnapshotDecryptionError,
-    SnapshotDocumentIdError,
-    SnapshotKeyError,
-    SnapshotMissesUpdatesError,
-    SnapshotParentError,
-    SnapshotPolicyError,
-    SnapshotRateError,
-    SnapshotReplayError,
-    UpdateApplyError,
-    UpdateAuthorRejectedError,
-    UpdateClockGapError,
-    UpdateDeserializeError,
-    UpdateDocumentIdError,
-    UpdateIdentityError,
-    UpdatePolicyError,
-    UpdateQueueFullError,
-    UpdateReplayError,
-    UpdateSnapshotMismatchError,
+    SessionStateError,
 )
 from secsync.logs import get_logger
-from secsync.protocol import crdt_identity, crypto, sealing, wire
-from secsync.protocol.budget import QueueBudget
-from secsync.protocol.changes import deserialize_changes, serialize_changes
-from secsync.protocol.collisions import ClockDigests, content_version, message_digest
+from secsync.protocol import (
+    batches,
+    crdt_identity,
+    crypto,
+    receive_snapshots,
+    receive_updates,
+    sealing,
+    wire,
+    writing,
+)
+from secsync.protocol.batches import BATCH_CHUNK, next_part
+from secsync.protocol.collisions import ClockDigests
 from secsync.protocol.devices import Device, DeviceDirectory
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.ephemeral import EphemeralSessions, EphemeralType
 from secsync.protocol.events import (
     EphemeralReceived,
     Event,
-    GapDetected,
-    IdentityCollision,
-    IdentityInUse,
     MessageRejected,
     RecoveryNeeded,
-    SnapshotApplied,
-    SnapshotIncomplete,
     SnapshotStored,
-    UpdateApplied,
     UpdateStored,
 )
 from secsync.protocol.keys import KeyProvider, key_provider, signing_key_pair
 from secsync.protocol.messages import (
-    INITIAL_PARENT_PROOF,
     EphemeralMessage,
     Message,
     MessageKind,
     ProofChainEntry,
     Snapshot,
     SnapshotInfo,
-    SnapshotPublicData,
     Update,
-    UpdatePublicData,
 )
+from secsync.protocol.ordering import UpdateQueues
+from secsync.protocol.outbox import Outbox
 from secsync.protocol.policy import AllowAll, AuthorPolicy
 from secsync.protocol.prefetch import (
     Prepared,
     TaskPool,
-    check_messages,
-    decode_messages,
-    prepare_all,
 )
 from secsync.protocol.snapshot_rate import SnapshotRate
+from secsync.protocol.snapshots import (
+    ActiveSnapshot,
+    HeldSnapshots,
+    SnapshotChoice,
+    SnapshotHistory,
+)
+from secsync.protocol.state import SessionState
+
+__all__ = ["BATCH_CHUNK", "DocumentSession", "SnapshotChoice"]
 
 log = get_logger("secsync.session")
-
-# receive_many takes a batch in parts of this many messages: each part is decoded and checked
-# (on verify_threads threads too) before it is processed, so that at most this many are held.
-BATCH_CHUNK: Final = 512
-_SNAPSHOT_HEAD: Final = b"\x9c\x01\x01"  # a native snapshot: [1, 1, ... 12 items]
-# Content refused after its signature and decryption passed: the author did sign it for this
-# clock, so the clock is spent (no copy of it can apply later) and the author's next update
-# applies at once instead of waiting for a gap that would never fill.
-_CONTENT_REFUSED: Final = (UpdateApplyError, UpdateDeserializeError, UpdateIdentityError)
-
-
-def _held_size(update: Update) -> int:
-    """What a waiting update costs the budget: its ciphertext, the bulk of what is held."""
-    return len(update.ciphertext) + 256
-
-
-def _snapshot_size(snapshot: Snapshot) -> int:
-    """What a held snapshot costs the budget: its ciphertext, the bulk of what is held."""
-    return len(snapshot.ciphertext) + 512
-
-
-def _next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
-    """The next part of a batch for :meth:`DocumentSession._receive_ahead`: up to
-    ``BATCH_CHUNK`` messages, ending after a snapshot (updates after it are opened ahead
-    only once it is active and its key known)."""
-    part: list[Message | bytes] = []
-    for item in iterator:
-        part.append(item)
-        if len(part) >= BATCH_CHUNK or isinstance(item, Snapshot):
-            break
-        if type(item) is bytes and item[:3] == _SNAPSHOT_HEAD:
-            break
-    return part
-
-
-Received = Message | bytes
 
 
 def _short(key: bytes) -> str:
     """A short, non-secret label for ids and public keys in logs."""
     return b64encode(key)[:8]
-
-
-@dataclass(slots=True)
-class _Active:
-    """The active snapshot and what was applied on top of it."""
-
-    info: SnapshotInfo
-    author: bytes
-    key: bytes
-    clocks: dict[bytes, int] = field(default_factory=dict)
-    """Last applied (or, for us, confirmed) clock per author."""
-    updates: int = 0
-    update_bytes: int = 0
-    skipped: dict[bytes, list[tuple[int, int]]] = field(default_factory=dict)
-    """Per author, the ranges of clocks recovery skipped (never received, content absent)."""
-    cipher: crypto.Cipher | bytes = field(init=False, repr=False)
-    """The key, ready for many messages (a malformed key stays as it is and fails as before)."""
-    authors: dict[bytes, bytes] = field(init=False, repr=False, default_factory=dict)
-    """One bytes object per author with applied updates, shared by their events."""
-    applied: deque[tuple[bytes, int, list[bytes], bool]] = field(
-        init=False, repr=False, default_factory=deque
-    )
-    """(author, clock, changes, late) of the updates applied on it, oldest first, to check the
-    next snapshot against (``SecsyncConfig.snapshot_check_bytes``)."""
-    applied_bytes: int = field(init=False, repr=False, default=0)
-    dropped: dict[bytes, int] = field(init=False, repr=False, default_factory=dict)
-    """Per author, the highest clock let go from ``applied`` (late ones count as ``2**62``)."""
-    recorded: bool = field(init=False, repr=False, default=True)
-    """False when updates were applied that ``applied`` never saw (restored from a save)."""
-
-    def __post_init__(self) -> None:
-        self.cipher = crypto.Cipher.of(self.key)
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """Verified updates of one author that wait for their predecessor."""
-
-    updates: dict[int, Update] = field(default_factory=dict)
-    twins: dict[int, list[Update]] = field(default_factory=dict)
-    """Other updates with a clock that waits already (an identity used by two clients)."""
-    since: float = 0.0
-    refetch_asked: bool = False
-    recovery_asked: bool = False
-
-
-@dataclass(slots=True)
-class _UpdateInFlight:
-    message: Update
-    changes: list[bytes]
-
-
-@dataclass(slots=True)
-class _SnapshotInFlight:
-    message: Snapshot
-    changes: list[bytes]
-    key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotChoice:
-    """Which of a document's stored snapshots to load (see :meth:`DocumentSession.choose`)."""
-
-    index: int | None
-    """Position of the snapshot to load among the candidates; ``None``: none can be loaded."""
-    rejected: tuple[MessageRejected, ...]
-    """Why each newer candidate was passed over, newest first."""
-    unreadable: bool
-    """A candidate was validly signed for this document but did not open with our key: the
-    document has history this client cannot read, so it must not write a first snapshot."""
 
 
 class DocumentSession:
@@ -276,26 +165,15 @@ class DocumentSession:
         )
 
         self.loaded = False
-        self._active: _Active | None = None
-        # Snapshots replaced by a newer one: id -> clocks of it that its successor included.
-        self._superseded: OrderedDict[bytes, Mapping[bytes, int]] = OrderedDict()
-        self._waiting: dict[bytes, _Waiting] = {}
-        self._deferred: dict[bytes, list[Update]] = {}
-        # Snapshots whose parent has not arrived yet, by parent id (for out-of-order delivery).
-        self._future_snapshots: OrderedDict[bytes, Snapshot] = OrderedDict()
-        self._future_bytes = 0
-        # Validly signed snapshots that did not open with our key: updates on them are refused
-        # at once instead of waiting for a snapshot that will never open.
-        self._unreadable: OrderedDict[bytes, None] = OrderedDict()
-        self._deferred_count = 0
         cfg = self.config
-        self._budget = QueueBudget(
-            per_author=cfg.max_queued_bytes_per_author,
-            total=cfg.max_queued_bytes,
-            authors=cfg.max_waiting_authors,
-        )
-        self._deferred_since = 0.0
-        self._deferred_recovery_asked = False
+        self._active: ActiveSnapshot | None = None
+        # Snapshots replaced by a newer one, and validly signed ones that did not open.
+        self._history = SnapshotHistory(cfg.superseded_snapshots_kept)
+        # Snapshots whose parent has not arrived yet (out-of-order delivery).
+        self._held = HeldSnapshots(cfg.superseded_snapshots_kept, cfg.max_held_snapshot_bytes)
+        # Updates waiting for a predecessor or for their snapshot.
+        self._queues = UpdateQueues(cfg)
+        self._budget = self._queues.budget
         # Snapshots of one author checked per minute (held and coalesced beyond, see
         # secsync.protocol.snapshot_rate); a loaded session only, never our own.
         self.snapshot_rate = SnapshotRate(
@@ -304,17 +182,8 @@ class DocumentSession:
             max_authors=cfg.max_waiting_authors,
             max_held=cfg.superseded_snapshots_kept,
         )
-
-        self._pending: list[bytes] = []
-        self._local_clock = -1
-        self._in_flight: OrderedDict[int, _UpdateInFlight] = OrderedDict()
-        # Confirmed updates of mine on the active snapshot, kept until a snapshot includes them.
-        self._confirmed: dict[int, list[bytes]] = {}
-        self._snapshot_in_flight: _SnapshotInFlight | None = None
-        # Updates of ours the broker refused for good: the active snapshot is no longer the
-        # document's latest, and nothing more is written on it (see update_rejected).
-        self._refused: OrderedDict[int, _UpdateInFlight] = OrderedDict()
-        self._outbox: list[Message] = []
+        # Our own writing: pending changes, messages in flight, refused and confirmed.
+        self._out = Outbox()
         self._snapshot_requested = False
         self._first_snapshot_wanted = False
         # Identity collisions (secsync.protocol.collisions): digests per (author, clock) on the
@@ -370,9 +239,10 @@ class DocumentSession:
     def pending_changes(self) -> int:
         """Local changes not yet handed out for sending (or to be sent again: refused),
         counting those the CRDT holds that were not taken yet. Reading it changes nothing."""
+        out = self._out
         return (
-            len(self._pending)
-            + sum(len(f.changes) for f in self._refused.values())
+            len(out.pending)
+            + sum(len(f.changes) for f in out.refused.values())
             + self.untaken_changes
         )
 
@@ -385,14 +255,14 @@ class DocumentSession:
     @property
     def unacknowledged(self) -> int:
         """Messages handed out for sending that the broker has not confirmed yet."""
-        return len(self._in_flight) + (1 if self._snapshot_in_flight else 0)
+        return self._out.unacknowledged
 
     @property
     def refused(self) -> bool:
         """True while updates of ours wait because the broker refused them: the active snapshot
         is not the document's latest, and nothing is sent until a newer one is applied (or
         :meth:`resend_refused`)."""
-        return bool(self._refused)
+        return bool(self._out.refused)
 
     @property
     def identity_in_use(self) -> IdentityInUseError | None:
@@ -405,27 +275,17 @@ class DocumentSession:
         """Every local change the broker is not known to store, in order: pending ones, and
         those of messages refused or not acknowledged yet (to send under another identity)."""
         self._collect_local()
-        return self._kept()
-
-    def _kept(self) -> list[bytes]:
-        kept: list[bytes] = []
-        if self._snapshot_in_flight is not None:
-            kept.extend(self._snapshot_in_flight.changes)
-        for _, flight in self._sent_updates():
-            kept.extend(flight.changes)
-        kept.extend(self._pending)
-        return kept
+        return self._out.kept()
 
     @property
     def is_synced(self) -> bool:
         """True when every local change is stored by the broker. Reading it changes nothing."""
-        return (
-            not self.untaken_changes
-            and not self._pending
-            and not self._in_flight
-            and not self._refused
-            and self._snapshot_in_flight is None
-        )
+        return not self.untaken_changes and self._out.settled
+
+    @property
+    def _local_clock(self) -> int:
+        """The clock of our last update on the active snapshot (read by tests)."""
+        return self._out.local_clock
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -435,13 +295,7 @@ class DocumentSession:
         After a restart they must be sent again byte for byte (same message ids), so that a
         copy that had been stored before the crash is recognised instead of stored twice.
         """
-        if self._snapshot_in_flight is not None:
-            return [self._snapshot_in_flight.message]
-        return [flight.message for _, flight in self._sent_updates()]
-
-    def _sent_updates(self) -> list[tuple[int, _UpdateInFlight]]:
-        """Updates sent and not stored (in flight or refused), in clock order."""
-        return sorted([*self._in_flight.items(), *self._refused.items()], key=lambda i: i[0])
+        return self._out.unacknowledged_messages()
 
     def collect_local_changes(self) -> list[bytes]:
         """Move the CRDT's new local changes into the outbox (through :attr:`change_log`
@@ -450,108 +304,58 @@ class DocumentSession:
 
     def add_local_changes(self, changes: Sequence[bytes]) -> None:
         """Queue changes that are already in the document (restored from local storage)."""
-        self._pending.extend(changes)
+        self._out.pending.extend(changes)
 
-    def export_state(self) -> dict[str, Any]:
-        """What must survive a restart, as plain data (no keys, no document content)."""
+    def export_state(self) -> SessionState:
+        """What must survive a restart (no keys, no document content): a frozen
+        :class:`~secsync.protocol.state.SessionState`, whose ``encode()`` is plain data."""
         self._collect_local()
-        active = self._active
-        return {
-            "v": 1,
-            "loaded": self.loaded,
-            "active": None
-            if active is None
-            else {
-                "id": active.info.snapshot_id,
-                "hash": active.info.ciphertext_hash,
-                "proof": active.info.parent_snapshot_proof,
-                "parent": active.info.parent_snapshot_id,
-                "extra": dict(active.info.extra),
-                "author": active.author,
-                "clocks": dict(active.clocks),
-                "updates": active.updates,
-                "bytes": active.update_bytes,
-                "skipped": {a: [list(r) for r in rs] for a, rs in active.skipped.items()},
-            },
-            "superseded": [[k, dict(v)] for k, v in self._superseded.items()],
-            "local_clock": self._local_clock,
-            "pending": list(self._pending),
-            "in_flight": [
-                [clock, wire.encode(f.message), f.changes] for clock, f in self._sent_updates()
-            ],
-            "confirmed": [[clock, changes] for clock, changes in self._confirmed.items()],
-            "snapshot_in_flight": None
-            if self._snapshot_in_flight is None
-            else [
-                wire.encode(self._snapshot_in_flight.message),
-                self._snapshot_in_flight.changes,
-            ],
-            "me": self.public_key,
-            "digests": self._digests.export(),
-            "identity_in_use": None
+        active, out = self._active, self._out
+        in_flight, snapshot = out.sent_state()
+        return SessionState(
+            loaded=self.loaded,
+            active=None if active is None else active.to_state(),
+            superseded=tuple((k, dict(v)) for k, v in self._history.superseded.items()),
+            local_clock=out.local_clock,
+            pending=tuple(out.pending),
+            in_flight=in_flight,
+            confirmed=tuple((c, tuple(ch)) for c, ch in out.confirmed.items()),
+            snapshot_in_flight=snapshot,
+            me=self.public_key,
+            digests=tuple((a, c, tuple(d)) for a, c, d in self._digests.export()),
+            identity_in_use=None
             if self._identity_in_use is None
             else self._identity_in_use.message,
-        }
+        )
 
-    def restore_state(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`export_state` (the CRDT must already hold the saved content)."""
-        if state.get("v") != 1:
-            raise SessionError("unknown saved session format")
+    def restore_state(self, state: SessionState | Mapping[str, Any]) -> None:
+        """Resume from :meth:`export_state` (the CRDT must already hold the saved content).
+
+        ``state`` may also be its plain encoding (``SessionState.encode()``, or the ``dict``
+        earlier releases saved); a damaged or foreign one raises
+        :class:`~secsync.errors.SessionStateError` (a ``SessionError``).
+        """
+        saved = SessionState.decode(state)
         try:
-            active = state["active"]
+            active = saved.active
             if active is not None:
-                info = SnapshotInfo(
-                    snapshot_id=active["id"],
-                    ciphertext_hash=active["hash"],
-                    parent_snapshot_proof=active["proof"],
-                    parent_snapshot_id=active["parent"],
-                    extra=active["extra"],
-                    author=active["author"],
-                )
-                self._active = _Active(
-                    info=info,
-                    author=active["author"],
-                    key=self.keys.snapshot_key(info),
-                    clocks=dict(active["clocks"]),
-                    updates=active["updates"],
-                    update_bytes=active["bytes"],
-                    skipped={
-                        a: [(lo, hi) for lo, hi in rs]
-                        for a, rs in active.get("skipped", {}).items()
-                    },
-                )
-                # the updates applied before the save are not known: no lost-content check
-                # of other authors' content on the next snapshot (our own is still checked)
-                self._active.recorded = not active["updates"]
+                info = active.info
+                self._active = ActiveSnapshot.restored(active, self.keys.snapshot_key(info))
                 activated = getattr(self.keys, "snapshot_activated", None)
                 if activated is not None:
                     # the key provider re-verified the stored snapshot above: its roster rules
                     activated(info)
-            self._superseded = OrderedDict((k, dict(v)) for k, v in state["superseded"])
-            self._local_clock = state["local_clock"]
-            self._pending = list(state["pending"]) + self._pending
-            self._in_flight = OrderedDict()
-            for clock, data, changes in state["in_flight"]:
-                message = wire.decode(data, max_bytes=self.config.max_message_bytes)
-                assert isinstance(message, Update)
-                self._in_flight[clock] = _UpdateInFlight(message, list(changes))
-            self._confirmed = {clock: list(changes) for clock, changes in state["confirmed"]}
-            flight = state["snapshot_in_flight"]
-            if flight is not None:
-                message = wire.decode(flight[0], max_bytes=self.config.max_message_bytes)
-                assert isinstance(message, Snapshot)
-                self._snapshot_in_flight = _SnapshotInFlight(
-                    message, list(flight[1]), self.keys.snapshot_key(message.info())
-                )
-            self._digests = ClockDigests.restore(
-                state.get("digests", ()), self.config.max_clock_digests
-            )
-            self._restore_identity(state.get("me"), state.get("identity_in_use"))
-        except (KeyError, TypeError, ValueError, AssertionError, SecsyncError) as exc:
-            raise SessionError(f"saved session state is unusable: {exc}") from None
+            self._history.superseded = OrderedDict((k, dict(v)) for k, v in saved.superseded)
+            flight = saved.snapshot_in_flight
+            key = None if flight is None else self.keys.snapshot_key(flight.message.info())
+            self._out.restore(saved, key)
+            self._digests = ClockDigests.restore(saved.digests, self.config.max_clock_digests)
+            self._restore_identity(saved.me, saved.identity_in_use)
+        except (KeyError, TypeError, ValueError, SecsyncError) as exc:
+            raise SessionStateError(f"saved session state is unusable: {exc}") from None
         # a session saved before it ever loaded from the broker still has to (and to check
         # that its key opens what is stored)
-        self.loaded = bool(state.get("loaded", True))
+        self.loaded = saved.loaded
 
     def _restore_identity(self, saved_by: bytes | None, in_use: str | None) -> None:
         """State saved under another identity (a device opened in place of one whose key was
@@ -561,14 +365,12 @@ class DocumentSession:
             if in_use is not None:
                 self._identity_in_use = IdentityInUseError(in_use)
             return
-        carried = self._kept()
-        self._pending = carried
-        self._in_flight = OrderedDict()
-        self._refused = OrderedDict()
-        self._snapshot_in_flight = None
-        self._confirmed = {}
+        out = self._out
+        carried = out.kept()
+        out.start_over()
+        out.pending = carried
         active = self._active
-        self._local_clock = active.clocks.get(self.public_key, -1) if active else -1
+        out.local_clock = active.clocks.get(self.public_key, -1) if active else -1
         self._log.info("identity_changed", kept=len(carried))
 
     # --- local changes and sending ----------------------------------------------------------
@@ -582,7 +384,7 @@ class DocumentSession:
                 if self.change_log is not None:
                     self.change_log(changes)
             finally:
-                self._pending.extend(changes)  # a failed log must not lose them from memory
+                self._out.pending.extend(changes)  # a failed log must not lose them from memory
         return changes
 
     def data_to_send(self) -> list[Message]:
@@ -592,36 +394,22 @@ class DocumentSession:
         ``max_update_plaintext_bytes``), or one snapshot when the snapshot policy says so.
         """
         self._collect_local()
-        out, self._outbox = self._outbox, []
+        box = self._out
+        out, box.replies = box.replies, []
         if self._identity_in_use is not None:
             return out  # our key is in use elsewhere: nothing more is written under it
-        if not self.loaded or self._snapshot_in_flight is not None or self._refused:
+        if not self.loaded or box.snapshot is not None or box.refused:
             return out  # refused: whatever we wrote now would be refused too
         if self._active is None:
-            if self._pending or self._snapshot_requested or self._first_snapshot_wanted:
-                out.append(self._create_snapshot())
+            if box.pending or self._snapshot_requested or self._first_snapshot_wanted:
+                out.append(writing.seal_snapshot(self))
             return out
         wanted = self._snapshot_requested or self._repair_wanted
-        if (self._pending or wanted) and self._should_snapshot():
-            out.append(self._create_snapshot())
-        elif self._pending:
-            out.extend(self._create_updates())
+        if (box.pending or wanted) and writing.should_snapshot(self):
+            out.append(writing.seal_snapshot(self))
+        elif box.pending:
+            out.extend(writing.seal_updates(self))
         return out
-
-    def _should_snapshot(self) -> bool:
-        active = self._active
-        assert active is not None
-        if self._in_flight or any(w.updates for w in self._waiting.values()):
-            return False  # a snapshot must not leave out what is in flight or still queued
-        cfg = self.config
-        return (
-            self._snapshot_requested
-            or self._repair_wanted
-            or bool(
-                (cfg.snapshot_after_updates and active.updates >= cfg.snapshot_after_updates)
-                or (cfg.snapshot_after_bytes and active.update_bytes >= cfg.snapshot_after_bytes)
-            )
-        )
 
     @property
     def snapshot_requested(self) -> bool:
@@ -637,7 +425,7 @@ class DocumentSession:
     def held_snapshot_bytes(self) -> int:
         """Bytes of snapshots held because their parent has not arrived (see
         ``SecsyncConfig.max_held_snapshot_bytes``)."""
-        return self._future_bytes
+        return self._held.held_bytes
 
     def request_snapshot(self) -> None:
         """Write a snapshot at the next opportunity, and again after losing a race, until one
@@ -656,89 +444,10 @@ class DocumentSession:
             raise NoActiveSnapshotError("load the document before writing a snapshot")
         if self._identity_in_use is not None:
             raise self._identity_in_use
-        if self._snapshot_in_flight is not None:
+        if self._out.snapshot is not None:
             raise CreateSnapshotError("a snapshot is already in flight")
         self._collect_local()
-        return self._create_snapshot()
-
-    def _create_snapshot(self) -> Snapshot:
-        active = self._active
-        snapshot_id = crypto.generate_id()
-        try:
-            key, extra = self.keys.new_snapshot_key(snapshot_id)
-            if self._signed_extra:
-                extra = {**extra, **self._signed_extra}
-            state = self.crdt.encode_state()
-        except Exception as exc:
-            raise CreateSnapshotError(f"could not prepare the snapshot: {exc}") from exc
-        public = SnapshotPublicData(
-            doc_id=self.doc_id,
-            pub_key=self.public_key,
-            snapshot_id=snapshot_id,
-            parent_snapshot_id=active.info.snapshot_id if active else b"",
-            parent_snapshot_proof=active.info.child_proof() if active else INITIAL_PARENT_PROOF,
-            parent_snapshot_update_clocks=self._included_clocks(active) if active else {},
-            extra=extra,
-        )
-        snapshot = sealing.seal(public, state, key, self.signer)
-        self._snapshot_in_flight = _SnapshotInFlight(snapshot, self._pending, key)
-        self._pending = []
-        self._log.info(
-            "snapshot_created",
-            snapshot=_short(snapshot_id),
-            parent=_short(public.parent_snapshot_id) if active else "",
-            bytes=len(snapshot.ciphertext),
-        )
-        return snapshot
-
-    @staticmethod
-    def _included_clocks(active: _Active) -> dict[bytes, int]:
-        """The clocks a snapshot of ours may claim to include: below what recovery skipped.
-
-        Claiming a skipped clock would tell its author (who has it stored) that the snapshot
-        holds its content; claiming less makes the author refuse the snapshot (102), recover
-        from it and send again what it lacks.
-        """
-        included = {}
-        for author, clock in active.clocks.items():
-            ranges = active.skipped.get(author)
-            claimed = min(clock, min(lo for lo, _ in ranges) - 1) if ranges else clock
-            if claimed >= 0:
-                included[author] = claimed
-        return included
-
-    def _create_updates(self) -> list[Update]:
-        active = self._active
-        assert active is not None
-        limit = self.config.max_update_plaintext_bytes
-        batches: list[list[bytes]] = [[]]
-        size = 0
-        for change in self._pending:
-            if batches[-1] and size + len(change) > limit:
-                batches.append([])
-                size = 0
-            batches[-1].append(change)
-            size += len(change)
-        self._pending = []
-        updates = []
-        for batch in batches:
-            self._local_clock += 1
-            public = UpdatePublicData(
-                doc_id=self.doc_id,
-                pub_key=self.public_key,
-                ref_snapshot_id=active.info.snapshot_id,
-                clock=self._local_clock,
-                extra=self._signed_extra,
-            )
-            try:
-                plaintext = serialize_changes(batch, self.config.change_encoding)
-            except Exception as exc:
-                raise CreateUpdateError(f"could not serialize changes: {exc}") from exc
-            update = sealing.seal(public, plaintext, active.cipher, self.signer)
-            self._digests.add(self.public_key, self._local_clock, message_digest(update))
-            updates.append(update)
-            self._in_flight[self._local_clock] = _UpdateInFlight(update, batch)
-        return updates
+        return writing.seal_snapshot(self)
 
     def send_ephemeral(self, payload: bytes) -> EphemeralMessage:
         """Seal a presence payload under the active snapshot's key."""
@@ -757,13 +466,12 @@ class DocumentSession:
 
     def snapshot_stored(self, snapshot_id: bytes, *, now: float) -> list[Event]:
         """The broker stored our snapshot: it becomes the active one."""
-        flight = self._snapshot_in_flight
-        if flight is None or flight.message.snapshot_id != snapshot_id:
+        flight = self._out.take_snapshot(snapshot_id)
+        if flight is None:
             return []
-        self._snapshot_in_flight = None
         self._snapshot_requested = False
         self._repair_wanted = False  # ours holds all we have
-        self._activate(flight.message, flight.key, carried=[])
+        receive_snapshots.activate(self, flight.message, flight.key, carried=[])
         self._log.info("snapshot_stored", snapshot=_short(snapshot_id))
         events: list[Event] = [SnapshotStored(snapshot_id)]
         self._drain_deferred(snapshot_id, now, events)
@@ -774,11 +482,10 @@ class DocumentSession:
 
         The caller then fetches what it missed and feeds it to :meth:`receive`.
         """
-        flight = self._snapshot_in_flight
-        if flight is None or flight.message.snapshot_id != snapshot_id:
+        flight = self._out.take_snapshot(snapshot_id)
+        if flight is None:
             return []
-        self._snapshot_in_flight = None
-        self._pending[:0] = flight.changes
+        self._out.pending[:0] = flight.changes
         self._log.info("snapshot_conflict", snapshot=_short(snapshot_id))
         return []
 
@@ -789,27 +496,25 @@ class DocumentSession:
             return []
         # a refused one too: an earlier attempt may have been stored (a single server checks
         # the expectation before the duplicate window)
-        flight = self._in_flight.pop(clock, None) or self._refused.pop(clock, None)
+        flight = self._out.take_update(clock)
         if flight is None:
             return []
-        self._confirmed[clock] = flight.changes
+        self._out.confirmed[clock] = flight.changes
         if clock > active.clocks.get(self.public_key, -1):
             active.clocks[self.public_key] = clock
         active.updates += 1
         events: list[Event] = [UpdateStored(snapshot_id, clock)]
-        waiting = self._waiting.get(self.public_key)
-        if waiting is not None:
+        if self.public_key in self._queues.waiting:
             # updates of our key written elsewhere wait: at this clock (overtaken by ours,
             # applied now as collisions) or after it
-            for stale in [c for c in waiting.updates if c <= clock]:
-                update = waiting.updates.pop(stale)
-                for held in (update, *waiting.twins.pop(stale, [])):
-                    self._budget.release(held.author, _held_size(held))
-                    try:
-                        self._collide(held, active, events, None, late=True, certain=True)
-                    except SecsyncError as exc:
-                        events.append(self._rejected(exc, MessageKind.UPDATE, held.author))
-            self._drain(self.public_key, active, events)
+            for held in self._queues.take_up_to(self.public_key, clock):
+                try:
+                    receive_updates.collide(
+                        self, held, active, events, None, late=True, certain=True
+                    )
+                except SecsyncError as exc:
+                    events.append(self._rejected(exc, MessageKind.UPDATE, held.author))
+            receive_updates.drain(self, self.public_key, active, events)
         return events
 
     def update_rejected(self, snapshot_id: bytes, clock: int) -> list[Event]:
@@ -825,9 +530,10 @@ class DocumentSession:
         :meth:`resend_refused` returns the refused updates to publish again as they are.
         """
         active = self._active
-        if active is None or active.info.snapshot_id != snapshot_id or clock not in self._in_flight:
+        out = self._out
+        if active is None or active.info.snapshot_id != snapshot_id or clock not in out.in_flight:
             return []
-        self._refused[clock] = self._in_flight.pop(clock)
+        out.refused[clock] = out.in_flight.pop(clock)
         self._log.info("update_conflict", snapshot=_short(snapshot_id), clock=clock)
         return []
 
@@ -836,11 +542,9 @@ class DocumentSession:
         our updates was nothing anyone can build on): the refused updates, in clock order, to
         publish again byte for byte (same clocks, same message ids)."""
         active = self._active
-        if active is None or active.info.snapshot_id != snapshot_id or not self._refused:
+        if active is None or active.info.snapshot_id != snapshot_id or not self._out.refused:
             return []
-        refused, self._refused = sorted(self._refused.items()), OrderedDict()
-        self._in_flight.update(refused)
-        return [flight.message for _, flight in refused]
+        return self._out.resend_refused()
 
     def update_preempted(self, snapshot_id: bytes, clock: int) -> list[Event]:
         """The broker holds other bytes under our update's message id (its clock was taken).
@@ -852,10 +556,10 @@ class DocumentSession:
         active = self._active
         if active is None or active.info.snapshot_id != snapshot_id:
             return []
-        flight = self._in_flight.pop(clock, None) or self._refused.pop(clock, None)
+        flight = self._out.take_update(clock)
         if flight is None:
             return []
-        self._pending[:0] = flight.changes
+        self._out.pending[:0] = flight.changes
         self._snapshot_requested = True
         self._log.warning("update_preempted", snapshot=_short(snapshot_id), clock=clock)
         return []
@@ -891,72 +595,7 @@ class DocumentSession:
         older accepted candidate: a stale or forked chain is passed over. Everything passed
         over is reported.
         """
-        rejected: list[tuple[int, MessageRejected]] = []
-        unreadable = False
-        chain_of = getattr(self.keys, "membership_chain", None)
-        accepted: tuple[bytes, ...] | None = None
-        best: int | None = None
-        # Without membership chains the newest candidate that opens is the choice: look from
-        # the end and stop there. With them, every candidate counts (a stale chain can only be
-        # told by the chains stored before it), in stream order.
-        order = range(len(candidates)) if chain_of is not None else range(len(candidates))[::-1]
-        for index in order:
-            if chain_of is None and best is not None:
-                break
-            snapshot = candidates[index]
-            try:
-                aad = self._check_signed(snapshot)
-            except SecsyncError as exc:  # junk: nobody's history
-                rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
-                continue
-            try:
-                self._check_opens(snapshot, aad)
-                chain = chain_of(snapshot.info()) if chain_of is not None else None
-                if chain is not None and accepted is not None:
-                    if chain == accepted[: len(chain)] and len(chain) < len(accepted):
-                        raise SnapshotReplayError("a snapshot of an older membership chain")
-                    if chain[: len(accepted)] != accepted:
-                        raise MembershipError("a membership chain that forks from an earlier one")
-            except SecsyncError as exc:
-                # validly signed for this document, but not for us to load: history exists
-                unreadable = True
-                if isinstance(exc, SnapshotDecryptionError):
-                    self._note_unreadable(snapshot.snapshot_id)
-                rejected.append((index, self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author)))
-                continue
-            if chain is not None:
-                accepted = chain
-            best = index
-        # Newer candidates were passed over; older ones are history the choice replaced.
-        rejected.sort(key=lambda item: -item[0])  # newest first
-        passed = [r for i, r in rejected if best is None or i > best]
-        return SnapshotChoice(best, tuple(passed), unreadable)
-
-    def _check_signed(self, snapshot: Snapshot) -> bytes:
-        """Policy, signature and document checks of a stored snapshot; returns its AAD."""
-        self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
-        aad = sealing.verify(snapshot)
-        if snapshot.public_data.extra:
-            self.devices.admit(snapshot.author, snapshot.public_data.extra)
-        if snapshot.public_data.doc_id != self.doc_id:
-            raise SnapshotDocumentIdError()
-        return aad
-
-    def _check_opens(self, snapshot: Snapshot, aad: bytes) -> None:
-        sealing.open_sealed(snapshot, self._snapshot_key(snapshot.info()), aad)
-
-    def _snapshot_key(self, info: SnapshotInfo) -> bytes:
-        try:
-            return self.keys.snapshot_key(info)
-        except SecsyncError:
-            raise  # the key provider's own verdict (e.g. not a member, forged membership)
-        except Exception as exc:
-            raise SnapshotKeyError(f"no key for the snapshot: {type(exc).__name__}") from None
-
-    def _note_unreadable(self, snapshot_id: bytes) -> None:
-        self._unreadable[snapshot_id] = None
-        while len(self._unreadable) > self.config.superseded_snapshots_kept:
-            self._unreadable.popitem(last=False)
+        return receive_snapshots.choose(self, candidates)
 
     def receive(
         self,
@@ -986,17 +625,17 @@ class DocumentSession:
         events: list[Event] = []
         self._collect_local()
         iterator = iter(messages)
-        while part := _next_part(iterator):
+        while part := next_part(iterator):
             if len(part) == 1:
                 self._receive_item(part[0], proof_chain, now, events)
             else:
-                self._receive_ahead(part, proof_chain, now, events)
+                batches.receive_ahead(self, part, proof_chain, now, events)
         events += self.handle_timer(now)
         return events
 
     def _receive_item(
         self,
-        item: Received,
+        item: Message | bytes,
         proof_chain: Sequence[ProofChainEntry],
         now: float,
         events: list[Event],
@@ -1023,84 +662,13 @@ class DocumentSession:
         if isinstance(message, Update):
             self._receive_update(message, now, events)
         elif isinstance(message, Snapshot):
-            if not self._snapshot_admitted(message, now, events):
+            if not receive_snapshots.snapshot_admitted(self, message, now, events):
                 return
-            self._receive_snapshot(message, proof_chain, events, recovery=None, now=now)
+            receive_snapshots.receive_snapshot(
+                self, message, proof_chain, events, recovery=None, now=now
+            )
         else:
             self._receive_ephemeral(message, events, now)
-
-    def _snapshot_admitted(self, snapshot: Snapshot, now: float, events: list[Event]) -> bool:
-        """The per-author snapshot rate, before any check of ``snapshot``: held ones and those
-        dropped in their favour are reported (``SnapshotRateError``, 118)."""
-        if not self.loaded or snapshot.author == self.public_key:
-            return True
-        active, snapshot_id = self._active, snapshot.snapshot_id
-        if (
-            active is not None and snapshot_id == active.info.snapshot_id
-        ) or snapshot_id in self._superseded:
-            return True  # a copy of one already taken: settled before any costly check
-        admitted, dropped = self.snapshot_rate.admit(snapshot, now)
-        for old in dropped:
-            error = SnapshotRateError(
-                "dropped unread: a newer snapshot of its author is held",
-                snapshot_id=old.snapshot_id,
-            )
-            events.append(self._rejected(error, MessageKind.SNAPSHOT, old.author))
-        if not admitted:
-            error = SnapshotRateError(
-                "held: its author exceeds the snapshot rate",
-                snapshot_id=snapshot.snapshot_id,
-                held=True,
-            )
-            events.append(self._rejected(error, MessageKind.SNAPSHOT, snapshot.author))
-        return admitted
-
-    def _receive_ahead(
-        self,
-        items: Sequence[Received],
-        proof_chain: Sequence[ProofChainEntry],
-        now: float,
-        events: list[Event],
-    ) -> None:
-        """:meth:`receive_many`'s loop over a part of a batch, with the pure part of the work
-        (decoding, signature checks, opening updates on the active snapshot) done first, on
-        ``config.verify_threads`` threads too. Each message is then processed in order as it
-        would be alone, taking what was computed ahead instead of computing it (see
-        :meth:`_verify`, :meth:`_apply_update`): the same events, errors and state."""
-        doc_id, max_bytes = self.doc_id, self.config.max_message_bytes
-        active = self._active
-        # Updates on the active snapshot are opened ahead with its key; _apply_update uses
-        # what was opened only if that is still the key it opens them with.
-        snapshot_id = active.info.snapshot_id if active is not None else None
-        cipher = (
-            active.cipher
-            if active is not None and isinstance(active.cipher, crypto.Cipher)
-            else None
-        )
-
-        threads = self.config.verify_threads
-        pool = self._verify_executor if threads > 0 else None
-        # Decoding is Python through and through: done here first, it does not contend for
-        # the GIL with the workers' checks, which spend most of their time in libsodium.
-        decoded = decode_messages(items, doc_id, max_bytes)
-
-        def check(part: Sequence[Prepared]) -> list[Prepared]:
-            return check_messages(part, snapshot_id, cipher)
-
-        prepared = prepare_all(decoded, check, pool, threads)
-        outer = self._ahead
-        try:
-            for item, ahead in zip(items, prepared, strict=True):
-                if ahead.message is not None:
-                    self._ahead = ahead
-                    self._dispatch(ahead.message, proof_chain, now, events)
-                elif ahead.error is not None:
-                    events.append(self._rejected(ahead.error, None, None))
-                else:  # nothing computed ahead: exactly as alone
-                    self._ahead = None
-                    self._receive_item(item, proof_chain, now, events)
-        finally:
-            self._ahead = outer
 
     def close(self) -> None:
         """Stop observing the CRDT document (the session holds no other resource); twice is
@@ -1126,10 +694,10 @@ class DocumentSession:
         """
         self._collect_local()
         events: list[Event] = []
-        self._receive_snapshot(snapshot, (), events, recovery=reason, now=now)
+        receive_snapshots.receive_snapshot(self, snapshot, (), events, recovery=reason, now=now)
         self.loaded = True
         events += self.receive_many(updates, now=now)
-        self._skip_gaps(events)
+        receive_updates.skip_gaps(self, events)
         return events
 
     def rewind(
@@ -1149,55 +717,18 @@ class DocumentSession:
         no snapshot at all, a first one with the whole document is written.
         """
         self._collect_local()
-        carried = self._carry_over_all()
+        out = self._out
+        carried = out.carry_over_all()
         self._active = None
         self._digests = ClockDigests(self.config.max_clock_digests)
-        self._superseded.clear()
-        self._confirmed = {}
-        self._in_flight = OrderedDict()
-        self._refused = OrderedDict()
-        self._snapshot_in_flight = None
-        self._local_clock = -1
-        self._pending[:0] = carried
+        self._history.superseded.clear()
+        out.start_over()
+        out.pending[:0] = carried
         self.loaded = True
         if snapshot is None:
             self._snapshot_requested = True  # the whole document, in a first snapshot
             return []
         return self.recover(snapshot, updates, reason=reason, now=now)
-
-    def _carry_over_all(self) -> list[bytes]:
-        carried: list[bytes] = []
-        for clock in sorted(self._confirmed):
-            carried.extend(self._confirmed[clock])
-        for _, flight in self._sent_updates():
-            carried.extend(flight.changes)
-        if self._snapshot_in_flight is not None:
-            carried.extend(self._snapshot_in_flight.changes)
-        return carried
-
-    def _skip_gaps(self, events: list[Event]) -> None:
-        """Give up on updates that even the latest state cannot supply, and go on after them.
-
-        The CRDT holds back content whose causal predecessors are missing, so applying what
-        follows a lost update cannot corrupt the document; the loss is reported.
-        """
-        active = self._active
-        if active is None:
-            return
-        for author in list(self._waiting):
-            waiting = self._waiting[author]
-            while waiting.updates:
-                expected = active.clocks.get(author, -1) + 1
-                following = min(waiting.updates)
-                error = UpdateClockGapError(
-                    f"clocks {expected}..{following - 1} never arrived and were skipped"
-                )
-                events.append(self._rejected(error, MessageKind.UPDATE, author))
-                active.skipped.setdefault(author, []).append((expected, following - 1))
-                active.clocks[author] = following - 1
-                self._drain(author, active, events)
-                if author not in self._waiting:
-                    break
 
     def _rejected(
         self, error: SecsyncError, kind: MessageKind | None, author: bytes | None
@@ -1229,556 +760,22 @@ class DocumentSession:
 
     # --- snapshots --------------------------------------------------------------------------
 
-    def _receive_snapshot(
-        self,
-        snapshot: Snapshot,
-        chain: Sequence[ProofChainEntry],
-        events: list[Event],
-        *,
-        recovery: str | None,
-        now: float,
-    ) -> None:
-        try:
-            applied = self._process_snapshot(snapshot, chain, recovery, now, events)
-        except SecsyncError as exc:
-            events.append(self._rejected(exc, MessageKind.SNAPSHOT, snapshot.author))
-            return
-        finally:
-            late, self._late_events = self._late_events, []
-        if applied is None:
-            return
-        events.append(applied)
-        events += late
-        self._drain_deferred(snapshot.snapshot_id, now, events)
-        child = self._future_snapshots.pop(snapshot.snapshot_id, None)
-        if child is not None:
-            self._future_bytes -= _snapshot_size(child)
-            self._receive_snapshot(child, (), events, recovery=None, now=now)
-
-    def _is_known(self, snapshot_id: bytes) -> bool:
-        active = self._active
-        return (
-            snapshot_id == b""
-            or snapshot_id in self._superseded
-            or (active is not None and snapshot_id == active.info.parent_snapshot_id)
-        )
-
-    def _hold_future_snapshot(self, snapshot: Snapshot, events: list[Event]) -> None:
-        """Keep a snapshot whose parent has not arrived, within a count
-        (``superseded_snapshots_kept``) and a byte budget (``max_held_snapshot_bytes``): the
-        oldest held ones are let go and reported (117); one larger than the budget alone is
-        refused."""
-        size = _snapshot_size(snapshot)
-        budget = self.config.max_held_snapshot_bytes
-        if size > budget:
-            raise SnapshotBudgetError(
-                f"a snapshot of {size} bytes waits for its parent; at most {budget} are held"
-            )
-        parent = snapshot.public_data.parent_snapshot_id
-        replaced = self._future_snapshots.pop(parent, None)
-        if replaced is not None:
-            self._future_bytes -= _snapshot_size(replaced)
-        while self._future_snapshots and (
-            len(self._future_snapshots) >= self.config.superseded_snapshots_kept
-            or self._future_bytes + size > budget
-        ):
-            _, evicted = self._future_snapshots.popitem(last=False)
-            evicted_size = _snapshot_size(evicted)
-            self._future_bytes -= evicted_size
-            error = SnapshotBudgetError(
-                f"a held snapshot of {evicted_size} bytes was let go for a newer one "
-                f"({len(self._future_snapshots)} still held, {self._future_bytes} bytes)"
-            )
-            events.append(self._rejected(error, MessageKind.SNAPSHOT, evicted.author))
-        self._future_snapshots[parent] = snapshot
-        self._future_bytes += size
-        self._log.debug(
-            "snapshot_held", snapshot=_short(snapshot.snapshot_id), held=self._future_bytes
-        )
-
     def _drain_deferred(self, snapshot_id: bytes, now: float, events: list[Event]) -> None:
-        deferred = self._deferred.pop(snapshot_id, [])
-        self._deferred_count -= len(deferred)
-        for update in deferred:
-            self._budget.release(update.author, _held_size(update))
-        for update in deferred:
+        for update in self._queues.take_deferred(snapshot_id):
             self._receive_update(update, now, events)
-
-    def _process_snapshot(
-        self,
-        snapshot: Snapshot,
-        chain: Sequence[ProofChainEntry],
-        recovery: str | None,
-        now: float,
-        events: list[Event],
-    ) -> SnapshotApplied | None:
-        public = snapshot.public_data
-        self._check_policy(snapshot, SnapshotAuthorRejectedError, SnapshotPolicyError)
-        flight = self._snapshot_in_flight
-        if flight is not None and public.snapshot_id == flight.message.snapshot_id:
-            if snapshot != flight.message:
-                raise SnapshotParentError("another snapshot with our in-flight snapshot's id")
-            events += self.snapshot_stored(public.snapshot_id, now=now)  # ours, delivered back
-            return None
-        if flight is not None and public.parent_snapshot_id == flight.message.snapshot_id:
-            # A child of our snapshot proves the broker stored it; its ack is still on the way.
-            events += self.snapshot_stored(flight.message.snapshot_id, now=now)
-        active = self._active
-        if active is not None and public.snapshot_id == active.info.snapshot_id:
-            if snapshot.info() == active.info:
-                return None  # the active snapshot again: nothing to do
-            raise SnapshotParentError("another snapshot with the active snapshot's id")
-        if public.snapshot_id in self._superseded:
-            raise SnapshotReplayError("snapshot was already superseded")
-        aad = self._verify(snapshot)
-        if public.extra:
-            self.devices.admit(public.pub_key, public.extra)
-        if public.doc_id != self.doc_id:
-            raise SnapshotDocumentIdError()
-        info = snapshot.info()
-        direct_child = False
-        if recovery is None and active is not None:
-            if chain:
-                self._check_chain(active.info, chain, info)
-            elif public.parent_snapshot_id != active.info.snapshot_id and not self._is_known(
-                public.parent_snapshot_id
-            ):
-                self._hold_future_snapshot(snapshot, events)  # its parent has not arrived yet
-                return None
-            else:
-                direct_child = True
-        key = self._snapshot_key(info)
-        if direct_child:
-            assert active is not None
-            if (
-                public.parent_snapshot_id != active.info.snapshot_id
-                or public.parent_snapshot_proof != active.info.child_proof()
-            ):
-                raise SnapshotParentError()
-            mine = active.clocks.get(self.public_key, -1)
-            if public.parent_snapshot_update_clocks.get(self.public_key, -1) < mine:
-                raise SnapshotMissesUpdatesError(
-                    f"snapshot includes our updates up to "
-                    f"{public.parent_snapshot_update_clocks.get(self.public_key, -1)}, "
-                    f"the broker confirmed {mine}"
-                )
-        try:
-            plaintext = sealing.open_sealed(snapshot, key, aad)
-        except SnapshotDecryptionError:
-            self._note_unreadable(public.snapshot_id)
-            raise
-        self._unreadable.pop(public.snapshot_id, None)
-        carried = self._carry_over(snapshot, direct_child)
-        try:
-            self.crdt.apply_snapshot(plaintext)
-            if not direct_child and active is not None:
-                # Not a descendant of what we hold: whatever we have that it lacks (our own
-                # snapshot's content and our pending changes included) is sent again on it.
-                carried = self.crdt.missing_from(plaintext)
-                self._pending = []
-            elif direct_child and self._content_check is not None:
-                assert active is not None
-                carried = self._check_content(snapshot, plaintext, active, carried)
-        except SnapshotApplyError:
-            raise  # the adapter's own verdict, with its reason
-        except BaseException as exc:
-            if not crdt_failure(exc):
-                raise
-            raise SnapshotApplyError(
-                f"the CRDT refused the snapshot: {type(exc).__name__}"
-            ) from None
-        self._activate(snapshot, key, carried)
-        rebased = len(self._pending)
-        self._log.info(
-            "snapshot_applied",
-            snapshot=_short(public.snapshot_id),
-            author=_short(public.pub_key),
-            recovered=recovery is not None,
-            reason=recovery,
-            rebased=rebased,
-        )
-        return SnapshotApplied(
-            public.snapshot_id,
-            public.pub_key,
-            recovered=recovery is not None,
-            rebased_changes=rebased,
-            user=self.devices.device_user(public.pub_key),
-        )
-
-    @staticmethod
-    def _check_chain(
-        known: SnapshotInfo, chain: Sequence[ProofChainEntry], current: SnapshotInfo
-    ) -> None:
-        """secsync's ``isValidAncestorSnapshot``: links from ``known`` to ``current``."""
-        if chain[0].parent_snapshot_proof != known.child_proof():
-            raise SnapshotAncestryError("proof chain does not start at the known snapshot")
-        for previous, entry in itertools.pairwise(chain):
-            if entry.parent_snapshot_proof != previous.child_proof():
-                raise SnapshotAncestryError("proof chain is broken")
-        last = chain[-1]
-        if (
-            last.snapshot_id != current.snapshot_id
-            or last.parent_snapshot_proof != current.parent_snapshot_proof
-            or last.snapshot_ciphertext_hash != current.ciphertext_hash
-        ):
-            raise SnapshotAncestryError("proof chain does not end at this snapshot")
-
-    def _own_updates(self) -> list[tuple[int, list[bytes]]]:
-        """Our updates on the active snapshot, confirmed, in flight or refused, by clock."""
-        own = [(clock, changes) for clock, changes in self._confirmed.items()]
-        own += [(clock, flight.changes) for clock, flight in self._sent_updates()]
-        own.sort(key=lambda item: item[0])
-        return own
-
-    def _check_content(
-        self, snapshot: Snapshot, plaintext: bytes, active: _Active, claimed_carry: list[bytes]
-    ) -> list[bytes]:
-        """Check a child of the active snapshot against what we hold, after merging it;
-        return our changes to send again on it.
-
-        Ours are sent again when the snapshot's content lacks them, whatever clocks it claims
-        (a claim of 10**9 must not make us drop what is in flight). It is lossy when it lacks
-        content not explained by an honest snapshot's blind spots (updates with clocks beyond
-        what it claims, our changes not yet in it): then :class:`SnapshotIncomplete` names its
-        author and, if it lacks other authors' content, a complete snapshot is requested.
-        """
-        check = self._content_check
-        assert check is not None
-        public = snapshot.public_data
-        claims = public.parent_snapshot_update_clocks
-        mine = claims.get(self.public_key, -1)
-        claimed: list[bytes] = []  # ours the snapshot says it includes
-        unclaimed: list[bytes] = []
-        own = self._own_updates()
-        # ours from an earlier run of this client, received back like anyone's
-        own += [(c, ch) for a, c, ch, _ in active.applied if a == self.public_key]
-        own.sort(key=lambda item: item[0])
-        for clock, changes in own:
-            (claimed if clock <= mine else unclaimed).extend(changes)
-        if self._snapshot_in_flight is not None:
-            unclaimed.extend(self._snapshot_in_flight.changes)
-        try:
-            lost = check.uncontained(plaintext, claimed)
-            resend = lost + check.uncontained(plaintext, unclaimed)
-            lacking = False
-            checked = active.recorded and not any(
-                clock > claims.get(author, -1) for author, clock in active.dropped.items()
-            )
-            if checked:
-                extra = [
-                    change
-                    for author, clock, changes, late in active.applied
-                    if author != self.public_key and (late or clock > claims.get(author, -1))
-                    for change in changes
-                ]
-                lacking = check.lacks(plaintext, extra + claimed + unclaimed + self._pending)
-        except BaseException as exc:
-            if not isinstance(exc, SecsyncError) and not crdt_failure(exc):
-                raise
-            # the snapshot is merged already: report, and fall back to what it claims
-            self._log.warning(
-                "snapshot_check_failed",
-                snapshot=_short(public.snapshot_id),
-                error=type(exc).__name__,
-                code=exc.code if isinstance(exc, SecsyncError) else None,
-            )
-            return claimed_carry
-        if not checked:
-            self._log.info("snapshot_check_partial", snapshot=_short(public.snapshot_id))
-        if lost or lacking:
-            self._log.warning(
-                "snapshot_incomplete",
-                snapshot=_short(public.snapshot_id),
-                author=_short(public.pub_key),
-                resent=len(lost),
-                repair=lacking,
-            )
-            self._late_events.append(
-                SnapshotIncomplete(public.snapshot_id, public.pub_key, len(lost), lacking)
-            )
-        if lacking:
-            self._repair_wanted = True
-        elif checked:
-            self._repair_wanted = False  # a complete snapshot: any repair is done
-        return resend
-
-    def _carry_over(self, snapshot: Snapshot, direct_child: bool) -> list[bytes]:
-        """Local changes the incoming snapshot may lack, to send again on top of it (by its
-        claimed clocks; :meth:`_check_content` checks its content instead when it can)."""
-        included = (
-            snapshot.public_data.parent_snapshot_update_clocks.get(self.public_key, -1)
-            if direct_child
-            else -1
-        )
-        carried: list[bytes] = []
-        for clock in sorted(self._confirmed):
-            if clock > included:
-                carried.extend(self._confirmed[clock])
-        for clock, flight in self._in_flight.items():
-            if clock > included:
-                carried.extend(flight.changes)
-        for flight in self._refused.values():  # refused: not stored, whatever the clock
-            carried.extend(flight.changes)
-        if self._snapshot_in_flight is not None:
-            carried.extend(self._snapshot_in_flight.changes)
-        return carried
-
-    def _activate(self, snapshot: Snapshot, key: bytes, carried: list[bytes]) -> None:
-        old = self._active
-        if old is not None:
-            self._superseded[old.info.snapshot_id] = (
-                snapshot.public_data.parent_snapshot_update_clocks
-            )
-            while len(self._superseded) > self.config.superseded_snapshots_kept:
-                self._superseded.popitem(last=False)
-        self._active = _Active(info=snapshot.info(), author=snapshot.author, key=key)
-        activated = getattr(self.keys, "snapshot_activated", None)
-        if activated is not None:
-            activated(self._active.info)
-        for waiting in self._waiting.values():  # they waited on the old snapshot: dropped
-            for update in itertools.chain(waiting.updates.values(), *waiting.twins.values()):
-                self._budget.release(update.author, _held_size(update))
-        self._waiting.clear()
-        self._digests = ClockDigests(self.config.max_clock_digests)
-        self._confirmed = {}
-        self._in_flight = OrderedDict()
-        self._refused = OrderedDict()
-        self._local_clock = -1
-        if (
-            self._snapshot_in_flight is not None
-            and self._snapshot_in_flight.message is not snapshot
-        ):
-            self._snapshot_in_flight = None
-        self._pending[:0] = carried
 
     # --- updates ----------------------------------------------------------------------------
 
     def _receive_update(self, update: Update, now: float, events: list[Event]) -> None:
         try:
-            self._process_update(update, now, events)
+            receive_updates.process_update(self, update, now, events)
         except SecsyncError as exc:
             events.append(self._rejected(exc, MessageKind.UPDATE, update.author))
 
-    def _process_update(self, update: Update, now: float, events: list[Event]) -> None:
-        public = update.public_data
-        if type(self.policy) is not AllowAll:  # AllowAll allows everything, without a call
-            self._check_policy(update, UpdateAuthorRejectedError, UpdatePolicyError)
-        aad = self._verify(update)
-        if public.extra:
-            self.devices.admit(public.pub_key, public.extra)
-        if public.doc_id != self.doc_id:
-            raise UpdateDocumentIdError()
-        active = self._active
-        ref = public.ref_snapshot_id
-        if active is None or ref != active.info.snapshot_id:
-            if ref in self._unreadable:
-                raise UpdateSnapshotMismatchError("update builds on a snapshot that did not open")
-            included = self._superseded.get(ref)
-            if included is not None:
-                if public.clock <= included.get(public.pub_key, -1):
-                    raise UpdateReplayError("update is already part of a newer snapshot")
-                raise UpdateSnapshotMismatchError("update builds on a superseded snapshot")
-            self._defer(update, now)
-            return
-        current = active.clocks.get(public.pub_key, -1)
-        own = public.pub_key == self.public_key
-        if own:
-            flight = self._in_flight.get(public.clock) or self._refused.get(public.clock)
-            if flight is not None and flight.message == update:
-                events += self.update_stored(ref, public.clock)  # our own, delivered back
-                return
-        # --- identity collisions (see secsync.protocol.collisions) ---
-        known = self._digests.get(public.pub_key, public.clock)
-        if known and message_digest(update) in known:
-            if own:
-                return  # our own, already confirmed by the broker's acknowledgement
-            raise UpdateReplayError(f"clock {public.clock} was applied already")
-        if public.clock <= current and (known or own):
-            # another message holds this clock: both are applied (ours too, whatever our key
-            # wrote elsewhere; one older than the record brings nothing new and is dropped)
-            self._collide(update, active, events, aad, late=True, certain=bool(known))
-            return
-        # --- end of identity collisions ---
-        if public.clock <= current:
-            ranges = active.skipped.get(public.pub_key, ())
-            if any(lo <= public.clock <= hi for lo, hi in ranges):
-                # a clock recovery gave up on arrives after all: its content is applied (CRDT
-                # changes are idempotent, a second copy changes nothing); the clock stays
-                self._apply_update(update, active, events, aad, late=True)
-                return
-            raise UpdateReplayError(f"clock {public.clock} is not above {current}")
-        if public.clock > current + 1:
-            self._enqueue(update, now)
-            return
-        try:
-            self._accept(update, active, events, aad)
-        except _CONTENT_REFUSED as exc:  # its clock is spent: what waits behind it follows
-            events.append(self._rejected(exc, MessageKind.UPDATE, public.pub_key))
-        self._drain(public.pub_key, active, events)
-
-    def _accept(
-        self, update: Update, active: _Active, events: list[Event], aad: bytes | None = None
-    ) -> None:
-        """Apply the next update of its author: a collision if its clock holds another one."""
-        if self._digests.get(update.author, update.clock):
-            self._collide(update, active, events, aad, late=False, certain=True)
-        else:
-            try:
-                self._apply_update(update, active, events, aad)
-            except _CONTENT_REFUSED:  # its clock is spent: a copy is a replay, a twin collides
-                self._digests.add(update.author, update.clock, message_digest(update))
-                raise
-            self._digests.add(update.author, update.clock, message_digest(update))
-
-    def _collide(
-        self,
-        update: Update,
-        active: _Active,
-        events: list[Event],
-        aad: bytes | None,
-        *,
-        late: bool,
-        certain: bool,
-    ) -> None:
-        """Apply an update whose clock another update of its author holds (``certain``), or an
-        update of our key below our clock that we have no record of. Either way, an update of
-        our key that we did not write and that brings content we lacked proves that another
-        client writes under our identity: we stop writing."""
-        watch = update.author == self.public_key and self._identity_in_use is None
-        before = content_version(self.crdt) if watch else None
-        count = len(events)
-        self._apply_update(update, active, events, aad, late=late)
-        self._digests.add(update.author, update.clock, message_digest(update))
-        brought = before is None or content_version(self.crdt) != before
-        if not certain and not (watch and brought):
-            del events[count:]  # ours, older than the record: nothing new, nothing to report
-            return
-        snapshot_id, author = active.info.snapshot_id, active.authors[update.author]
-        self._log.warning("identity_collision", author=_short(author), clock=update.clock)
-        user = self.devices.device_user(author)
-        events.append(IdentityCollision(snapshot_id, author, update.clock, user=user))
-        if watch and brought:
-            self._identity_in_use = IdentityInUseError(
-                f"an update signed with our key that this client did not write (clock "
-                f"{update.clock}) brought content it lacked: the identity is in use elsewhere"
-            )
-            kept = len(self._kept()) + self.untaken_changes
-            self._log.warning("identity_in_use", clock=update.clock, kept=kept)
-            events.append(IdentityInUse(self._identity_in_use, snapshot_id, update.clock, kept))
-
-    def _apply_update(
-        self,
-        update: Update,
-        active: _Active,
-        events: list[Event],
-        aad: bytes | None = None,
-        *,
-        late: bool = False,
-    ) -> None:
-        ahead = self._ahead
-        if ahead is not None and ahead.message is update and ahead.cipher is active.cipher:
-            # opened ahead, with this very key
-            if ahead.failure is not None:
-                raise sealing.decryption_error(update, ahead.failure)
-            changes = ahead.changes
-        else:
-            changes = None
-        public = update.public_data
-        if changes is None:
-            plaintext = sealing.open_sealed(update, active.cipher, aad)
-            try:
-                changes = deserialize_changes(plaintext)
-            except UpdateDeserializeError:
-                if not late:
-                    self._spend(active, public.pub_key, public.clock)
-                raise
-        try:
-            if self._authors_of is not None:
-                self._check_authors(changes, public.pub_key)
-            self.crdt.apply_changes(changes)
-        except UpdateApplyError:
-            if not late:
-                self._spend(active, public.pub_key, public.clock)
-            raise  # the adapter's own verdict, with its reason
-        except UpdateIdentityError:
-            if not late:
-                self._spend(active, public.pub_key, public.clock)
-            raise
-        except BaseException as exc:
-            if not crdt_failure(exc):
-                raise
-            if not late:
-                self._spend(active, public.pub_key, public.clock)
-            raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
-        # The event shares the active snapshot's id (the update names it) and one key object
-        # per author instead of holding the copies decoded from each message.
-        author = active.authors.setdefault(public.pub_key, public.pub_key)
-        clock = public.clock
-        user = self.devices.device_user(author) if public.extra else None
-        if self._content_check is not None:
-            self._record(active, author, clock, changes, late)
-        if late:
-            events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
-            return
-        active.clocks[author] = clock
-        active.updates += 1
-        active.update_bytes += len(update.ciphertext)
-        if author == self.public_key:
-            # Our own update, stored in an earlier run of this client: continue after it.
-            self._local_clock = max(self._local_clock, clock)
-        events.append(UpdateApplied(active.info.snapshot_id, author, clock, user=user))
-
-    def _check_authors(self, changes: Sequence[bytes], signer: bytes) -> None:
-        """Refuse ``changes`` unless every CRDT id they write under may be the signer's."""
-        assert self._authors_of is not None
-        try:
-            ids = self._authors_of(changes)
-        except UpdateApplyError:
-            raise
-        except BaseException as exc:
-            if not crdt_failure(exc):
-                raise
-            raise UpdateApplyError(f"the CRDT refused the update: {type(exc).__name__}") from None
-        try:
-            user = self.user_of(signer)
-        except SecsyncError:
-            raise
-        except Exception as exc:
-            raise UpdateIdentityError(
-                f"the signer's user is unknown: {type(exc).__name__}"
-            ) from None
-        refused = crdt_identity.refused_ids(ids, user, legacy=self.config.legacy_crdt_ids)
-        if refused:
-            raise UpdateIdentityError(
-                f"content under {crdt_identity.describe(refused[0])}, "
-                + (
-                    "bound to another user than the signer"
-                    if crdt_identity.is_bound(refused[0])
-                    else "not bound to a user (legacy_crdt_ids is off)"
-                )
-            )
-
-    def _spend(self, active: _Active, author: bytes, clock: int) -> None:
-        """Count a validly signed update whose content was refused as received at its clock."""
-        author = active.authors.setdefault(author, author)
-        if clock > active.clocks.get(author, -1):
-            active.clocks[author] = clock
-        if author == self.public_key:
-            self._local_clock = max(self._local_clock, clock)
-
     def _record(
-        self, active: _Active, author: bytes, clock: int, changes: list[bytes], late: bool
+        self, active: ActiveSnapshot, author: bytes, clock: int, changes: list[bytes], late: bool
     ) -> None:
-        """Keep an applied update's changes to check the next snapshot against, within
-        ``snapshot_check_bytes`` (the oldest go first)."""
-        active.applied.append((author, clock, changes, late))
-        active.applied_bytes += sum(map(len, changes))
-        budget = self.config.snapshot_check_bytes
-        while active.applied_bytes > budget and active.applied:
-            gone, gone_clock, gone_changes, gone_late = active.applied.popleft()
-            active.applied_bytes -= sum(map(len, gone_changes))
-            mark = 2**62 if gone_late else gone_clock
-            active.dropped[gone] = max(active.dropped.get(gone, -1), mark)
+        active.record(author, clock, changes, late, self.config.snapshot_check_bytes)
 
     def _verify(self, message: Update | Snapshot) -> bytes:
         """The signature check of ``message``; returns its AAD (ASCII bytes).
@@ -1792,66 +789,6 @@ class DocumentSession:
             return ahead.aad
         return sealing.verify(message)
 
-    def _enqueue(self, update: Update, now: float) -> None:
-        waiting = self._waiting.get(update.author)
-        twin = waiting is not None and update.clock in waiting.updates
-        if twin:
-            assert waiting is not None
-            if update == waiting.updates[update.clock] or update in waiting.twins.get(
-                update.clock, ()
-            ):
-                return  # the same message twice while waiting
-        if waiting is not None and (
-            len(waiting.updates) + sum(map(len, waiting.twins.values()))
-            >= self.config.max_queued_updates_per_author
-        ):
-            raise UpdateQueueFullError(
-                f"{len(waiting.updates)} updates of this author already wait for a gap"
-            )
-        self._budget.admit(update.author, _held_size(update))
-        if waiting is None:
-            waiting = self._waiting[update.author] = _Waiting(since=now)
-        if twin:  # another update with the same clock: applied as a collision after it
-            waiting.twins.setdefault(update.clock, []).append(update)
-            return
-        if not waiting.updates:
-            waiting.since = now
-            waiting.refetch_asked = waiting.recovery_asked = False
-        waiting.updates[update.clock] = update
-
-    def _drain(self, author: bytes, active: _Active, events: list[Event]) -> None:
-        waiting = self._waiting.get(author)
-        while waiting and waiting.updates:
-            clock = active.clocks.get(author, -1) + 1
-            following = waiting.updates.pop(clock, None)
-            if following is None:
-                return
-            twins = waiting.twins.pop(clock, [])
-            for update in (following, *twins):
-                self._budget.release(author, _held_size(update))
-            try:
-                self._accept(following, active, events)
-            except SecsyncError as exc:
-                events.append(self._rejected(exc, MessageKind.UPDATE, author))
-                if not isinstance(exc, _CONTENT_REFUSED):
-                    return
-            for twin in twins:
-                try:
-                    self._collide(twin, active, events, None, late=True, certain=True)
-                except SecsyncError as exc:
-                    events.append(self._rejected(exc, MessageKind.UPDATE, author))
-        self._waiting.pop(author, None)
-
-    def _defer(self, update: Update, now: float) -> None:
-        if self._deferred_count >= self.config.max_deferred_updates:
-            raise UpdateQueueFullError("too many updates wait for an unknown snapshot")
-        self._budget.admit(update.author, _held_size(update))
-        if not self._deferred:
-            self._deferred_since = now
-            self._deferred_recovery_asked = False
-        self._deferred.setdefault(update.public_data.ref_snapshot_id, []).append(update)
-        self._deferred_count += 1
-
     def handle_timer(self, now: float) -> list[Event]:
         """Report gaps that stayed open too long; call it by :meth:`next_deadline`."""
         events: list[Event] = []
@@ -1863,36 +800,16 @@ class DocumentSession:
                     RecoveryNeeded("snapshots of one author were dropped by the snapshot rate")
                 )
             else:
-                self._receive_snapshot(held.snapshot, (), events, recovery=None, now=now)
+                receive_snapshots.receive_snapshot(
+                    self, held.snapshot, (), events, recovery=None, now=now
+                )
         active = self._active
-        if (
-            self._deferred
-            and not self._deferred_recovery_asked
-            and now - self._deferred_since >= self.config.gap_recover_after
-        ):
-            # updates name a snapshot that never arrived (lost, or refused on the way)
-            self._deferred_recovery_asked = True
-            self._log.warning("snapshot_missing", waiting=self._deferred_count)
-            events.append(RecoveryNeeded("updates wait for a snapshot that never arrived"))
-        if active is None:
-            return events
-        for author, waiting in self._waiting.items():
-            if not waiting.updates:
-                continue
-            age = now - waiting.since
-            if age >= self.config.gap_recover_after and not waiting.recovery_asked:
-                waiting.recovery_asked = True
-                self._log.warning(
-                    "gap_unfilled", author=_short(author), queued=len(waiting.updates)
-                )
-                events.append(RecoveryNeeded(f"updates of {b64encode(author)} never arrived"))
-            elif age >= self.config.gap_refetch_after and not waiting.refetch_asked:
-                waiting.refetch_asked = True
-                expected = active.clocks.get(author, -1) + 1
-                self._log.info("gap_detected", author=_short(author), expected=expected)
-                events.append(
-                    GapDetected(active.info.snapshot_id, author, expected, len(waiting.updates))
-                )
+        events += self._queues.due(
+            now,
+            active.info.snapshot_id if active is not None else None,
+            active.clocks if active is not None else {},
+            self._log,
+        )
         return events
 
     def next_deadline(self) -> float | None:
@@ -1901,17 +818,7 @@ class DocumentSession:
         held = self.snapshot_rate.next_deadline()
         if held is not None:
             deadlines.append(held)
-        if self._deferred and not self._deferred_recovery_asked:
-            deadlines.append(self._deferred_since + self.config.gap_recover_after)
-        for waiting in self._waiting.values():
-            if not waiting.updates or waiting.recovery_asked:
-                continue
-            delay = (
-                self.config.gap_recover_after
-                if waiting.refetch_asked
-                else self.config.gap_refetch_after
-            )
-            deadlines.append(waiting.since + delay)
+        deadlines += self._queues.deadlines()
         return min(deadlines, default=None)
 
     # --- ephemeral --------------------------------------------------------------------------
@@ -1936,7 +843,7 @@ class DocumentSession:
         except (EphemeralError, NoActiveSnapshotError, DeviceCertificateError) as exc:
             events.append(self._rejected(exc, MessageKind.EPHEMERAL, message.author))
             return
-        self._outbox.extend(result.replies)
+        self._out.replies.extend(result.replies)
         if result.error is not None:
             events.append(self._rejected(result.error, MessageKind.EPHEMERAL, message.author))
         if result.payload is not None:

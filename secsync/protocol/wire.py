@@ -11,6 +11,11 @@ Native layout (a msgpack array, binary values as msgpack ``bin``)::
 ``docId`` may be left out (nil) when the receiver knows the document from the context (for
 example the broker subject): the signature covers it all the same, so a message moved to
 another document fails verification.
+
+Both forms are in this one module (over the ~500 lines of the others) on purpose: they share
+the field checks (sizes, document id, ``extra``, clocks) and the bounds, and a message decoded
+from either must pass exactly the same rules; splitting them would put those rules in a third
+module that both halves import, for no reader's benefit.
 """
 
 from __future__ import annotations

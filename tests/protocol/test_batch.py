@@ -22,7 +22,7 @@ import pytest
 
 from secsync.config import SecsyncConfig
 from secsync.errors import SecsyncError
-from secsync.protocol import crypto, sealing, wire
+from secsync.protocol import batches, crypto, sealing, wire
 from secsync.protocol import session as session_module
 from secsync.protocol.encoding import JsonValue, b64encode
 from secsync.protocol.events import Event, MessageRejected, UpdateApplied
@@ -328,13 +328,13 @@ def test_verification_runs_on_the_given_pool_and_outside_the_calling_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: set[str] = set()
-    original = session_module.check_messages
+    original = batches.check_messages
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         threads.add(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(session_module, "check_messages", recording)
+    monkeypatch.setattr(batches, "check_messages", recording)
     root, batch = scenario()
     batch = batch * 3
     expected = one_by_one(root, batch)

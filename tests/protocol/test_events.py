@@ -38,3 +38,26 @@ def test_ids_and_keys_are_short_base64url_and_payloads_are_hidden() -> None:
     # still plain frozen dataclasses
     assert applied == events.SnapshotApplied(snapshot_id, author)
     assert hash(applied) == hash(events.SnapshotApplied(snapshot_id, author))
+
+
+def test_every_event_is_a_base_event_and_a_rejection_gives_its_code() -> None:
+    import typing
+
+    import secsync
+    from secsync.errors import ErrorCode, SnapshotDecryptionError, UpdateReplayError
+    from secsync.protocol import events as events_module
+
+    union = typing.get_args(events_module.Event)
+    defined = [
+        value
+        for value in vars(events_module).values()
+        if isinstance(value, type) and value.__module__ == events_module.__name__
+    ]
+    assert set(union) == {cls for cls in defined if cls is not events_module.BaseEvent}
+    assert all(issubclass(cls, events_module.BaseEvent) for cls in union)
+    rejected = events_module.MessageRejected(SnapshotDecryptionError())
+    assert rejected.reason is ErrorCode.SNAPSHOT_DECRYPTION
+    assert rejected.reason == 101
+    assert events_module.MessageRejected(UpdateReplayError("again")).reason == 214
+    assert secsync.BaseEvent is events_module.BaseEvent
+    assert secsync.ErrorCode is ErrorCode
