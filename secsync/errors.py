@@ -24,6 +24,8 @@ Three branches tell who has to act:
 a forged membership change is remote; its classes say which.
 
 Messages say what went wrong in words and never contain keys or plaintext.
+
+Size: one class per error code, each with its docstring; the hierarchy reads best in one place.
 """
 
 from __future__ import annotations

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
+from secsync.crdt.failures import crdt_failure
 from secsync.errors import CrdtAdapterError
 
 if TYPE_CHECKING:  # the CRDT libraries load only when a document is used
     import automerge
     import automerge.core
     import pycrdt
-
-_CONTROL_FLOW: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
-
-
-def crdt_failure(exc: BaseException) -> bool:
-    """Whether ``exc``, raised by a CRDT library, is that library failing on its input.
-
-    Native bindings raise more than ``Exception``: pyo3 turns a Rust panic into a
-    ``PanicException`` that derives from ``BaseException``. Everything is a failure except the
-    exceptions that stop or cancel the program itself.
-    """
-    if isinstance(exc, _CONTROL_FLOW):
-        return False
-    # A CancelledError can only exist once asyncio is loaded; looking it up here keeps the
-    # sans-IO core free of the import.
-    asyncio = sys.modules.get("asyncio")
-    return asyncio is None or not isinstance(exc, asyncio.CancelledError)
 
 
 @runtime_checkable

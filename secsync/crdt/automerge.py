@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from automerge import core
 
-from secsync.crdt import crdt_failure
+from secsync.crdt.failures import crdt_failure
 from secsync.errors import LocalIdentityError, SecsyncError, SnapshotApplyError, UpdateApplyError
 from secsync.protocol import crdt_identity
 

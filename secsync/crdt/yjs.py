@@ -21,7 +21,7 @@ from typing import Any
 
 import pycrdt
 
-from secsync.crdt import crdt_failure
+from secsync.crdt.failures import crdt_failure
 from secsync.crdt.yjs_format import (
     UpdateSummary,
     YjsFormatError,

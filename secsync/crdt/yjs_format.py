@@ -18,6 +18,8 @@ Where Yjs and yrs (behind pycrdt) would read the same bytes differently, the dec
 them rather than pick one reading: the legacy JSON content (yrs reads one string more than Yjs
 writes), the XML hook type (yrs reads no name), and info bits that only one of them ignores.
 No current encoder writes any of these.
+
+Size: one decoder of one format (update, structs, contents, delete set), read as a whole.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ This module is the session's public API; the work and the state are elsewhere:
 * the steps: :mod:`~secsync.protocol.receive_snapshots`, :mod:`~secsync.protocol.receive_updates`,
   :mod:`~secsync.protocol.batches` (``receive_many``), :mod:`~secsync.protocol.writing`.
 
-It is longer than the other modules because every public method keeps its full contract in
-its docstring here, where callers read it; the methods themselves are short.
+Size: every public method keeps its full contract in its docstring here, where callers read
+it; the methods themselves are short.
 """
 
 from __future__ import annotations

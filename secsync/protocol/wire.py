@@ -12,7 +12,7 @@ Native layout (a msgpack array, binary values as msgpack ``bin``)::
 example the broker subject): the signature covers it all the same, so a message moved to
 another document fails verification.
 
-Both forms are in this one module (over the ~500 lines of the others) on purpose: they share
+Size: both forms are in this one module on purpose: they share
 the field checks (sizes, document id, ``extra``, clocks) and the bounds, and a message decoded
 from either must pass exactly the same rules; splitting them would put those rules in a third
 module that both halves import, for no reader's benefit.
