@@ -34,7 +34,7 @@ from secsync.protocol.stream import (
     is_action,
     judge,
 )
-from secsync.protocol.stream_types import snapshot_msg_id
+from secsync.protocol.stream_types import snapshot_msg_id, update_msg_id
 from secsync.transport.subjects import DocumentSubjects
 
 DOC_ID = "6e46c006-5541-11ec-bf63-0242ac130002"
@@ -223,7 +223,13 @@ class MemoryBroker(MemoryStream):
             on = self.subjects.snapshot
         else:
             return True
+        msg_id = (
+            snapshot_msg_id(message.snapshot_id)
+            if isinstance(message, Snapshot)
+            else update_msg_id(message)
+        )
         headers = {
+            MSG_ID: msg_id,
             EXPECTED_LAST_SUBJECT_SEQ: str(expected),
             EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: on,
         }
@@ -258,6 +264,18 @@ class Participant:
         """Receive every stored message not seen yet, in stream order."""
         new = self.broker.read(self.broker.subjects.stored, self.binding.last_sequence + 1)
         self._take(self.binding.deliver(new, now=0.0))
+
+    def publish(self, message: Snapshot | Update) -> bool:
+        """Publish one message of this session's as the transport does (the binding's headers,
+        its outcome fed back); whether it was stored."""
+        headers = self.binding.headers(message)
+        step = judge(message, self.broker.store(message, headers))
+        if isinstance(step, Accepted):
+            self._take(self.binding.stored(message, step.first, step.last, headers, now=0.0))
+            return True
+        assert isinstance(step, Conflict), step
+        self._take(self.binding.conflict(message))
+        return False
 
     def push(self, max_rounds: int = 10) -> None:
         """Publish what the session has to send, rebasing on conflicts, until nothing is left."""

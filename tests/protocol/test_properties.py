@@ -50,12 +50,7 @@ def run_history(kind: str, n_authors: int, ops: list[tuple[int, str, int, str]])
             parts[i].pull()
             peers[i].type(pos, text)
             if not peers[i].session.unacknowledged:
-                snap = peers[i].session.create_snapshot()
-                if broker.publish(snap, parts[i].seen):
-                    parts[i].seen = len(broker.log)
-                    peers[i].session.snapshot_stored(snap.snapshot_id, now=0.0)
-                else:
-                    peers[i].session.snapshot_rejected(snap.snapshot_id)
+                parts[i].publish(peers[i].session.create_snapshot())
     for _ in range(3):
         for part in parts:
             part.sync()
