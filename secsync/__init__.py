@@ -10,7 +10,7 @@ Everything an application uses is a name of this package (see ``__all__``):
   :class:`Device`, :class:`DeviceCertificate`;
 * access: :class:`ShareLink` and :func:`open_shared`, :class:`Group` (closed groups), the
   author policies :class:`AuthorPolicy`, :class:`AllowAll`, :class:`AllowList`;
-* every event a document reports (``Event`` is their union);
+* every event a document reports (``DocumentEvent`` is their union, ``Event`` the session's);
 * :class:`SecsyncError`, the base class of every category (``EncodingError``,
   ``SnapshotError``, ``UpdateError``, ``EphemeralError``, ``SessionError``,
   ``TransportError``, ``AccessError``), and the errors the calls above raise. The errors of
@@ -70,9 +70,6 @@ if TYPE_CHECKING:
     from secsync.protocol.devices import Device, DeviceCertificate, UserIdentity
     from secsync.protocol.events import (
         BaseEvent,
-        ConnectionChanged,
-        DocumentLoaded,
-        DocumentRestored,
         EphemeralReceived,
         Event,
         GapDetected,
@@ -80,19 +77,25 @@ if TYPE_CHECKING:
         IdentityInUse,
         MessageRejected,
         PresenceChanged,
-        PublishFailed,
         RecoveryNeeded,
         SnapshotApplied,
         SnapshotIncomplete,
         SnapshotStored,
-        StorageFailed,
-        SyncFailed,
         UpdateApplied,
         UpdateStored,
     )
     from secsync.protocol.keys import KeyProvider, decode_key, encode_key
     from secsync.protocol.policy import AllowAll, AllowList, AuthorPolicy
     from secsync.transport import Connecting, Document, SecsyncClient, connect
+    from secsync.transport.events import (
+        ConnectionChanged,
+        DocumentEvent,
+        DocumentLoaded,
+        DocumentRestored,
+        PublishFailed,
+        StorageFailed,
+        SyncFailed,
+    )
 
 __version__ = "0.1.0"
 
@@ -139,9 +142,6 @@ _MODULES = {
     "secsync.protocol.devices": ["Device", "DeviceCertificate", "UserIdentity"],
     "secsync.protocol.events": [
         "BaseEvent",
-        "ConnectionChanged",
-        "DocumentLoaded",
-        "DocumentRestored",
         "EphemeralReceived",
         "Event",
         "GapDetected",
@@ -149,13 +149,10 @@ _MODULES = {
         "IdentityInUse",
         "MessageRejected",
         "PresenceChanged",
-        "PublishFailed",
         "RecoveryNeeded",
         "SnapshotApplied",
         "SnapshotIncomplete",
         "SnapshotStored",
-        "StorageFailed",
-        "SyncFailed",
         "UpdateApplied",
         "UpdateStored",
     ],
@@ -163,6 +160,15 @@ _MODULES = {
     "secsync.protocol.policy": ["AllowAll", "AllowList", "AuthorPolicy"],
     "secsync.access.share": ["ShareLink", "open_shared"],
     "secsync.transport": ["Connecting", "Document", "SecsyncClient", "connect"],
+    "secsync.transport.events": [
+        "ConnectionChanged",
+        "DocumentEvent",
+        "DocumentLoaded",
+        "DocumentRestored",
+        "PublishFailed",
+        "StorageFailed",
+        "SyncFailed",
+    ],
 }
 
 # Public name -> the module that defines it.
@@ -187,6 +193,7 @@ __all__ = [
     "DeviceCertificateError",
     "Document",
     "DocumentClosedError",
+    "DocumentEvent",
     "DocumentLoaded",
     "DocumentNotFoundError",
     "DocumentRestored",

@@ -1,5 +1,6 @@
-"""Events a document session (and a transport document) reports: frozen dataclasses, all of
-them here, every one a :class:`BaseEvent`. :data:`Event` is their union.
+"""Events a document session reports: frozen dataclasses, all of them here, every one a
+:class:`BaseEvent`. :data:`Event` is their union. What only an open document on a broker
+reports (loading, connection, publishing, local storage) is :mod:`secsync.transport.events`.
 
 A refused message is reported as :class:`MessageRejected`, whose :attr:`~MessageRejected.reason`
 is an :class:`~secsync.errors.ErrorCode` (the numeric code of its error's class)."""
@@ -184,58 +185,6 @@ class RecoveryNeeded(BaseEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class DocumentLoaded(BaseEvent):
-    """The document caught up with the broker: the latest snapshot and the updates stored
-    after it (or after what the local store held)."""
-
-    snapshot_id: bytes | None
-    updates: int
-    last_sequence: int
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class DocumentRestored(BaseEvent):
-    """The document was opened from the local store (the broker may still be away; a
-    :class:`DocumentLoaded` follows once it caught up)."""
-
-    snapshot_id: bytes | None
-    last_sequence: int
-    pending_changes: int
-    """Local changes the store held that the broker has not confirmed yet."""
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class PublishFailed(BaseEvent):
-    """The broker refused or did not acknowledge a publish; ``retrying`` says what happens."""
-
-    error: SecsyncError
-    subject: str
-    retrying: bool
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class SyncFailed(BaseEvent):
-    """The document could not catch up with the broker and stopped trying (e.g. access was
-    revoked); it keeps working locally."""
-
-    error: SecsyncError
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class StorageFailed(BaseEvent):
-    """The local store could not be written; changes stay in memory until it can."""
-
-    error: SecsyncError
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class ConnectionChanged(BaseEvent):
-    """The connection to the broker was lost (``connected=False``) or restored."""
-
-    connected: bool
-
-
 Event: TypeAlias = (
     SnapshotApplied
     | SnapshotIncomplete
@@ -249,10 +198,4 @@ Event: TypeAlias = (
     | UpdateStored
     | GapDetected
     | RecoveryNeeded
-    | DocumentLoaded
-    | DocumentRestored
-    | PublishFailed
-    | ConnectionChanged
-    | StorageFailed
-    | SyncFailed
 )

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import pycrdt
@@ -36,18 +36,7 @@ from secsync.errors import (
 )
 from secsync.logs import get_logger
 from secsync.protocol import wire
-from secsync.protocol.events import (
-    ConnectionChanged,
-    DocumentLoaded,
-    DocumentRestored,
-    EphemeralReceived,
-    Event,
-    GapDetected,
-    MessageRejected,
-    PublishFailed,
-    StorageFailed,
-    SyncFailed,
-)
+from secsync.protocol.events import EphemeralReceived, GapDetected, MessageRejected
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
 from secsync.protocol.session import DocumentSession
 from secsync.protocol.stream import (
@@ -61,6 +50,15 @@ from secsync.protocol.stream import (
 )
 from secsync.protocol.stream_search import Latest, SearchRead
 from secsync.transport import jetstream
+from secsync.transport.events import (
+    ConnectionChanged,
+    DocumentEvent,
+    DocumentLoaded,
+    DocumentRestored,
+    PublishFailed,
+    StorageFailed,
+    SyncFailed,
+)
 from secsync.transport.loading import fetch_latest
 from secsync.transport.presence import Presence
 from secsync.transport.sending import BROKER_SIDE, Sender
@@ -106,7 +104,7 @@ class Document:
         self.doc_id = session.doc_id
         self.subjects = DocumentSubjects.of(session.doc_id, config.subject_root)
         self._log = log.bind(doc=self.subjects.token[:8])
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._events: asyncio.Queue[DocumentEvent] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._can_send = asyncio.Event()  # set whenever online and not paused may have begun
@@ -333,7 +331,7 @@ class Document:
         """Send an ephemeral (presence) payload to the peers that are online now."""
         await self._publish_ephemeral(self.session.send_ephemeral(payload))
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[DocumentEvent]:
         """Events as they happen; ends when the document is closed."""
         while True:
             if self._closed and self._events.empty():
@@ -344,10 +342,10 @@ class Document:
             finally:
                 get.cancel()
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[DocumentEvent]:
         return self.events()
 
-    async def next_event(self, timeout: float | None = None) -> Event:
+    async def next_event(self, timeout: float | None = None) -> DocumentEvent:
         async with asyncio.timeout(timeout):
             return await self._events.get()
 
@@ -606,12 +604,12 @@ class Document:
                 return exc
         return None
 
-    async def _load_latest(self) -> tuple[Latest, list[Event]]:
+    async def _load_latest(self) -> tuple[Latest, list[DocumentEvent]]:
         """Load the newest stored snapshot that opens and whose content the CRDT takes: one
         whose content is refused (hostile or damaged, ``SnapshotApplyError``) is passed over,
         and reported, for the one before it."""
         passed_over: set[bytes] = set()
-        events: list[Event] = []
+        events: list[DocumentEvent] = []
         while True:
             latest = await self._fetch_latest(frozenset(passed_over))
             loaded = self.session.load(latest.snapshot, now=time.monotonic())
@@ -670,7 +668,7 @@ class Document:
 
     # --- performing what the binding decided ------------------------------------------------
 
-    def _emit(self, events: list[Event]) -> None:
+    def _emit(self, events: Sequence[DocumentEvent]) -> None:
         """Queue ``events`` for the application (the oldest go when the queue is full)."""
         if not self.presence.keyed and self.session.active_snapshot is not None:
             self.presence.key_available()
@@ -687,7 +685,7 @@ class Document:
         if self.binding.changed:
             self.binding.changed = False
             self._dirty = True
-        events: list[Event] = []
+        events: list[DocumentEvent] = []
         for item in output:
             if isinstance(item, Wake):
                 self._wake.set()

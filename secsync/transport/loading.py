@@ -3,10 +3,9 @@ asks for, performed on the stream (the rules, bound and settling are in that pur
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from secsync.config import SecsyncConfig
-from secsync.protocol.events import Event
 from secsync.protocol.stream import StreamBinding
 from secsync.protocol.stream_search import (
     CountSnapshots,
@@ -18,6 +17,7 @@ from secsync.protocol.stream_search import (
     empty_subject,
     plan_after,
 )
+from secsync.transport.events import DocumentEvent
 from secsync.transport.stream_io import JetStreamLink
 
 
@@ -26,7 +26,7 @@ async def fetch_latest(
     binding: StreamBinding,
     config: SecsyncConfig,
     *,
-    emit: Callable[[list[Event]], None],
+    emit: Callable[[Sequence[DocumentEvent]], None],
     searched: Callable[[SearchRead], None],
     passed_over: frozenset[bytes] = frozenset(),
 ) -> Latest:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from secsync.errors import NoActiveSnapshotError, SecsyncError
 from secsync.logs import get_logger
-from secsync.protocol.events import Event, MessageRejected, PresenceChanged
+from secsync.protocol.events import MessageRejected, PresenceChanged
 from secsync.protocol.messages import EphemeralMessage, MessageKind
 from secsync.protocol.presence import PresenceTracker
+from secsync.transport.events import DocumentEvent
 from secsync.transport.waiting import wait_woken
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Presence:
         session: DocumentSession,
         config: SecsyncConfig,
         *,
-        emit: Callable[[list[Event]], None],
+        emit: Callable[[Sequence[DocumentEvent]], None],
         publish: Callable[[EphemeralMessage], Awaitable[None]],
         notify_changed: Callable[[], None],
         awareness: pycrdt.Awareness | None = None,
@@ -172,7 +173,7 @@ class Presence:
         await self._publish(message)
         return True
 
-    def receive(self, author: bytes, payload: bytes) -> list[Event]:
+    def receive(self, author: bytes, payload: bytes) -> list[DocumentEvent]:
         """A verified ephemeral payload from ``author``."""
         try:
             changes = self.tracker.receive(author, payload, time.monotonic())
@@ -182,7 +183,7 @@ class Presence:
             self._wake.set()  # expiry deadlines moved
         return self._apply(changes)
 
-    def _apply(self, changes: list[PresenceChanged]) -> list[Event]:
+    def _apply(self, changes: list[PresenceChanged]) -> list[DocumentEvent]:
         awareness = self.awareness
         if awareness is not None:
             for change in changes:

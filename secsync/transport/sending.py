@@ -12,7 +12,7 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from secsync.config import SecsyncConfig
@@ -27,7 +27,6 @@ from secsync.errors import (
 )
 from secsync.logs import get_logger
 from secsync.protocol import wire
-from secsync.protocol.events import Event, PublishFailed
 from secsync.protocol.messages import Snapshot, Update
 from secsync.protocol.stream import (
     MSG_ID,
@@ -43,6 +42,7 @@ from secsync.protocol.stream import (
     judge,
     landed,
 )
+from secsync.transport.events import DocumentEvent, PublishFailed
 from secsync.transport.stream_io import JetStreamLink
 from secsync.transport.waiting import backoff_delay
 
@@ -63,7 +63,7 @@ class Sender:
         io: JetStreamLink,
         config: SecsyncConfig,
         *,
-        emit: Callable[[list[Event]], None],
+        emit: Callable[[Sequence[DocumentEvent]], None],
         closed: Callable[[], bool],
         progress: asyncio.Event,
         wake: asyncio.Event,

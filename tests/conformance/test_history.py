@@ -15,9 +15,10 @@ import pycrdt
 import pytest
 
 from secsync.protocol import crypto
-from secsync.protocol.events import GapDetected, PublishFailed, SnapshotApplied
+from secsync.protocol.events import GapDetected, SnapshotApplied
 from secsync.protocol.messages import Snapshot, Update
 from secsync.protocol.session import DocumentSession
+from secsync.transport.events import PublishFailed
 from tests.conformance.harness import (
     FAST,
     KEY,

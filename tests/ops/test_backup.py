@@ -22,12 +22,12 @@ from secsync.cli.operations import main as operations_main
 from secsync.config import SecsyncConfig
 from secsync.ops.backup import DATA_FILE, backup_stream, restore_stream
 from secsync.ops.mirrors import promote_mirror
-from secsync.protocol.events import DocumentLoaded, DocumentRestored
 from secsync.servers.binary import default_config_path, free_port
 from secsync.servers.broker import Broker
 from secsync.servers.cluster import Cluster
 from secsync.transport import Document, jetstream
 from secsync.transport.compaction import compact_document
+from secsync.transport.events import DocumentLoaded, DocumentRestored
 from tests.transport.helpers import YClient, open_y, until
 
 DOC = "operations-doc"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secsync
 from secsync.config import SecsyncConfig
 from secsync.protocol.encoding import b64encode
-from secsync.protocol.events import PublishFailed
+from secsync.transport.events import PublishFailed
 from secsync.transport.subjects import DocumentSubjects, update_msg_id
 from tests.transport.helpers import YClient, open_y, until
 

@@ -14,15 +14,11 @@ from secsync.config import SecsyncConfig
 from secsync.crdt.yjs import new_yjs_doc
 from secsync.errors import TransportError
 from secsync.protocol import crypto, wire
-from secsync.protocol.events import (
-    DocumentLoaded,
-    Event,
-    SyncFailed,
-    UpdateApplied,
-)
+from secsync.protocol.events import Event, UpdateApplied
 from secsync.protocol.messages import Update
 from secsync.protocol.stream import landed
 from secsync.transport import Document, jetstream
+from secsync.transport.events import DocumentLoaded, SyncFailed
 from secsync.transport.subjects import DocumentSubjects
 from tests.factories import automerge_text, automerge_type
 from tests.transport.helpers import KEY, YClient, open_y, until

@@ -16,11 +16,12 @@ import secsync
 from secsync.config import SecsyncConfig
 from secsync.protocol import crypto, wire
 from secsync.protocol.encoding import b64encode
-from secsync.protocol.events import DocumentLoaded, DocumentRestored, Event, UpdateApplied
+from secsync.protocol.events import Event, UpdateApplied
 from secsync.protocol.messages import Update
 from secsync.servers.binary import free_port
 from secsync.servers.broker import Broker
 from secsync.transport import jetstream
+from secsync.transport.events import DocumentLoaded, DocumentRestored
 from tests.transport.helpers import until
 
 KEY = crypto.generate_key()

@@ -37,10 +37,10 @@ from secsync.errors import (
     StorageLimitError,
     TransportError,
 )
-from secsync.protocol.events import PublishFailed
 from secsync.servers.broker import Broker
 from secsync.transport import jetstream
 from secsync.transport.compaction import compact_document
+from secsync.transport.events import PublishFailed
 from secsync.transport.subjects import DocumentSubjects
 from tests.transport.helpers import YClient, open_y, until
 
