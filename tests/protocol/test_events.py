@@ -8,16 +8,18 @@ from secsync.errors import UpdateReplayError
 from secsync.protocol import crypto, events
 from secsync.protocol.encoding import b64encode
 from secsync.protocol.messages import MessageKind
+from secsync.transport import events as transport_events
 
 
 def test_every_event_is_a_base_event_with_a_readable_repr() -> None:
     classes = [
-        getattr(events, name)
-        for name in dir(events)
-        if isinstance(getattr(events, name), type)
-        and dataclasses.is_dataclass(getattr(events, name))
+        getattr(module, name)
+        for module in (events, transport_events)
+        for name in dir(module)
+        if isinstance(getattr(module, name), type)
+        and dataclasses.is_dataclass(getattr(module, name))
     ]
-    assert len(classes) == 18
+    assert len(classes) == 18  # 12 of the session, 6 of the transport
     for cls in classes:
         assert issubclass(cls, events.BaseEvent)
         assert "__repr__" not in cls.__dict__  # the readable one, not the dataclass one
@@ -60,4 +62,11 @@ def test_every_event_is_a_base_event_and_a_rejection_gives_its_code() -> None:
     assert rejected.reason == 101
     assert events_module.MessageRejected(UpdateReplayError("again")).reason == 214
     assert secsync.BaseEvent is events_module.BaseEvent
+    transport_defined = {
+        value
+        for value in vars(transport_events).values()
+        if isinstance(value, type) and value.__module__ == transport_events.__name__
+    }
+    assert set(typing.get_args(transport_events.DocumentEvent)) == set(union) | transport_defined
+    assert secsync.DocumentEvent is transport_events.DocumentEvent
     assert secsync.ErrorCode is ErrorCode
