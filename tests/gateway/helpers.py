@@ -26,7 +26,7 @@ from secsync.gateway import (
 )
 from secsync.protocol import wire
 from secsync.protocol.encoding import b64decode
-from secsync.protocol.messages import Message, Snapshot, Update
+from secsync.protocol.messages import Message, Snapshot, Update, child_proof
 from secsync.transport.subjects import DocumentSubjects
 from tests.factories import MemoryStream
 
@@ -143,3 +143,65 @@ class Hub:
 
     def types(self, index: int) -> list[str]:
         return [f["type"] for f in self.sent[index]]
+
+
+class JsClientError(AssertionError):
+    """What a secsync JS client would fail with (its error code)."""
+
+
+class JsClientModel:
+    """The checks a secsync JS client makes on the frames it is sent, the fatal ones included:
+    clock replay (214) and gap (202) per author, the update's snapshot (213), the direct parent
+    check (112) and the proof chain (115). Fed the frames one connection was sent."""
+
+    def __init__(self) -> None:
+        self.active: Snapshot | None = None
+        self.clocks: dict[bytes, int] = {}
+
+    def _snapshot(self, obj: dict[str, Any], chain: list[dict[str, str]]) -> None:
+        snapshot = wire.from_json_dict(obj)
+        assert isinstance(snapshot, Snapshot)
+        if self.active is not None and snapshot.snapshot_id == self.active.snapshot_id:
+            return  # already known: skipped
+        if self.active is not None and chain:
+            proof = self.active.info().child_proof()
+            for entry in chain:
+                if b64decode(entry["parentSnapshotProof"]) != proof:
+                    raise JsClientError("115")
+                proof = child_proof(
+                    b64decode(entry["parentSnapshotProof"]),
+                    b64decode(entry["snapshotCiphertextHash"]),
+                    b64decode(entry["snapshotId"]),
+                )
+            if chain[-1]["snapshotId"] != obj["publicData"]["snapshotId"]:
+                raise JsClientError("115")
+        elif self.active is not None and (
+            snapshot.public_data.parent_snapshot_id != self.active.snapshot_id
+            or snapshot.public_data.parent_snapshot_proof != self.active.info().child_proof()
+        ):
+            raise JsClientError("112")
+        self.active, self.clocks = snapshot, {}
+
+    def _update(self, obj: dict[str, Any]) -> None:
+        update = wire.from_json_dict({k: v for k, v in obj.items() if k != "type"})
+        assert isinstance(update, Update)
+        if self.active is None or update.public_data.ref_snapshot_id != self.active.snapshot_id:
+            raise JsClientError("213")
+        current = self.clocks.get(update.author, -1)
+        if update.clock <= current:
+            raise JsClientError("214")
+        if update.clock != current + 1:
+            raise JsClientError("202")
+        self.clocks[update.author] = update.clock
+
+    def feed(self, frames: list[dict[str, Any]]) -> None:
+        for f in frames:
+            if f["type"] in ("document", "snapshot-save-failed"):
+                if "snapshot" in f:
+                    self._snapshot(f["snapshot"], f.get("snapshotProofChain", []))
+                for u in f.get("updates", []):
+                    self._update(u)
+            elif f["type"] == "snapshot":
+                self._snapshot(f["snapshot"], [])
+            elif f["type"] == "update":
+                self._update(f)

@@ -17,7 +17,7 @@ from secsync.protocol.stream_types import (
     snapshot_msg_id,
     update_msg_id,
 )
-from tests.gateway.helpers import DOC_ID, SUBJECTS, A, Hub, frame, message, params, store, text
+from tests.gateway.helpers import DOC_ID, KEY, SUBJECTS, A, Hub, frame, message, params, store, text
 
 ALL = ("s1", "u1_a0", "u1_a1", "u1_b0", "s2", "u2_a0", "u2_b0", "u2_a1")
 
@@ -360,3 +360,34 @@ def test_ephemeral_messages_go_to_core_nats_and_to_the_others() -> None:
     (ask,) = hub.connections[c].receive(forged_text("eph_message"))
     assert isinstance(ask, AskAccess)
     assert hub.connections[c].answer(ask, True) == [Ignored("ephemeral signature invalid")]
+
+
+def test_a_stored_update_the_view_drops_gets_the_failure_frame_not_the_ack() -> None:
+    """Two connections of one author race for clock 0 with different updates: both pass the
+    preconditions (an update's covers only its snapshot); the view takes the first."""
+    from secsync.protocol.crypto import SigningKeyPair
+    from tests.factories import make_update
+
+    signer = SigningKeyPair.from_secret(bytes([1]) * 32)
+    assert signer.public_key == A
+    s1 = message("s1")
+    assert isinstance(s1, Snapshot)
+    rival = make_update(signer, s1, 0, [b"\0"], key=KEY, doc_id=DOC_ID)
+    hub = hub_with("s1")
+    c, d = hub.connect(), hub.connect()
+    publishes = []
+    for index, raw in ((c, text("u1_a0")), (d, json.dumps(wire.to_json_dict(rival)))):
+        (ask,) = hub.connections[index].receive(raw)
+        (publish,) = hub.connections[index].answer(ask, True)
+        assert isinstance(publish, Publish)
+        publishes.append((index, publish))
+    for index, publish in publishes:
+        hub.stream.put(publish.subject, publish.payload, publish.headers)
+        assert hub.connections[index].outcome(publish, Stored(len(hub.stream.messages))) == []
+    hub.pull()
+    ref = b64encode(s1.snapshot_id)
+    assert hub.sent[c][1:] == [{"type": "update-saved", "snapshotId": ref, "clock": 0}]
+    assert hub.sent[d][1:] == [
+        {**stored_frame("u1_a0"), "type": "update"},
+        {"type": "update-save-failed", "snapshotId": ref, "clock": 0, "requiresNewSnapshot": False},
+    ]

@@ -163,3 +163,59 @@ def test_redelivered_messages_are_skipped() -> None:
     view.feed(stream.read(SUBJECTS.stored, 1))
     assert view.feed(stream.read(SUBJECTS.stored, 1)) == []
     assert view.updates == [message("u1_a0")]
+
+
+def test_a_js_client_fed_only_what_the_view_releases_never_fails() -> None:
+    """Junk, replays, early arrivals and unchained snapshots interleaved with the real history:
+    every connection, opened at any point and in either mode, sees a history a JS client takes."""
+    from tests.gateway.helpers import Hub, JsClientModel, params
+
+    history = [
+        "s1", forged("u1_a0"), "u1_a1", "u1_b0", "u1_a0_other_doc", "u1_a0", "u1_a1",
+        "s2_wrong_proof", "s2_misses_b", forged("s2"), "s2", "u1_b0", "u2_b0", "u2_a1",
+        "u2_a0", "u2_b0", "s1", "s3", "u2_b1_late", "u3_b0",
+    ]  # fmt: skip
+    hub = Hub()
+    models = []
+    for index, item in enumerate(history):
+        c = hub.connect(params("delta" if index % 2 else "complete"))
+        models.append((c, JsClientModel()))
+        store(hub.stream, item)
+        hub.pull()
+    for c, model in models:
+        model.feed(hub.sent[c])
+        assert model.active == message("s3"), c
+        assert model.clocks == {B: 0}
+    # a known snapshot two behind, in delta mode: the chain carries the client forward
+    model = JsClientModel()
+    s1 = message("s1")
+    assert isinstance(s1, Snapshot)
+    model.active, model.clocks = s1, {A: 1, B: 0}
+    model.feed(hub.sent[hub.connect(params("delta", s1.snapshot_id, {A: 1, B: 0}))])
+    assert model.active == message("s3") and model.clocks == {B: 0}
+
+
+def test_the_model_catches_what_a_js_client_fails_on() -> None:
+    """The model of the JS client's checks fails where the client would (so that the test above
+    can fail)."""
+    import pytest
+
+    from tests.gateway.helpers import JsClientError, JsClientModel, frame
+
+    def upd(name: str) -> dict[str, object]:
+        return {**frame(name), "type": "update"}
+
+    for frames, code in (
+        ([{"type": "snapshot", "snapshot": frame("s1")}, upd("u1_a1")], "202"),
+        ([{"type": "snapshot", "snapshot": frame("s1")}, upd("u1_a0"), upd("u1_a0")], "214"),
+        ([{"type": "snapshot", "snapshot": frame("s1")}, upd("u2_a0")], "213"),
+        (
+            [
+                {"type": "snapshot", "snapshot": frame("s1")},
+                {"type": "snapshot", "snapshot": frame("s3")},
+            ],
+            "112",
+        ),
+    ):
+        with pytest.raises(JsClientError, match=code):
+            JsClientModel().feed(frames)  # type: ignore[arg-type]
