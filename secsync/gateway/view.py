@@ -207,6 +207,23 @@ class DocumentView:
 
     # --- feeding ------------------------------------------------------------------------------
 
+    def begin(self, snapshot: Snapshot, sequence: int) -> list[ViewEvent]:
+        """Start from ``snapshot``, stored (ending) at ``sequence``: what the Python load search
+        (:mod:`secsync.protocol.stream_search`) chose, for a view that does not read the stream
+        from its start; feed it what is stored after ``sequence``. Only its signature and
+        document are checked: the chain before it is not known (clients that know an older
+        snapshot get an empty proof chain)."""
+        if self.active is not None or self.last_sequence:
+            raise ValueError("the view has been fed already")
+        out: list[ViewEvent] = []
+        problem = snapshot_problem(snapshot, self.doc_id, None, {})
+        self.last_sequence = sequence
+        if problem is not None:
+            self._note(out, Dropped(sequence, problem, snapshot))
+        else:
+            self._snapshot(snapshot, sequence, out)
+        return out
+
     def feed(self, stored: Iterable[StoredMessage]) -> list[ViewEvent]:
         """Stored messages of the document in stream order (redeliveries are skipped)."""
         out: list[ViewEvent] = []

@@ -219,3 +219,18 @@ def test_the_model_catches_what_a_js_client_fails_on() -> None:
     ):
         with pytest.raises(JsClientError, match=code):
             JsClientModel().feed(frames)  # type: ignore[arg-type]
+
+
+def test_a_view_can_begin_at_the_snapshot_the_load_search_chose() -> None:
+    stream = MemoryStream()
+    store(stream, "s1", "u1_a0", "u1_a1", "u1_b0", "s2", "u2_a0")
+    s2 = message("s2")
+    assert isinstance(s2, Snapshot)
+    view = DocumentView(DOC_ID, SUBJECTS)
+    assert view.begin(s2, 5) == [Released(s2, 5)]
+    events = view.feed(stream.read(SUBJECTS.stored, 1))
+    assert events == [Released(message("u2_a0"), 6)]  # type: ignore[arg-type]
+    assert view.active == s2 and view.chain_after(message("s1").public_data.snapshot_id) is None  # type: ignore[union-attr]
+    forged_view = DocumentView(DOC_ID, SUBJECTS)
+    assert dropped(forged_view.begin(forged("s2"), 5)) == [SnapshotSignatureError]  # type: ignore[arg-type]
+    assert forged_view.active is None
