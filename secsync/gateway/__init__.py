@@ -19,6 +19,7 @@ from secsync.gateway.connection import (
     PublishResult,
     Send,
     Stored,
+    refuse,
 )
 from secsync.gateway.params import BadConnection, ConnectionParams, SessionKey, parse_connection
 from secsync.gateway.view import DocumentView, Dropped, Released, ViewEvent
@@ -44,4 +45,5 @@ __all__ = [
     "Stored",
     "ViewEvent",
     "parse_connection",
+    "refuse",
 ]

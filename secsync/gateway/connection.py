@@ -30,7 +30,7 @@ from secsync.errors import (
 )
 from secsync.gateway import frames
 from secsync.gateway.frames import Frame
-from secsync.gateway.params import ConnectionParams, SessionKey
+from secsync.gateway.params import BadConnection, ConnectionParams, SessionKey
 from secsync.gateway.view import (
     DocumentView,
     Dropped,
@@ -143,6 +143,11 @@ class _Queue:
     asking: int | None = None
 
 
+def refuse(bad: BadConnection) -> list[Output]:
+    """What a connection whose URL does not parse gets: ``document-error``, then close."""
+    return [Send(frames.simple("document-error")), Close(bad.reason)]
+
+
 class GatewayConnection:
     """One JS client's connection to one document, over a view shared by all connections."""
 
@@ -240,7 +245,7 @@ class GatewayConnection:
     def receive(self, text: str | bytes) -> list[Output]:
         """A frame from the client: routed by its fields, as the reference server does."""
         if self.state != "open":
-            return [Ignored("frame before the document was sent")]
+            return [Ignored("connection not open")]
         if len(text) > self.max_frame_bytes:
             return self._close("document-error", str(MessageTooLargeError("frame too large")))
         try:

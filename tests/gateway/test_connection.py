@@ -268,7 +268,7 @@ def test_oversized_and_shapeless_frames() -> None:
     hub = hub_with("s1")
     view = hub.view
     connection = GatewayConnection(params(), view, ephemeral_subject="e", max_frame_bytes=100)
-    assert connection.receive("{}") == [Ignored("frame before the document was sent")]
+    assert connection.receive("{}") == [Ignored("connection not open")]
     (ask,) = connection.open()
     connection.answer(ask, True)
     out = connection.receive(text("s1"))
@@ -391,3 +391,18 @@ def test_a_stored_update_the_view_drops_gets_the_failure_frame_not_the_ack() -> 
         {**stored_frame("u1_a0"), "type": "update"},
         {"type": "update-save-failed", "snapshotId": ref, "clock": 0, "requiresNewSnapshot": False},
     ]
+
+
+def test_a_bad_url_and_a_missing_document_end_the_connection() -> None:
+    from secsync.gateway import BadConnection, parse_connection, refuse
+
+    bad = parse_connection("/doc")
+    assert isinstance(bad, BadConnection)
+    assert refuse(bad) == [Send({"type": "document-error"}), Close("no session key")]
+    hub = Hub()
+    c = hub.connect()
+    assert hub.connections[c].not_found() == [
+        Send({"type": "document-not-found"}),
+        Close("document not found"),
+    ]
+    assert hub.connections[c].receive(text("s1")) == [Ignored("connection not open")]
