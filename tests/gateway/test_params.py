@@ -56,3 +56,15 @@ def test_the_session_key_never_shows_in_a_repr() -> None:
     assert isinstance(parsed, ConnectionParams)
     assert "very-secret-value" not in repr(parsed)
     assert "very-secret-value" not in str(parsed.session_key)
+
+
+def test_the_session_key_never_shows_in_an_access_question() -> None:
+    from secsync.gateway import DocumentView, GatewayConnection
+    from tests.gateway.helpers import SUBJECTS
+
+    parsed = parse_connection("/d?sessionKey=very-secret-value")
+    assert isinstance(parsed, ConnectionParams)
+    connection = GatewayConnection(parsed, DocumentView("d", SUBJECTS), ephemeral_subject="e")
+    (ask,) = connection.open()
+    assert "very-secret-value" not in repr(ask)
+    assert ask.session_key.reveal() == "very-secret-value"
