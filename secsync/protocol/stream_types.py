@@ -63,3 +63,23 @@ def update_msg_id(update: Update) -> str:
     """
     digest = hashlib.blake2b(update.signature, digest_size=18, person=b"secsync-msg-id").digest()
     return "u." + b64encode(digest)
+
+
+def snapshot_headers(snapshot_id: bytes, expected: int, subjects: Subjects) -> dict[str, str]:
+    """The compare-and-set preconditions and msg id of a snapshot publish: stored only if the
+    last message of the document (any stored subject) is still at ``expected``."""
+    return {
+        MSG_ID: snapshot_msg_id(snapshot_id),
+        EXPECTED_LAST_SUBJECT_SEQ: str(expected),
+        EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: subjects.stored,
+    }
+
+
+def update_headers(update: Update, snapshot_sequence: int, subjects: Subjects) -> dict[str, str]:
+    """The compare-and-set preconditions and msg id of an update publish: stored only if the
+    snapshot it builds on, whose message ends at ``snapshot_sequence``, is still the last one."""
+    return {
+        MSG_ID: update_msg_id(update),
+        EXPECTED_LAST_SUBJECT_SEQ: str(snapshot_sequence),
+        EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: subjects.snapshot,
+    }
