@@ -64,6 +64,7 @@ from secsync.protocol.stream_search import Latest, SearchRead
 from secsync.transport import jetstream
 from secsync.transport.loading import fetch_latest
 from secsync.transport.presence import Presence
+from secsync.transport.reads import stream_sequence
 from secsync.transport.sending import BROKER_SIDE, Sender
 from secsync.transport.stream_io import Connection, JetStreamLink
 from secsync.transport.subjects import DocumentSubjects
@@ -665,7 +666,7 @@ class Document:
             # loop; as deliver() would settle it (nothing waits to be delivered before it).
             headers = msg.headers
             msg_id = headers.get(MSG_ID, "") if headers else ""
-            if self.binding.applied_already(int(msg.metadata.sequence.stream), msg_id):
+            if self.binding.applied_already(stream_sequence(msg.reply), msg_id):
                 self._wake.set()
                 return
         self._inbox.append(jetstream.delivered(msg))
