@@ -375,15 +375,25 @@ class StreamBinding:
         out += self.session.update_stored(update.public_data.ref_snapshot_id, update.clock)
         return True
 
+    def applied_already(self, sequence: int, msg_id: str) -> bool:
+        """Settle a stored message at ``sequence`` (its ``Nats-Msg-Id`` ``msg_id``) if it is at
+        or below ``last_sequence``: our own acknowledged publish, or a redelivery. Nothing is
+        decoded; False (nothing done) when it lies beyond and needs :meth:`deliver`.
+
+        What :meth:`deliver` does with such a message, exactly: a transport may call this for
+        a message it receives with nothing else waiting to be delivered before it."""
+        if sequence > self.last_sequence:
+            return False
+        if self.own_payloads:
+            self.own_payloads.pop(msg_id, None)
+        if sequence in self.own_sequences:
+            self.own_sequences.discard(sequence)
+        else:
+            self.redelivered += 1
+        return True
+
     def _deliver_one(self, stored: StoredMessage, out: Output, now: float) -> None:
-        if stored.sequence <= self.last_sequence:
-            # applied already: our own acknowledged publish, or a redelivery
-            if self.own_payloads:
-                self.own_payloads.pop(stored.headers.get(MSG_ID, ""), None)
-            if stored.sequence in self.own_sequences:
-                self.own_sequences.discard(stored.sequence)
-            else:
-                self.redelivered += 1
+        if self.applied_already(stored.sequence, stored.headers.get(MSG_ID, "")):
             return
         self._advance(stored.sequence, None if PARTS_HEADER in stored.headers else stored.data)
         if (

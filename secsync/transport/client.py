@@ -33,7 +33,7 @@ from secsync.protocol.keys import (
 from secsync.protocol.policy import AuthorPolicy
 from secsync.protocol.session import DocumentSession
 from secsync.store import LocalStore
-from secsync.transport import jetstream
+from secsync.transport import headers, jetstream
 from secsync.transport.document import Document
 from secsync.transport.subjects import stream_subjects
 from secsync.transport.waiting import backoff_delay
@@ -136,6 +136,7 @@ class SecsyncClient:
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot connect to {self.servers}: {exc}") from None
         nc.options["max_reconnect_attempts"] = self._options.get("max_reconnect_attempts", -1)
+        headers.install(nc)
         self._guard_requests(nc)
         js = nc.jetstream(timeout=self.config.request_timeout)
         if self.config.provision_stream:

@@ -40,6 +40,7 @@ from secsync.protocol.events import EphemeralReceived, GapDetected, MessageRejec
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
 from secsync.protocol.session import DocumentSession
 from secsync.protocol.stream import (
+    MSG_ID,
     Heal,
     Output,
     Recheck,
@@ -61,6 +62,7 @@ from secsync.transport.events import (
 )
 from secsync.transport.loading import fetch_latest
 from secsync.transport.presence import Presence
+from secsync.transport.reads import stream_sequence
 from secsync.transport.sending import BROKER_SIDE, Sender
 from secsync.transport.stream_io import Connection, JetStreamLink
 from secsync.transport.subjects import DocumentSubjects
@@ -656,6 +658,15 @@ class Document:
         # receive_many for a run of updates) once the burst is taken.
         if self._closed or self._receiving_paused:
             return  # not applied, so the catch-up on resume reads it again
+        if not self._inbox:
+            # Our own publish delivered back after its acknowledgement (most of a writer's
+            # deliveries) is settled by sequence, without a StoredMessage or a turn of the
+            # loop; as deliver() would settle it (nothing waits to be delivered before it).
+            headers = msg.headers
+            msg_id = headers.get(MSG_ID, "") if headers else ""
+            if self.binding.applied_already(stream_sequence(msg.reply), msg_id):
+                self._wake.set()
+                return
         self._inbox.append(jetstream.delivered(msg))
         if len(self._inbox) == 1:
             asyncio.get_running_loop().call_soon(self._drain_inbox)
