@@ -68,8 +68,9 @@ from secsync.protocol.stream_types import (
     MSG_ID,
     StoredMessage,
     Subjects,
+    snapshot_headers,
     snapshot_msg_id,
-    update_msg_id,
+    update_headers,
 )
 
 if TYPE_CHECKING:
@@ -243,18 +244,10 @@ class StreamBinding:
             # Stored only if nothing was stored for this document since what we have applied
             # (held back below it while a refused snapshot message is being checked again).
             expected = min(self.unresolved) - 1 if self.unresolved else self.last_sequence
-            return {
-                MSG_ID: snapshot_msg_id(message.snapshot_id),
-                EXPECTED_LAST_SUBJECT_SEQ: str(expected),
-                EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subjects.stored,
-            }
+            return snapshot_headers(message.snapshot_id, expected, self.subjects)
         ref = message.public_data.ref_snapshot_id
         # Stored only if the snapshot it builds on is still the document's latest.
-        return {
-            MSG_ID: update_msg_id(message),
-            EXPECTED_LAST_SUBJECT_SEQ: str(self.snapshot_sequences.get(ref, 0)),
-            EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subjects.snapshot,
-        }
+        return update_headers(message, self.snapshot_sequences.get(ref, 0), self.subjects)
 
     def sent(self, msg_id: str, payload: bytes, update: Update) -> None:
         """``update`` was published as ``payload``: recognise it when delivered back."""
