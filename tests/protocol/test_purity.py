@@ -39,7 +39,8 @@ def _imports(path: Path) -> set[str]:
 
 def _files() -> list[Path]:
     package = CORE.parent
-    files = sorted(CORE.glob("*.py"))
+    # The gateway's decision core is held to the same rule: its pump will own the I/O.
+    files = sorted(CORE.glob("*.py")) + sorted((package / "gateway").glob("*.py"))
     for name in SHARED:
         relative = name.removeprefix("secsync.").replace(".", "/")
         module = package / f"{relative}.py"
@@ -78,9 +79,10 @@ class NoNats(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoNats())
 # automerge, not pycrdt: pycrdt itself loads asyncio (through anyio) when a type is created.
 from automerge import core
-import secsync.protocol
-for info in pkgutil.iter_modules(secsync.protocol.__path__):
-    __import__(f"secsync.protocol.{info.name}")
+import secsync.gateway, secsync.protocol
+for package in (secsync.protocol, secsync.gateway):
+    for info in pkgutil.iter_modules(package.__path__):
+        __import__(f"{package.__name__}.{info.name}")
 from secsync.protocol import DocumentSession, SigningKeyPair, generate_key
 
 doc = core.Document()
