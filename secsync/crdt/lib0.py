@@ -37,6 +37,7 @@ from secsync.crdt.yjs_format import (
     MAX_VALUE_DEPTH,
     Decoder,
     YjsFormatError,
+    json_depth,
 )
 
 _BITS31 = 2**31 - 1
@@ -352,32 +353,11 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_depth(text: str) -> int:
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 def json_to_any(raw: bytes, out: bytearray) -> None:
     """Write the JSON text ``raw`` as ``JSON.parse`` then lib0's ``writeAny`` would."""
     try:
         text = raw.decode("utf-8")
-        if _parse_depth(text) > MAX_VALUE_DEPTH:
+        if json_depth(text) > MAX_VALUE_DEPTH:
             raise YjsFormatError(f"JSON nested deeper than {MAX_VALUE_DEPTH}", 0)
         value = json.loads(text, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError):

@@ -141,6 +141,29 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # Python's parser takes NaN and Infinity, serde not
 
 
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in the JSON text ``text``, counted without parsing it
+    (so that the parser is only run on texts whose depth is bounded)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 class YjsFormatError(ValueError):
     """The bytes are not a Yjs v1 update within the bounds; ``offset`` is where reading failed."""
 
@@ -568,23 +591,7 @@ class _Checker:
         start = self.d.pos
         text = self.d.read_var_string()
         self.summary.payload_bytes += len(text)
-        depth = deepest = 0
-        in_string = escaped = False
-        for char in text:
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char in "[{":
-                depth += 1
-                deepest = max(deepest, depth)
-            elif char in "]}":
-                depth -= 1
+        deepest = json_depth(text)
         if deepest > MAX_VALUE_DEPTH:
             raise YjsFormatError(f"JSON nested deeper than {MAX_VALUE_DEPTH}", start)
         self.summary.value_depth = max(self.summary.value_depth, deepest)
