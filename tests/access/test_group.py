@@ -18,7 +18,7 @@ from secsync.protocol.encoding import b64encode
 from secsync.protocol.events import MessageRejected, SnapshotApplied
 from secsync.protocol.messages import EphemeralPublicData, MessageKind, ProofChainEntry, Snapshot
 from secsync.protocol.session import DocumentSession
-from tests.factories import DOC_ID, MemoryBroker, Participant
+from tests.factories import DOC_ID, MemoryBroker, Participant, plain_yjs_doc
 from tests.security.forge import group_snapshot, op, seal_to
 
 
@@ -31,7 +31,7 @@ class Member:
     ) -> None:
         self.signer = signer or crypto.SigningKeyPair.generate()
         self.group = Group(self.signer, founders)  # type: ignore[arg-type]
-        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.doc: pycrdt.Doc = plain_yjs_doc()
         self.text = self.doc.get("text", type=pycrdt.Text)
         self.session = DocumentSession(DOC_ID, self.signer, self.group, self.doc, policy=self.group)
         self.p = Participant(self.session, broker)
@@ -177,7 +177,7 @@ async def test_removed_member_still_connected_reads_nothing_through_nats(broker)
         secsync.connect(broker.url, config=config) as c2,
     ):
         admin_group = Group(admin_key, roles)  # type: ignore[arg-type]
-        ya, yg = pycrdt.Doc(), pycrdt.Doc()
+        ya, yg = plain_yjs_doc(), plain_yjs_doc()
         da = await c1.open(
             "group", key=admin_group, signing_key=admin_key, crdt=ya, policy=admin_group
         )
@@ -219,7 +219,7 @@ async def test_two_admins_remove_two_members_concurrently_through_nats(broker) -
         for name, signer in signers.items():
             clients[name] = await secsync.connect(broker.url, config=config)
             groups[name] = Group(signer, roles)  # type: ignore[arg-type]
-            ydocs[name] = pycrdt.Doc()
+            ydocs[name] = plain_yjs_doc()
             docs[name] = await clients[name].open(
                 "group-race",
                 key=groups[name],
@@ -300,7 +300,7 @@ def test_a_restarted_member_keeps_the_verified_roster() -> None:
     state, content = writer.session.export_state(), writer.doc.get_update()
 
     group = Group(writer.signer, writer.group.founders)  # type: ignore[arg-type]
-    doc = pycrdt.Doc()
+    doc = plain_yjs_doc()
     doc.apply_update(content)
     session = DocumentSession(DOC_ID, writer.signer, group, doc, policy=group)
     session.restore_state(state)
@@ -349,7 +349,7 @@ def test_a_forged_proof_chain_link_leads_to_no_takeover() -> None:
             forged.public_data, parent_snapshot_proof=invented.child_proof()
         ),
     )
-    forged = sealing.seal(forged.public_data, pycrdt.Doc().get_update(), key, mallory)
+    forged = sealing.seal(forged.public_data, plain_yjs_doc().get_update(), key, mallory)
     chain = [invented, ProofChainEntry.of(forged)]
     events = admin.session.receive(forged, proof_chain=chain, now=0.0)
     codes = [e.error.code for e in events if isinstance(e, MessageRejected)]

@@ -17,6 +17,7 @@ from secsync.config import SecsyncConfig
 from secsync.errors import InvalidShareLinkError, WrongPassphraseError
 from secsync.protocol.crypto import SigningKeyPair
 from secsync.protocol.encoding import b64encode
+from tests.factories import plain_yjs_doc
 
 FAST_ARGON = {"opslimit": 1, "memlimit": 8192}
 
@@ -106,12 +107,12 @@ async def test_second_client_joins_from_the_link_alone(broker, passphrase: str |
     link = ShareLink.create(f"shared-{passphrase is not None}")
     config = SecsyncConfig(batch_interval=0.002)
     async with secsync.connect(broker.url, config=config) as owner:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         doc = await open_shared(owner, link, crdt=ydoc, passphrase=passphrase)
         ydoc.get("text", type=pycrdt.Text).insert(0, "hello from the owner")
         await doc.flush(5)
     async with secsync.connect(broker.url, config=config) as guest:
-        theirs: pycrdt.Doc = pycrdt.Doc()
+        theirs: pycrdt.Doc = plain_yjs_doc()
         # the guest types the passphrase composed (NFC), the owner may have typed it decomposed
         typed = unicodedata.normalize("NFC", passphrase) if passphrase else None
         joined = await open_shared(guest, str(link), crdt=theirs, passphrase=typed)
@@ -120,7 +121,7 @@ async def test_second_client_joins_from_the_link_alone(broker, passphrase: str |
     if passphrase:
         async with secsync.connect(broker.url, config=config) as stranger:
             with pytest.raises(WrongPassphraseError):
-                await open_shared(stranger, str(link), crdt=pycrdt.Doc(), passphrase="nope")
+                await open_shared(stranger, str(link), crdt=plain_yjs_doc(), passphrase="nope")
             assert stranger.documents == {}  # the failed open left nothing behind
 
 
@@ -156,13 +157,13 @@ async def test_an_old_link_opens_the_document_it_was_made_for(broker) -> None:
     config = SecsyncConfig(batch_interval=0.002)
     old_key = bytes.fromhex(OLD_KEYS["correct horse battery"])
     async with secsync.connect(broker.url, config=config) as owner:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         doc = await owner.open(
             "notes#2026", key=old_key, signing_key=SigningKeyPair.generate(), crdt=ydoc
         )
         ydoc.get("text", type=pycrdt.Text).insert(0, "written before links had versions")
         await doc.flush(5)
     async with secsync.connect(broker.url, config=config) as guest:
-        theirs: pycrdt.Doc = pycrdt.Doc()
+        theirs: pycrdt.Doc = plain_yjs_doc()
         await open_shared(guest, OLD_LINK, crdt=theirs, passphrase="correct horse battery")
         assert str(theirs.get("text", type=pycrdt.Text)) == "written before links had versions"

@@ -11,6 +11,7 @@ import structlog
 from secsync.cli import common
 from secsync.cli import main as cli
 from secsync.protocol.encoding import b64encode
+from tests.factories import plain_yjs_doc
 
 CLI = (sys.executable, "-m", "secsync.cli")
 
@@ -301,7 +302,6 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path) -> None:
 
 
 async def test_join_refuses_a_document_the_broker_does_not_have(broker) -> None:
-    import pycrdt
 
     import secsync
     from secsync.access.share import ShareLink
@@ -318,7 +318,7 @@ async def test_join_refuses_a_document_the_broker_does_not_have(broker) -> None:
             link.doc_id,
             key=link.document_key(),
             signing_key=SigningKeyPair.generate(),
-            crdt=pycrdt.Doc(),
+            crdt=plain_yjs_doc(),
         )
         assert document.last_sequence == 0
         assert document.session.active_snapshot is None

@@ -29,6 +29,7 @@ from secsync.protocol.events import (
 )
 from secsync.protocol.messages import Snapshot, Update, UpdatePublicData
 from secsync.transport import Document, SecsyncClient, jetstream
+from tests.factories import plain_yjs_doc
 
 KEY = crypto.generate_key()
 WAIT = 15.0  # generous: other test runs share this machine
@@ -81,7 +82,7 @@ class Peer:
         self.name = name
         self.activity = activity
         self.signer = crypto.SigningKeyPair.generate()
-        self.ydoc: pycrdt.Doc = pycrdt.Doc()
+        self.ydoc: pycrdt.Doc = plain_yjs_doc()
         self.text = self.ydoc.get("text", type=pycrdt.Text)
         self.events: list[Event] = []
         self.client: SecsyncClient | None = None
@@ -168,7 +169,7 @@ async def converge(activity: Activity, peers: Iterable[Peer], timeout: float = W
 
 def yjs_insert(text: str) -> bytes:
     """A Yjs update inserting ``text`` into an empty text (independent of everyone's content)."""
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.get("text", type=pycrdt.Text).insert(0, text)
     return doc.get_update()
 

@@ -30,6 +30,7 @@ from tests.conformance.harness import (
 )
 from tests.conformance.plugin import Conformance
 from tests.conformance.relay import Frame, RelayConnection, RuleScenario
+from tests.factories import plain_yjs_doc
 
 
 async def _writer_and_reader(world: World, label: str, **config: object) -> tuple[str, Peer, Peer]:
@@ -373,7 +374,7 @@ def _reads(request: Frame, subject: str) -> bool:
 
 def _child_snapshot(doc_id: str, parent: Snapshot, words: str) -> Snapshot:
     """A legitimate participant's snapshot on ``parent``, as a concurrent writer makes it."""
-    ydoc: pycrdt.Doc = pycrdt.Doc()
+    ydoc: pycrdt.Doc = plain_yjs_doc()
     session = DocumentSession(doc_id, crypto.SigningKeyPair.generate(), KEY, ydoc)
     session.load(parent, now=0.0)
     text = ydoc.get("text", type=pycrdt.Text)

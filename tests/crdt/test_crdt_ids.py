@@ -21,6 +21,7 @@ from secsync.crdt.yjs import YjsAdapter, decode_state_vector, encode_state_vecto
 from secsync.crdt.yjs_format import YjsFormatError, check_update
 from secsync.errors import UpdateApplyError
 from tests.crdt.yjs_build import root_item, update, var_string, var_uint
+from tests.factories import plain_yjs_doc
 
 
 def two_writers() -> tuple[bytes, int, int]:
@@ -80,7 +81,7 @@ def test_sections_without_structs_and_gc_structs_are_counted_as_written() -> Non
 def test_malformed_updates_name_no_clients_they_are_refused(data: bytes) -> None:
     with pytest.raises(YjsFormatError):
         check_update(data)
-    adapter = adapter_for(pycrdt.Doc())
+    adapter = adapter_for(plain_yjs_doc())
     assert isinstance(adapter, YjsAdapter)
     with pytest.raises(UpdateApplyError):
         adapter.authors_of([data])
@@ -90,7 +91,7 @@ def test_authors_of_checks_once_for_the_apply_that_follows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state, a, b = two_writers()
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     adapter = YjsAdapter(doc)
     calls = []
     real = yjs_format.check_updates
@@ -193,7 +194,7 @@ def test_a_bound_document_made_from_a_saved_state_takes_a_fresh_id() -> None:
     me = SigningKeyPair.generate()
     user = me.public_key
     # every suffix but one already wrote into the saved state
-    saved: pycrdt.Doc = pycrdt.Doc()
+    saved: pycrdt.Doc = plain_yjs_doc()
     text = saved.get("t", type=pycrdt.Text)
     for suffix in range(4095):
         writer: pycrdt.Doc = pycrdt.Doc(client_id=ci.bound_yjs_id(user, suffix))

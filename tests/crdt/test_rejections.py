@@ -14,7 +14,7 @@ from secsync.protocol import crypto
 from secsync.protocol.events import MessageRejected, UpdateApplied
 from secsync.protocol.session import DocumentSession
 from tests.crdt.yjs_build import deep_any_update
-from tests.factories import DOC_ID, KEY, make_snapshot, make_update, yjs_change
+from tests.factories import DOC_ID, KEY, make_snapshot, make_update, plain_yjs_doc, yjs_change
 
 
 class Exploding(YjsAdapter):
@@ -42,7 +42,7 @@ def test_poison_update_and_snapshot_are_rejected_and_honest_ones_follow() -> Non
     member, other = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
     base, _ = yjs_change("base")
     root = make_snapshot(member, base)
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     reader = _reader(doc)
     reader.receive(root, now=0.0)
     before = doc.get_state()
@@ -73,7 +73,7 @@ def _exploding_reader(
     member = crypto.SigningKeyPair.generate()
     base, _ = yjs_change("base")
     root = make_snapshot(member, base)
-    adapter = Exploding(pycrdt.Doc())
+    adapter = Exploding(plain_yjs_doc())
     reader = _reader(adapter)
     reader.receive(root, now=0.0)
     change, _ = yjs_change("!", at=4, base=base)

@@ -4,11 +4,12 @@ import pytest
 from secsync.crdt import adapter_for
 from secsync.crdt.yjs import YjsAdapter
 from secsync.errors import CrdtAdapterError, UpdateApplyError
+from tests.factories import plain_yjs_doc
 
 
 def test_local_transactions_become_changes_remote_ones_do_not() -> None:
-    a_doc: pycrdt.Doc = pycrdt.Doc()
-    b_doc: pycrdt.Doc = pycrdt.Doc()
+    a_doc: pycrdt.Doc = plain_yjs_doc()
+    b_doc: pycrdt.Doc = plain_yjs_doc()
     a, b = adapter_for(a_doc), adapter_for(b_doc)
     assert isinstance(a, YjsAdapter)
     text = a_doc.get("t", type=pycrdt.Text)
@@ -24,22 +25,22 @@ def test_local_transactions_become_changes_remote_ones_do_not() -> None:
 
 
 def test_existing_content_is_a_local_change_and_snapshot_merges() -> None:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.get("t", type=pycrdt.Text).insert(0, "before open")
     adapter = adapter_for(doc)
     assert len(adapter.take_local_changes()) == 1
-    other: pycrdt.Doc = pycrdt.Doc()
+    other: pycrdt.Doc = plain_yjs_doc()
     other.get("t", type=pycrdt.Text).insert(0, "remote ")
     adapter.apply_snapshot(other.get_update())
     assert "remote" in str(doc.get("t", type=pycrdt.Text))
     assert adapter.take_local_changes() == []
-    fresh: pycrdt.Doc = pycrdt.Doc()
+    fresh: pycrdt.Doc = plain_yjs_doc()
     adapter_for(fresh).apply_snapshot(adapter.encode_state())
     assert str(fresh.get("t", type=pycrdt.Text)) == str(doc.get("t", type=pycrdt.Text))
 
 
 def test_close_stops_observing() -> None:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     adapter = adapter_for(doc)
     adapter.close()
     doc.get("t", type=pycrdt.Text).insert(0, "x")
@@ -47,7 +48,7 @@ def test_close_stops_observing() -> None:
 
 
 def test_bad_update_raises_and_unknown_documents_are_refused() -> None:
-    adapter = adapter_for(pycrdt.Doc())
+    adapter = adapter_for(plain_yjs_doc())
     with pytest.raises(UpdateApplyError):
         adapter.apply_changes([b"\xff\xff"])
     with pytest.raises(CrdtAdapterError):
@@ -55,10 +56,10 @@ def test_bad_update_raises_and_unknown_documents_are_refused() -> None:
 
 
 def test_missing_from_is_what_the_state_lacks() -> None:
-    mine: pycrdt.Doc = pycrdt.Doc()
+    mine: pycrdt.Doc = plain_yjs_doc()
     adapter = adapter_for(mine)
     mine.get("t", type=pycrdt.Text).insert(0, "mine")
-    theirs: pycrdt.Doc = pycrdt.Doc()
+    theirs: pycrdt.Doc = plain_yjs_doc()
     theirs.get("t", type=pycrdt.Text).insert(0, "theirs")
     adapter.apply_snapshot(theirs.get_update())
     (missing,) = adapter.missing_from(theirs.get_update())

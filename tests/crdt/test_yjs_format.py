@@ -28,6 +28,7 @@ from tests.crdt.yjs_build import (
     var_string,
     var_uint,
 )
+from tests.factories import plain_yjs_doc
 
 TRACE = Path(__file__).resolve().parents[2] / "data" / "automerge-paper.json.gz"
 
@@ -44,7 +45,7 @@ PANICS = [
 
 
 def _panic_base(who: str) -> pycrdt.Doc:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     if who:
         client = {"A": "93a3d9f7fc81f60d", "B": "ddd3a49debefb60c"}[who]
         writer: pycrdt.Doc = pycrdt.Doc(client_id=f.Decoder(bytes.fromhex(client)).read_var_uint())
@@ -58,7 +59,7 @@ def _snapshot(doc: pycrdt.Doc) -> tuple[bytes, bytes]:
 
 
 def _honest_doc() -> pycrdt.Doc:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.get("text", type=pycrdt.Text).insert(0, "honest")
     return doc
 
@@ -66,7 +67,7 @@ def _honest_doc() -> pycrdt.Doc:
 def test_the_whole_trace_passes_update_by_update_and_as_a_state() -> None:
     with gzip.open(TRACE, "rt", encoding="utf-8") as file:
         txns = json.load(file)["txns"]
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     text = doc.get("text", type=pycrdt.Text)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
@@ -89,7 +90,7 @@ def test_the_whole_trace_passes_update_by_update_and_as_a_state() -> None:
     # 256 MB); sessions send the updates of transactions, never such merges.
     with pytest.raises(YjsFormatError, match="unmerged"):
         check_update(pycrdt.merge_updates(*updates[:20_000]))
-    replica: pycrdt.Doc = pycrdt.Doc()
+    replica: pycrdt.Doc = plain_yjs_doc()
     adapter_for(replica).apply_changes(updates[:20_000])
     assert replica.get_state() != b"\x00"
 
@@ -136,7 +137,7 @@ def _build(draw: st.DrawFn, container: Any, depth: int) -> None:
 
 @st.composite
 def honest_documents(draw: st.DrawFn) -> tuple[pycrdt.Doc, list[bytes]]:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
     _build(draw, doc.get("array", type=pycrdt.Array), draw(st.integers(0, 6)))
@@ -162,10 +163,10 @@ def test_honest_documents_pass_and_apply(made: tuple[pycrdt.Doc, list[bytes]]) -
     for change in updates:
         check_update(change)
     check_update(doc.get_update())
-    replica: pycrdt.Doc = pycrdt.Doc()
+    replica: pycrdt.Doc = plain_yjs_doc()
     adapter_for(replica).apply_changes(updates)
     assert replica.get_update() == doc.get_update() or replica.get_state() == doc.get_state()
-    fresh: pycrdt.Doc = pycrdt.Doc()
+    fresh: pycrdt.Doc = plain_yjs_doc()
     adapter_for(fresh).apply_snapshot(doc.get_update())
     assert fresh.get_state() == doc.get_state()
 
@@ -298,7 +299,7 @@ def test_a_panic_past_the_check_is_still_a_typed_rejection(monkeypatch: pytest.M
 
 
 def test_the_decoder_reads_every_content_kind() -> None:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     text = doc.get("text", type=pycrdt.Text)
     text.insert(0, "héllo 😀", {"bold": True})
     text.insert_embed(1, {"img": [1, {"a": None}]})
@@ -322,7 +323,7 @@ def test_the_decoder_reads_every_content_kind() -> None:
     )
     summary = check_update(built)
     assert summary.kinds == {"Binary": 1, "Embed": 1, "Doc": 1, "Skip": 1, "GC": 1}
-    replica: pycrdt.Doc = pycrdt.Doc()
+    replica: pycrdt.Doc = plain_yjs_doc()
     adapter_for(replica).apply_changes([built])
     assert replica.get_state() != b"\x00"
 
@@ -348,7 +349,7 @@ def test_runs_of_unmerged_items_are_bounded_by_their_merge_cost() -> None:
 def test_a_parent_in_the_document_that_is_no_type_changes_nothing() -> None:
     writer: pycrdt.Doc = pycrdt.Doc(client_id=1_234_567_890)
     writer.get("t", type=pycrdt.Text).insert(0, "hello world")
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.apply_update(writer.get_update())
     adapter = adapter_for(doc)
     before = _snapshot(doc)

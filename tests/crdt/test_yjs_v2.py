@@ -37,6 +37,7 @@ from secsync.crdt.yjs_v2 import (
 )
 from secsync.errors import SnapshotApplyError, UpdateApplyError
 from tests.crdt.yjs_build import var_string, var_uint
+from tests.factories import plain_yjs_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = ROOT / "tests" / "js" / "yjs"
@@ -96,7 +97,7 @@ def state_vector(doc: pycrdt.Doc[Any]) -> dict[str, int]:
 
 
 def applied(*updates: bytes) -> pycrdt.Doc[Any]:
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc: pycrdt.Doc[Any] = plain_yjs_doc()
     for name, kind in ROOTS.items():
         doc.get(name, type=kind)
     for update in updates:
@@ -509,7 +510,7 @@ def test_js_numbers_are_written_as_javascript_writes_them() -> None:
 
 
 def _trace_text(transactions: list[dict[str, Any]]) -> tuple[pycrdt.Doc[Any], list[bytes]]:
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc: pycrdt.Doc[Any] = plain_yjs_doc()
     text = doc.get("text", type=pycrdt.Text)
     changes: list[bytes] = []
     doc.observe(lambda event: changes.append(event.update))

@@ -20,7 +20,7 @@ from secsync.protocol.changes import deserialize_changes
 from secsync.protocol.events import MessageRejected
 from secsync.protocol.messages import Snapshot, Update
 from secsync.protocol.session import DocumentSession
-from tests.factories import DOC_ID, KEY, MemoryBroker, Participant
+from tests.factories import DOC_ID, KEY, MemoryBroker, Participant, plain_yjs_doc
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "yjs_v2" / "cases.json.gz"
 
@@ -30,7 +30,7 @@ def _text(adapter: YjsAdapter) -> str:
 
 
 def _v2_adapter(text: str = "") -> YjsAdapter:
-    adapter = YjsAdapter(pycrdt.Doc(), content_format="v2")
+    adapter = YjsAdapter(plain_yjs_doc(), content_format="v2")
     if text:
         adapter.doc.get("text", type=pycrdt.Text).insert(0, text)
     return adapter
@@ -85,7 +85,7 @@ def test_authors_are_found_in_v2_and_the_conversion_is_not_repeated(
 
 
 def test_a_v2_document_reads_v1_and_the_empty_updates() -> None:
-    writer = pycrdt.Doc()
+    writer = plain_yjs_doc()
     writer.get("text", type=pycrdt.Text).insert(0, "abc")
     before = writer.get_state()
     del writer.get("text", type=pycrdt.Text)[0:1]
@@ -120,16 +120,16 @@ def test_bad_content_is_the_typed_rejection_and_changes_nothing(bad: bytes) -> N
 
 
 def test_the_default_stays_v1_and_refuses_v2() -> None:
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc: pycrdt.Doc[Any] = plain_yjs_doc()
     adapter = adapter_for(doc)
     assert isinstance(adapter, YjsAdapter) and adapter.content_format == "v1"
     doc.get("text", type=pycrdt.Text).insert(0, "x")
     (change,) = adapter.take_local_changes()
     assert change[0] != 0 and adapter.encode_state() == doc.get_update()
     with pytest.raises(UpdateApplyError):
-        YjsAdapter(pycrdt.Doc()).apply_changes([v1_to_v2(change)])
+        YjsAdapter(plain_yjs_doc()).apply_changes([v1_to_v2(change)])
     with pytest.raises(ValueError, match="content_format"):
-        YjsAdapter(pycrdt.Doc(), content_format="v3")  # type: ignore[arg-type]
+        YjsAdapter(plain_yjs_doc(), content_format="v3")  # type: ignore[arg-type]
 
 
 def test_yjs_content_from_javascript_applies_through_the_adapter() -> None:

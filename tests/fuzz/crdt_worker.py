@@ -25,6 +25,7 @@ from secsync.crdt.automerge import AutomergeAdapter
 from secsync.crdt.yjs import YjsAdapter
 from secsync.errors import SnapshotApplyError, UpdateApplyError
 from tests.crdt import yjs_build as b
+from tests.factories import plain_yjs_doc
 
 OUTCOMES: Counter[str] = Counter()
 
@@ -99,7 +100,7 @@ def yjs_mutated(seed: int, count: int) -> None:
     pool = [*updates, state]
     for _ in range(count):
         data = mutate(rng, rng.choice(pool), pool)
-        doc: pycrdt.Doc = pycrdt.Doc()
+        doc: pycrdt.Doc = plain_yjs_doc()
         if rng.random() < 0.5:
             doc.apply_update(updates[0])
         how = rng.randrange(3)
@@ -143,7 +144,7 @@ def yjs_hostile(seed: int, count: int) -> None:
     )
     @given(data=_hostile_content(), snapshot=st.booleans())
     def run(data: bytes, snapshot: bool) -> None:
-        doc: pycrdt.Doc = pycrdt.Doc()
+        doc: pycrdt.Doc = plain_yjs_doc()
         doc.get("t", type=pycrdt.Text).insert(0, "kept")
         feed_yjs(doc, [data], snapshot=snapshot)
 

@@ -36,7 +36,7 @@ from secsync.protocol.messages import (
 )
 from secsync.protocol.policy import AllowList
 from secsync.protocol.session import DocumentSession
-from tests.factories import DOC_ID, make_snapshot, make_update
+from tests.factories import DOC_ID, make_snapshot, make_update, plain_yjs_doc
 
 MASTER = bytes(range(32))
 
@@ -66,7 +66,7 @@ class Text:
     """A Yjs text and the updates that typing into it produces."""
 
     def __init__(self, base: bytes | None = None) -> None:
-        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.doc: pycrdt.Doc = plain_yjs_doc()
         self.text = self.doc.get("text", type=pycrdt.Text)
         if base:
             self.doc.apply_update(base)
@@ -194,7 +194,7 @@ def key_of_ref(message: Update) -> bytes:
 
 
 def reader(config: SecsyncConfig, executor: Any = None) -> tuple[DocumentSession, pycrdt.Text]:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     text = doc.get("text", type=pycrdt.Text)
     session = DocumentSession(
         DOC_ID,

@@ -12,7 +12,7 @@ from secsync.protocol import crypto
 from secsync.protocol.collisions import ClockDigests, content_version, message_digest
 from secsync.protocol.events import IdentityCollision, IdentityInUse, MessageRejected
 from secsync.protocol.messages import Snapshot, Update
-from tests.factories import YPeer, make_snapshot, make_update, yjs_change
+from tests.factories import YPeer, make_snapshot, make_update, plain_yjs_doc, yjs_change
 
 
 def _two_writers(n: int) -> tuple[crypto.SigningKeyPair, Snapshot, list[Update], list[str]]:
@@ -22,7 +22,7 @@ def _two_writers(n: int) -> tuple[crypto.SigningKeyPair, Snapshot, list[Update],
     snap = make_snapshot(me, base)
     updates, words = [], []
     for tag in "ab":
-        doc: pycrdt.Doc = pycrdt.Doc()
+        doc: pycrdt.Doc = plain_yjs_doc()
         doc.apply_update(base)
         text = doc.get("text", type=pycrdt.Text)
         for clock in range(n):
@@ -87,7 +87,7 @@ def test_a_writer_sees_its_key_written_elsewhere_ahead_of_it() -> None:
         peer.type(len(peer.text), f"m{i}")
         (update,) = peer.session.data_to_send()
         mine.append(update)
-    elsewhere: pycrdt.Doc = pycrdt.Doc()
+    elsewhere: pycrdt.Doc = plain_yjs_doc()
     elsewhere.apply_update(base)
     text = elsewhere.get("text", type=pycrdt.Text)
     theirs = []

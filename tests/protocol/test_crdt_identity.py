@@ -21,7 +21,7 @@ from secsync.protocol.changes import serialize_changes
 from secsync.protocol.events import MessageRejected, UpdateApplied
 from secsync.protocol.messages import Update, UpdatePublicData
 from secsync.protocol.session import DocumentSession
-from tests.factories import DOC_ID, KEY, MemoryBroker, Participant, automerge_text
+from tests.factories import DOC_ID, KEY, MemoryBroker, Participant, automerge_text, plain_yjs_doc
 
 STRICT = SecsyncConfig(legacy_crdt_ids=False)
 
@@ -29,7 +29,7 @@ STRICT = SecsyncConfig(legacy_crdt_ids=False)
 def legacy_yjs_doc() -> pycrdt.Doc:
     """A document as pycrdt makes them (a random 53-bit id), never of the bound form."""
     while True:
-        doc: pycrdt.Doc = pycrdt.Doc()
+        doc: pycrdt.Doc = plain_yjs_doc()
         if not ci.is_bound_yjs_id(doc.client_id):
             return doc
 
@@ -408,7 +408,7 @@ def test_recovery_does_not_resend_other_users_content() -> None:
     bob.text.insert(0, "bob")
     alice.doc.apply_update(bob.doc.get_update())
     alice.text.insert(3, "+alice")
-    empty: pycrdt.Doc = pycrdt.Doc()
+    empty: pycrdt.Doc = plain_yjs_doc()
     missing = alice.session.crdt.missing_from(empty.get_update())
     clients: set[Any] = set()
     for change in missing:

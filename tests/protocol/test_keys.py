@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pycrdt
 import pytest
 
 from secsync.errors import InvalidKeyError, SecsyncError, UpdateSnapshotMismatchError
@@ -19,7 +18,7 @@ from secsync.protocol.keys import (
     signing_key_pair,
 )
 from secsync.protocol.session import DocumentSession
-from tests.factories import DOC_ID, KEY, make_snapshot, make_update, yjs_change
+from tests.factories import DOC_ID, KEY, make_snapshot, make_update, plain_yjs_doc, yjs_change
 
 
 def test_document_key_text_round_trips_and_opens_like_bytes() -> None:
@@ -105,19 +104,19 @@ def test_a_wrong_signing_key_is_a_typed_error(bad: object) -> None:
 
 def test_the_session_applies_the_same_rules() -> None:
     me = crypto.SigningKeyPair.generate()
-    session = DocumentSession(DOC_ID, me.to_b64(), encode_key(KEY), pycrdt.Doc())
+    session = DocumentSession(DOC_ID, me.to_b64(), encode_key(KEY), plain_yjs_doc())
     assert session.public_key == me.public_key
     with pytest.raises(InvalidKeyError):
-        DocumentSession(DOC_ID, me, "abc", pycrdt.Doc())
+        DocumentSession(DOC_ID, me, "abc", plain_yjs_doc())
     with pytest.raises(InvalidKeyError):
-        DocumentSession(DOC_ID, object(), KEY, pycrdt.Doc())  # type: ignore[arg-type]
+        DocumentSession(DOC_ID, object(), KEY, plain_yjs_doc())  # type: ignore[arg-type]
 
 
 # --- which stored snapshot to load ----------------------------------------------------------
 
 
 def _session() -> DocumentSession:
-    return DocumentSession(DOC_ID, crypto.SigningKeyPair.generate(), KEY, pycrdt.Doc())
+    return DocumentSession(DOC_ID, crypto.SigningKeyPair.generate(), KEY, plain_yjs_doc())
 
 
 def test_choose_takes_the_newest_snapshot_that_opens() -> None:

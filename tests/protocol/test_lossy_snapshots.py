@@ -30,12 +30,13 @@ from tests.factories import (
     YPeer,
     make_snapshot,
     make_update,
+    plain_yjs_doc,
     yjs_change,
 )
 
 Peer = YPeer | AMPeer
 KINDS: dict[str, tuple[Callable[..., Peer], Callable[[], bytes]]] = {
-    "yjs": (YPeer, lambda: pycrdt.Doc().get_update()),
+    "yjs": (YPeer, lambda: plain_yjs_doc().get_update()),
     "automerge": (AMPeer, lambda: core.Document().save()),
 }
 
@@ -230,7 +231,7 @@ def test_held_snapshots_stay_within_their_byte_budget() -> None:
     budget = 1024 * 1024
     config = SecsyncConfig(max_held_snapshot_bytes=budget)
     session = DocumentSession(
-        DOC_ID, crypto.SigningKeyPair.generate(), KEY, pycrdt.Doc(), config=config
+        DOC_ID, crypto.SigningKeyPair.generate(), KEY, plain_yjs_doc(), config=config
     )
     alice = crypto.SigningKeyPair.generate()
     root = make_snapshot(alice, yjs_change("root")[0])
@@ -267,14 +268,14 @@ def test_held_snapshots_stay_within_their_byte_budget() -> None:
 
 
 def test_pending_yjs_content_is_bounded_and_released_when_its_dependencies_arrive() -> None:
-    writer: pycrdt.Doc = pycrdt.Doc()
+    writer: pycrdt.Doc = plain_yjs_doc()
     text = writer.get("text", type=pycrdt.Text)
     chain = []
     for index in range(12):
         before = writer.get_state()
         text.insert(len(text), f"{index}:" + "z" * 10_000)
         chain.append(writer.get_update(before))
-    reader: pycrdt.Doc = pycrdt.Doc()
+    reader: pycrdt.Doc = plain_yjs_doc()
     adapter = YjsAdapter(reader)
     adapter.set_pending_budget(64 * 1024)
     refused = 0
@@ -303,7 +304,7 @@ def test_pending_budget_refusals_reach_the_session_as_rejections() -> None:
     root = make_snapshot(alice, root_content)
     reader.session.load(root, now=0.0)
     mallory = crypto.SigningKeyPair.generate()
-    writer: pycrdt.Doc = pycrdt.Doc()
+    writer: pycrdt.Doc = plain_yjs_doc()
     text = writer.get("text", type=pycrdt.Text)
     text.insert(0, "never sent")
     codes = []
@@ -323,7 +324,7 @@ def test_pending_budget_refusals_reach_the_session_as_rejections() -> None:
 
 
 def test_yjs_lacks_sees_lost_deletions_and_lost_structs() -> None:
-    writer: pycrdt.Doc = pycrdt.Doc()
+    writer: pycrdt.Doc = plain_yjs_doc()
     text = writer.get("text", type=pycrdt.Text)
     text.insert(0, "hello world")
     before_delete = writer.get_update()
@@ -331,7 +332,7 @@ def test_yjs_lacks_sees_lost_deletions_and_lost_structs() -> None:
     subscription = writer.observe(lambda event: deletions.append(event.update))
     del text[0:6]
     writer.unobserve(subscription)
-    reader: pycrdt.Doc = pycrdt.Doc()
+    reader: pycrdt.Doc = plain_yjs_doc()
     adapter = YjsAdapter(reader)
     adapter.apply_snapshot(writer.get_update())
     assert str(reader.get("text", type=pycrdt.Text)) == "world"
@@ -340,7 +341,7 @@ def test_yjs_lacks_sees_lost_deletions_and_lost_structs() -> None:
     assert not adapter.lacks(before_delete, deletions)  # explained by the deleting change
     assert adapter.uncontained(before_delete, deletions) == deletions
     assert adapter.uncontained(writer.get_update(), deletions) == []
-    assert adapter.lacks(pycrdt.Doc().get_update(), [])
+    assert adapter.lacks(plain_yjs_doc().get_update(), [])
     assert not adapter.lacks(writer.get_update(), [])
 
 
@@ -365,7 +366,7 @@ class _PlainAdapter:
     """A third-party adapter with the original interface only (no content check)."""
 
     def __init__(self) -> None:
-        self.inner = YjsAdapter(pycrdt.Doc())
+        self.inner = YjsAdapter(plain_yjs_doc())
 
     def take_local_changes(self) -> list[bytes]:
         return self.inner.take_local_changes()
@@ -408,6 +409,6 @@ def test_an_adapter_without_the_content_check_still_works_on_claims() -> None:
     assert str(text) == "plain!"
     assert not _incomplete(alice.events)
     # a lossy snapshot goes unnoticed by it (documented), but nothing breaks
-    _hostile_snapshot(broker, crypto.SigningKeyPair.generate(), pycrdt.Doc().get_update(), {})
+    _hostile_snapshot(broker, crypto.SigningKeyPair.generate(), plain_yjs_doc().get_update(), {})
     alice.sync()
     assert not _incomplete(alice.events) and str(text) == "plain!"

@@ -31,10 +31,11 @@ from tests.factories import (
     YPeer,
     make_snapshot,
     make_update,
+    plain_yjs_doc,
     yjs_change,
 )
 
-EMPTY_STATE = pycrdt.Doc().get_update()
+EMPTY_STATE = plain_yjs_doc().get_update()
 
 
 def test_snapshot_content_the_crdt_refuses_is_rejected() -> None:
@@ -513,7 +514,7 @@ def test_undecodable_update_content_is_rejected() -> None:
 
 def test_policy_rejects_outsiders() -> None:
     writer, outsider = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     session = DocumentSession(
         DOC_ID, crypto.SigningKeyPair.generate(), KEY, doc, policy=AllowList([writer.public_key])
     )
@@ -584,7 +585,7 @@ def test_recover_adopts_unrelated_snapshot_and_keeps_local_changes() -> None:
 
 
 def test_no_sending_before_load() -> None:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.get("text", type=pycrdt.Text).insert(0, "early")
     session = DocumentSession(DOC_ID, crypto.SigningKeyPair.generate(), KEY, doc)
     assert session.data_to_send() == []

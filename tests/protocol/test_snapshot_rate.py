@@ -3,11 +3,10 @@ newest held and taken when the rate allows, older held ones dropped, bounded sta
 
 from __future__ import annotations
 
-import pycrdt
-
 from secsync.protocol import crypto, sealing
 from secsync.protocol.messages import INITIAL_PARENT_PROOF, Snapshot, SnapshotPublicData
 from secsync.protocol.snapshot_rate import SnapshotRate
+from tests.factories import plain_yjs_doc
 
 KEY = crypto.generate_key()
 
@@ -21,7 +20,7 @@ def _snapshot(signer: crypto.SigningKeyPair) -> Snapshot:
         parent_snapshot_proof=INITIAL_PARENT_PROOF,
         parent_snapshot_update_clocks={},
     )
-    return sealing.seal(public, pycrdt.Doc().get_update(), KEY, signer)
+    return sealing.seal(public, plain_yjs_doc().get_update(), KEY, signer)
 
 
 def test_a_burst_then_one_per_refill_and_the_newest_is_held() -> None:

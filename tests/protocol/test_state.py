@@ -15,7 +15,7 @@ from secsync.protocol import crypto, wire
 from secsync.protocol.session import DocumentSession
 from secsync.protocol.state import STATE_VERSION, SessionState
 from secsync.store import LocalState, LocalStore
-from tests.factories import DOC_ID, YPeer
+from tests.factories import DOC_ID, YPeer, plain_yjs_doc
 
 # Written by the release before the typed state (a session with an active snapshot, another
 # author's update applied, confirmed, in-flight and pending changes; then one with a snapshot
@@ -29,7 +29,7 @@ def fixture() -> dict[str, Any]:
 
 
 def restored(saved: dict[str, Any], state: object) -> tuple[DocumentSession, pycrdt.Text]:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     text = doc.get("text", type=pycrdt.Text)
     signer = crypto.SigningKeyPair.from_secret(fixture()["secret"])
     session = DocumentSession(DOC_ID, signer, fixture()["key"], doc)

@@ -27,6 +27,7 @@ from secsync.protocol.messages import (
     Update,
     UpdatePublicData,
 )
+from tests.factories import plain_yjs_doc
 
 
 def seal_to(members: Sequence[bytes], key: bytes) -> tuple[str, ...]:
@@ -64,7 +65,7 @@ def group_snapshot(
     snapshot_id = crypto.generate_id()
     epoch = _Epoch({}, key, tuple(chain), (), tuple(sealed))
     extra = {"g": Group._group_data(snapshot_id, epoch)}
-    ydoc = pycrdt.Doc()
+    ydoc = plain_yjs_doc()
     if text:
         ydoc.get("text", type=pycrdt.Text).insert(0, text)
     public = SnapshotPublicData(
@@ -85,7 +86,7 @@ def update_on(
     public = UpdatePublicData(
         doc_id=doc_id, pub_key=signer.public_key, ref_snapshot_id=snapshot_id, clock=clock
     )
-    return sealing.seal(public, serialize_changes([pycrdt.Doc().get_update()]), key, signer)
+    return sealing.seal(public, serialize_changes([plain_yjs_doc().get_update()]), key, signer)
 
 
 def native(message: Snapshot | Update) -> bytes:

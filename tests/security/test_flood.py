@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 
-import pycrdt
-
 import secsync
 from secsync.config import SecsyncConfig
 from secsync.protocol import crypto, sealing
@@ -15,7 +13,7 @@ from secsync.protocol.events import MessageRejected
 from secsync.protocol.messages import UpdatePublicData
 from secsync.protocol.session import DocumentSession
 from secsync.transport.subjects import DocumentSubjects
-from tests.factories import DOC_ID, KEY, make_snapshot, yjs_change
+from tests.factories import DOC_ID, KEY, make_snapshot, plain_yjs_doc, yjs_change
 from tests.security.forge import native
 from tests.transport.helpers import KEY as DOC_KEY
 from tests.transport.helpers import YClient, open_y, until
@@ -43,7 +41,7 @@ def _junk_update(
 def test_the_budget_bounds_a_flood_and_is_released_when_the_snapshot_arrives() -> None:
     config = SecsyncConfig(max_queued_bytes=8 * MiB, max_queued_bytes_per_author=1 * MiB)
     session = DocumentSession(
-        DOC_ID, crypto.SigningKeyPair.generate(), KEY, pycrdt.Doc(), config=config
+        DOC_ID, crypto.SigningKeyPair.generate(), KEY, plain_yjs_doc(), config=config
     )
     session.load(None, now=0.0)
     alice = crypto.SigningKeyPair.generate()
@@ -67,7 +65,7 @@ def test_the_budget_bounds_a_flood_and_is_released_when_the_snapshot_arrives() -
 def test_gaps_hold_within_the_budget_and_let_go_on_a_new_snapshot() -> None:
     config = SecsyncConfig(max_queued_bytes=2 * MiB, max_waiting_authors=3)
     session = DocumentSession(
-        DOC_ID, crypto.SigningKeyPair.generate(), KEY, pycrdt.Doc(), config=config
+        DOC_ID, crypto.SigningKeyPair.generate(), KEY, plain_yjs_doc(), config=config
     )
     alice = crypto.SigningKeyPair.generate()
     content, _ = yjs_change("base")

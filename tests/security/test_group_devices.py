@@ -34,7 +34,7 @@ from secsync.protocol.messages import EphemeralPublicData, MessageKind, Snapshot
 from secsync.protocol.session import DocumentSession
 from secsync.transport import Document
 from secsync.transport.subjects import DocumentSubjects
-from tests.factories import DOC_ID, MemoryBroker, Participant
+from tests.factories import DOC_ID, MemoryBroker, Participant, plain_yjs_doc
 from tests.security.forge import group_snapshot, native, op, seal_to, update_on
 
 CONFIG = SecsyncConfig(batch_interval=0.002, gap_refetch_after=0.2, gap_recover_after=0.5)
@@ -48,7 +48,7 @@ class Client:
 
     def __init__(self, me: Device | crypto.SigningKeyPair) -> None:
         self.me = me
-        self.ydoc = pycrdt.Doc()
+        self.ydoc = plain_yjs_doc()
         self.text = self.ydoc.get("text", type=pycrdt.Text)
         self.events: list[Event] = []
         self.group: Group
@@ -308,7 +308,7 @@ class Member:
     ) -> None:
         self.me = me
         self.group = Group(me, founders)
-        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.doc: pycrdt.Doc = plain_yjs_doc()
         self.text = self.doc.get("text", type=pycrdt.Text)
         self.session = DocumentSession(DOC_ID, me, self.group, self.doc, policy=self.group)
         self.p = Participant(self.session, broker)
@@ -553,7 +553,7 @@ def test_a_group_without_devices_keeps_its_version_2_data() -> None:
     broker = MemoryBroker()
     admin = crypto.SigningKeyPair.generate()
     group = Group(admin)
-    doc = pycrdt.Doc()
+    doc = plain_yjs_doc()
     doc.get("text", type=pycrdt.Text).insert(0, "x")
     session = DocumentSession(DOC_ID, admin, group, doc, policy=group)
     Participant(session, broker).sync()
@@ -653,7 +653,7 @@ def test_a_restarted_device_keeps_the_verified_roster_and_its_devices() -> None:
     content = room.carol_laptop.doc.get_update()
 
     group = Group(room.carol_laptop.me, room.founders)
-    doc = pycrdt.Doc()
+    doc = plain_yjs_doc()
     doc.apply_update(content)
     session = DocumentSession(DOC_ID, room.carol_laptop.me, group, doc, policy=group)
     session.restore_state(state)

@@ -20,6 +20,7 @@ from secsync.protocol.events import Event, MessageRejected, RecoveryNeeded
 from secsync.protocol.messages import Snapshot, Update
 from secsync.transport import Document, jetstream
 from secsync.transport.subjects import DocumentSubjects
+from tests.factories import plain_yjs_doc
 from tests.security.forge import group_snapshot, native, op, seal_to, update_on
 
 CONFIG = SecsyncConfig(batch_interval=0.002, gap_refetch_after=0.2, gap_recover_after=0.5)
@@ -29,7 +30,7 @@ class Member:
     def __init__(self, name: str) -> None:
         self.name = name
         self.signer = crypto.SigningKeyPair.generate()
-        self.ydoc = pycrdt.Doc()
+        self.ydoc = plain_yjs_doc()
         self.text = self.ydoc.get("text", type=pycrdt.Text)
         self.events: list[Event] = []
         self.group: Group

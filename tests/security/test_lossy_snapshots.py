@@ -34,7 +34,7 @@ from secsync.protocol.messages import Snapshot, SnapshotPublicData
 from secsync.transport import Document
 from secsync.transport.compaction import compact_document
 from secsync.transport.subjects import DocumentSubjects
-from tests.factories import automerge_text, automerge_type, yjs_change
+from tests.factories import automerge_text, automerge_type, plain_yjs_doc, yjs_change
 from tests.security.forge import native
 from tests.transport.helpers import KEY
 
@@ -51,7 +51,7 @@ class _Yjs(YjsAdapter):
     """A Yjs participant's adapter; a hostile one writes ``state`` as its snapshots."""
 
     def __init__(self) -> None:
-        super().__init__(pycrdt.Doc())
+        super().__init__(plain_yjs_doc())
         self.text = self.doc.get("text", type=pycrdt.Text)
         self.state: bytes | None = None
 
@@ -67,7 +67,7 @@ class _Yjs(YjsAdapter):
 
     @staticmethod
     def empty() -> bytes:
-        return pycrdt.Doc().get_update()
+        return plain_yjs_doc().get_update()
 
 
 class _Automerge(AutomergeAdapter):

@@ -36,6 +36,7 @@ from secsync.transport.jetstream import (
     messages_scoped,
     publish,
 )
+from tests.factories import plain_yjs_doc
 from tests.servers import nats_server_children, no_server_left_running  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -189,8 +190,8 @@ async def test_secsync_client_provisions_its_stream_in_its_home_region(
         request_timeout=10.0,
     )
     key = secsync.generate_key()
-    ydoc_a: pycrdt.Doc = pycrdt.Doc()
-    ydoc_b: pycrdt.Doc = pycrdt.Doc()
+    ydoc_a: pycrdt.Doc = plain_yjs_doc()
+    ydoc_b: pycrdt.Doc = plain_yjs_doc()
     text_a = ydoc_a.get("text", type=pycrdt.Text)
     text_b = ydoc_b.get("text", type=pycrdt.Text)
     async with (
@@ -388,7 +389,7 @@ async def test_secsync_documents_sync_between_leaf_and_hub(leaves: LeafTopology)
         stream_name=unique("leafdocs")[0], subject_root=f"l{secrets.token_hex(3)}"
     )
     key = secsync.generate_key()
-    ydocs: list[pycrdt.Doc] = [pycrdt.Doc(), pycrdt.Doc()]
+    ydocs: list[pycrdt.Doc] = [plain_yjs_doc(), plain_yjs_doc()]
     texts = [ydoc.get("text", type=pycrdt.Text) for ydoc in ydocs]
     async with (
         secsync.connect(leaves.leaf_url, config=config) as device,

@@ -19,7 +19,7 @@ from automerge import core
 
 import secsync
 from secsync.config import SecsyncConfig
-from tests.factories import automerge_text, automerge_type
+from tests.factories import automerge_text, automerge_type, plain_yjs_doc
 
 DOC_ID = "durable"
 
@@ -46,7 +46,7 @@ async def main(url: str, store: str, key: str, signer: str, mode: str, sync: boo
                 automerge_type(am, len(content()), token)
                 doc.notify_changed()  # the durability point for Automerge
         else:
-            ydoc: pycrdt.Doc = pycrdt.Doc()
+            ydoc: pycrdt.Doc = plain_yjs_doc()
             text = ydoc.get("text", type=pycrdt.Text)
             doc = await client.open(DOC_ID, key=key, signing_key=signer, crdt=ydoc)
 

@@ -40,6 +40,7 @@ from secsync.servers.broker import Broker
 from secsync.servers.cluster import Cluster, ClusterNode
 from secsync.transport import Document, jetstream
 from secsync.transport.jetstream import StreamSettings, ensure_stream, last_message, publish
+from tests.factories import plain_yjs_doc
 from tests.servers import nats_server_children, no_server_left_running  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -235,7 +236,7 @@ def _events(doc: Document) -> list[Event]:
 class YClient:
     def __init__(self) -> None:
         self.signer = secsync.SigningKeyPair.generate()
-        self.ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.ydoc: pycrdt.Doc[Any] = plain_yjs_doc()
         self.text = self.ydoc.get("text", type=pycrdt.Text)
 
     @property

@@ -23,7 +23,7 @@ from secsync.protocol import crypto
 from secsync.protocol.keys import encode_key
 from secsync.servers.binary import free_port
 from secsync.servers.broker import Broker
-from tests.factories import automerge_text
+from tests.factories import automerge_text, plain_yjs_doc
 from tests.transport.helpers import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ async def _reader_text(url: str, writer: Writer) -> str:
                 "durable", key=writer.key, signing_key=crypto.SigningKeyPair.generate(), crdt=am
             )
             return automerge_text(am)
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         doc = await client.open(
             "durable", key=writer.key, signing_key=crypto.SigningKeyPair.generate(), crdt=ydoc
         )

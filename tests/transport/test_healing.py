@@ -15,6 +15,7 @@ from secsync.protocol.events import Event, MessageRejected, SnapshotApplied, Upd
 from secsync.protocol.messages import INITIAL_PARENT_PROOF, SnapshotPublicData, UpdatePublicData
 from secsync.transport import Document, jetstream
 from secsync.transport.compaction import compact_document
+from tests.factories import plain_yjs_doc
 
 KEY = crypto.generate_key()
 
@@ -28,7 +29,7 @@ async def collect(doc: Document, predicate: Callable[[list[Event]], bool], timeo
 
 
 def yjs_insert(text: str) -> bytes:
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.get("text", type=pycrdt.Text).insert(0, text)
     return doc.get_update()
 
@@ -36,7 +37,7 @@ def yjs_insert(text: str) -> bytes:
 async def test_gap_that_never_fills_is_recovered_and_reported(broker) -> None:
     config = SecsyncConfig(batch_interval=0.002, gap_refetch_after=0.1, gap_recover_after=0.3)
     async with secsync.connect(broker.url, config=config) as client:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         text = ydoc.get("text", type=pycrdt.Text)
         doc = await client.open(
             "gap", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=ydoc
@@ -67,7 +68,7 @@ async def test_unverifiable_stored_snapshot_triggers_recovery_keeping_local_chan
 ) -> None:
     config = SecsyncConfig(batch_interval=0.002)
     async with secsync.connect(broker.url, config=config) as client:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         text = ydoc.get("text", type=pycrdt.Text)
         doc = await client.open(
             "fork", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=ydoc
@@ -96,7 +97,7 @@ async def test_unverifiable_stored_snapshot_triggers_recovery_keeping_local_chan
         assert "mine" in str(text) and "theirs" in str(text)
     # a fresh reader sees our local changes on top of the adopted snapshot
     async with secsync.connect(broker.url, config=config) as client:
-        fresh: pycrdt.Doc = pycrdt.Doc()
+        fresh: pycrdt.Doc = plain_yjs_doc()
         await client.open("fork", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=fresh)
         content = str(fresh.get("text", type=pycrdt.Text))
         assert "mine" in content and "theirs" in content and "more" in content
@@ -105,7 +106,7 @@ async def test_unverifiable_stored_snapshot_triggers_recovery_keeping_local_chan
 async def test_compaction_keeps_what_loading_needs(broker) -> None:
     config = SecsyncConfig(batch_interval=0.002, snapshot_after_updates=4)
     async with secsync.connect(broker.url, config=config) as client:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         text = ydoc.get("text", type=pycrdt.Text)
         doc = await client.open(
             "compact", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=ydoc
@@ -127,7 +128,7 @@ async def test_compaction_keeps_what_loading_needs(broker) -> None:
         text.insert(0, ">")
         await doc.flush(5)
     async with secsync.connect(broker.url, config=config) as reader:
-        fresh = pycrdt.Doc()
+        fresh = plain_yjs_doc()
         await reader.open(
             "compact", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=fresh
         )

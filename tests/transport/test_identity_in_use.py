@@ -19,6 +19,7 @@ from secsync.protocol import crypto
 from secsync.protocol.devices import UserIdentity
 from secsync.protocol.events import IdentityCollision, IdentityInUse, UpdateApplied
 from secsync.transport import Document
+from tests.factories import plain_yjs_doc
 from tests.transport.helpers import KEY, until
 
 EDITS = 30
@@ -55,7 +56,7 @@ async def edit(doc: Document, ydoc: pycrdt.Doc, tag: str) -> None:
 
 def with_changes(state: bytes, changes: list[bytes]) -> str:
     """What a document holding ``state`` (a reader's) looks like with ``changes`` applied."""
-    doc: pycrdt.Doc = pycrdt.Doc()
+    doc: pycrdt.Doc = plain_yjs_doc()
     doc.apply_update(state)
     for change in changes:
         doc.apply_update(change)
@@ -64,7 +65,7 @@ def with_changes(state: bytes, changes: list[bytes]) -> str:
 
 async def read_fresh(url: str, doc_id: str) -> str:
     async with secsync.connect(url, config=config()) as client:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         reader = await client.open(
             doc_id, key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=ydoc
         )
@@ -82,7 +83,7 @@ async def test_one_identity_on_two_clients(broker, tmp_path: Path, with_store: b
         secsync.connect(broker.url, config=config()) as c2,
         secsync.connect(broker.url, config=config()) as c3,
     ):
-        y1, y2, y3 = pycrdt.Doc(), pycrdt.Doc(), pycrdt.Doc()
+        y1, y2, y3 = plain_yjs_doc(), plain_yjs_doc(), plain_yjs_doc()
         d1 = await c1.open("twice", key=KEY, signing_key=me, crdt=y1)
         text(y1).insert(0, "start ")
         await d1.flush(10)
@@ -134,7 +135,7 @@ async def test_one_identity_on_two_clients(broker, tmp_path: Path, with_store: b
     # After a restart, the first writer opens the document as another device of the user:
     # what it kept is sent then.
     async with secsync.connect(broker.url, config=config(store)) as again:
-        y4: pycrdt.Doc = pycrdt.Doc()
+        y4: pycrdt.Doc = plain_yjs_doc()
         device = user.new_device("second laptop").to_b64()  # its stored string form
         reopened = await again.open("twice", key=KEY, signing_key=device, crdt=y4)
         assert reopened.identity_in_use is None and reopened.pending_changes >= kept > 0
@@ -154,7 +155,7 @@ async def test_the_same_identity_again_after_a_restart_stays_stopped(
         secsync.connect(broker.url, config=config(store)) as c1,
         secsync.connect(broker.url, config=config()) as c2,
     ):
-        y1, y2 = pycrdt.Doc(), pycrdt.Doc()
+        y1, y2 = plain_yjs_doc(), plain_yjs_doc()
         d1 = await c1.open("again", key=KEY, signing_key=me, crdt=y1)
         text(y1).insert(0, "start ")
         await d1.flush(10)
@@ -163,7 +164,7 @@ async def test_the_same_identity_again_after_a_restart_stays_stopped(
         await until(d1, lambda: d1.identity_in_use is not None, timeout=20)
         await d1.close()
     async with secsync.connect(broker.url, config=config(store)) as c1:
-        y1 = pycrdt.Doc()
+        y1 = plain_yjs_doc()
         d1 = await c1.open("again", key=KEY, signing_key=me, crdt=y1)
         assert d1.identity_in_use is not None and d1.pending_changes > 0
         with pytest.raises(IdentityInUseError):
@@ -178,7 +179,7 @@ async def test_two_devices_of_one_user_edit_and_are_named_as_the_user(broker) ->
         secsync.connect(broker.url, config=config()) as c2,
         secsync.connect(broker.url, config=config()) as c3,
     ):
-        y1, y2, y3 = pycrdt.Doc(), pycrdt.Doc(), pycrdt.Doc()
+        y1, y2, y3 = plain_yjs_doc(), plain_yjs_doc(), plain_yjs_doc()
         d1 = await c1.open("laptops", key=KEY, signing_key=laptops[0], crdt=y1)
         text(y1).insert(0, "start ")
         await d1.flush(10)

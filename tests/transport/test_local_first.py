@@ -22,6 +22,7 @@ from secsync.servers.binary import free_port
 from secsync.servers.broker import Broker
 from secsync.transport import jetstream
 from secsync.transport.events import DocumentLoaded, DocumentRestored
+from tests.factories import plain_yjs_doc
 from tests.transport.helpers import until
 
 KEY = crypto.generate_key()
@@ -49,7 +50,7 @@ async def test_edit_before_the_broker_ever_started(tmp_path: Path) -> None:
     signer = crypto.SigningKeyPair.generate()
     async with secsync.connect(url, config=config(tmp_path / "a.db")) as client:
         assert not client.connected.is_set()
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         doc = await client.open("offline-start", key=KEY, signing_key=signer, crdt=ydoc)
         assert not doc.online
         ydoc.get("text", type=pycrdt.Text).insert(0, "written offline")
@@ -58,7 +59,7 @@ async def test_edit_before_the_broker_ever_started(tmp_path: Path) -> None:
             await doc.flush(15)  # connects with backoff, then sends
             assert doc.online
             async with secsync.connect(broker.url, config=config()) as other:
-                seen: pycrdt.Doc = pycrdt.Doc()
+                seen: pycrdt.Doc = plain_yjs_doc()
                 await other.open(
                     "offline-start",
                     key=KEY,
@@ -122,7 +123,7 @@ async def test_killed_process_loses_no_unsent_change_and_sends_it_once(broker, t
     store = tmp_path / "writer.db"
     signer = crypto.SigningKeyPair.generate()
     async with secsync.connect(broker.url, config=config()) as client:
-        base: pycrdt.Doc = pycrdt.Doc()
+        base: pycrdt.Doc = plain_yjs_doc()
         reader = await client.open(
             "durable", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=base
         )
@@ -159,7 +160,7 @@ async def test_hundreds_of_offline_edits_on_both_sides_converge(tmp_path) -> Non
             secsync.connect(broker.url, config=config(tmp_path / "a.db")) as ca,
             secsync.connect(broker.url, config=config(tmp_path / "b.db")) as cb,
         ):
-            ya, yb = pycrdt.Doc(), pycrdt.Doc()
+            ya, yb = plain_yjs_doc(), plain_yjs_doc()
             da = await ca.open(
                 "offline", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=ya
             )
@@ -186,20 +187,20 @@ async def test_restart_loads_locally_and_downloads_only_what_is_new(broker, tmp_
     store = tmp_path / "c.db"
     signer = crypto.SigningKeyPair.generate()
     async with secsync.connect(broker.url, config=config(store)) as client:
-        ydoc: pycrdt.Doc = pycrdt.Doc()
+        ydoc: pycrdt.Doc = plain_yjs_doc()
         doc = await client.open("resume", key=KEY, signing_key=signer, crdt=ydoc)
         for i in range(30):
             ydoc.get("text", type=pycrdt.Text).insert(0, str(i % 10))
             await doc.flush(5)
     async with secsync.connect(broker.url, config=config()) as other:
-        yo: pycrdt.Doc = pycrdt.Doc()
+        yo: pycrdt.Doc = plain_yjs_doc()
         do = await other.open(
             "resume", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=yo
         )
         yo.get("text", type=pycrdt.Text).insert(0, "new ")
         await do.flush(5)
     async with secsync.connect(broker.url, config=config(store)) as client:
-        again: pycrdt.Doc = pycrdt.Doc()
+        again: pycrdt.Doc = plain_yjs_doc()
         doc = await client.open("resume", key=KEY, signing_key=signer, crdt=again)
         loads: list[Event] = []
         while not doc._events.empty():
@@ -218,7 +219,7 @@ async def test_pause_receiving_and_pause_sending(broker) -> None:
         secsync.connect(broker.url, config=config()) as ca,
         secsync.connect(broker.url, config=config()) as cb,
     ):
-        ya, yb = pycrdt.Doc(), pycrdt.Doc()
+        ya, yb = plain_yjs_doc(), plain_yjs_doc()
         da = await ca.open("pause", key=KEY, signing_key=crypto.SigningKeyPair.generate(), crdt=ya)
         ya.get("text", type=pycrdt.Text).insert(0, "0")
         await da.flush(5)

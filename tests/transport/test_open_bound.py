@@ -18,6 +18,7 @@ from secsync.protocol.events import Event, MessageRejected, SnapshotApplied
 from secsync.protocol.messages import INITIAL_PARENT_PROOF, Snapshot, SnapshotPublicData
 from secsync.transport import jetstream
 from secsync.transport.subjects import DocumentSubjects
+from tests.factories import plain_yjs_doc
 from tests.transport.helpers import KEY, YClient, open_y, until
 
 FAST = SecsyncConfig(batch_interval=0.005, publish_timeout=2.0, request_timeout=2.0)
@@ -32,7 +33,7 @@ def _snapshot(
     key: bytes = KEY,
     padding: int = 0,
 ) -> Snapshot:
-    ydoc = pycrdt.Doc()
+    ydoc = plain_yjs_doc()
     ydoc.get("text", type=pycrdt.Text).insert(0, text)
     if padding:
         ydoc.get("pad", type=pycrdt.Text).insert(0, crypto.generate_key().hex() * (padding // 64))

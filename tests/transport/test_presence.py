@@ -12,6 +12,7 @@ from secsync.config import SecsyncConfig
 from secsync.protocol import crypto
 from secsync.protocol.events import Event, MessageRejected, PresenceChanged
 from secsync.transport import Document
+from tests.factories import plain_yjs_doc
 
 KEY = crypto.generate_key()
 CONFIG = SecsyncConfig(
@@ -32,7 +33,7 @@ async def wait_event(
 async def open_pair(broker) -> tuple:  # type: ignore[no-untyped-def]
     c1 = await secsync.connect(broker.url, config=CONFIG)
     c2 = await secsync.connect(broker.url, config=CONFIG)
-    ya, yb = pycrdt.Doc(), pycrdt.Doc()
+    ya, yb = plain_yjs_doc(), plain_yjs_doc()
     ka, kb = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
     da = await c1.open("presence", key=KEY, signing_key=ka, crdt=ya)
     ya.get("text", type=pycrdt.Text).insert(0, "doc")
@@ -110,7 +111,7 @@ async def test_replayed_and_forged_presence_is_rejected(broker) -> None:
         # a third participant, who holds the key, claims a's cursor (its Yjs client id)
         async with secsync.connect(broker.url, config=CONFIG) as c3:
             mallory = crypto.SigningKeyPair.generate()
-            dm = await c3.open("presence", key=KEY, signing_key=mallory, crdt=pycrdt.Doc())
+            dm = await c3.open("presence", key=KEY, signing_key=mallory, crdt=plain_yjs_doc())
             assert da.presence.awareness is not None
             dm.presence.tracker.local_yjs_client_id = da.presence.awareness.client_id
             dm.presence.set_local_state({"cursor": 0})
@@ -133,7 +134,7 @@ async def test_presence_works_on_a_document_nobody_has_written(broker) -> None:
     c1 = await secsync.connect(broker.url, config=CONFIG)
     c2 = await secsync.connect(broker.url, config=CONFIG)
     try:
-        ya, yb = pycrdt.Doc(), pycrdt.Doc()
+        ya, yb = plain_yjs_doc(), plain_yjs_doc()
         ka, kb = crypto.SigningKeyPair.generate(), crypto.SigningKeyPair.generate()
         da = await c1.open("fresh-presence", key=KEY, signing_key=ka, crdt=ya)
         db = await c2.open("fresh-presence", key=KEY, signing_key=kb, crdt=yb)

@@ -21,6 +21,7 @@ from secsync.protocol.messages import (
 )
 from secsync.transport import jetstream
 from secsync.transport.subjects import DocumentSubjects
+from tests.factories import plain_yjs_doc
 from tests.transport.helpers import KEY, YClient, open_y, until
 
 FAST = SecsyncConfig(batch_interval=0.005, publish_timeout=2.0, request_timeout=2.0)
@@ -94,7 +95,7 @@ def _foreign_snapshot(doc_id: str, text: str) -> tuple[bytes, bytes, bytes, cryp
     the wrong key wrote before such clients were refused), and an update on it."""
     mallory = crypto.SigningKeyPair.generate()
     key = crypto.generate_key()
-    ydoc = pycrdt.Doc()
+    ydoc = plain_yjs_doc()
     ydoc.get("text", type=pycrdt.Text).insert(0, text)
     public = SnapshotPublicData(
         doc_id=doc_id,
