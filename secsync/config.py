@@ -203,3 +203,50 @@ class SecsyncConfig:
             raise ConfigurationError("busy_retry_initial <= busy_retry_max <= 1.0 does not hold")
         if self.max_update_plaintext_bytes < 1024:
             raise ConfigurationError("max_update_plaintext_bytes must be at least 1024")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Options of the WebSocket gateway for secsync JS clients (:mod:`secsync.gateway`).
+
+    The document options (stream, subjects, timeouts, message bounds) are the
+    :class:`SecsyncConfig` the gateway connects with; these are the gateway's own.
+    """
+
+    allowed_origins: tuple[str, ...] | None = None
+    """``Origin`` headers a WebSocket may come from (exact, e.g. ``"https://app.example"``);
+    one with another ``Origin`` is refused before the upgrade (HTTP 403). Browsers always send
+    it, so this stops pages of other sites; a connection without one (not a browser: it could
+    claim any origin anyway) is let through. ``None``: any origin, for gateways that only
+    non-browser clients reach or that sit behind a proxy that checks."""
+    max_frame_bytes: int = 16 * 1024 * 1024
+    """Largest frame a client may send; a larger one is answered ``document-error`` and
+    closed. The ASGI server's own limit (uvicorn's ``ws_max_size``) must be at least this."""
+    max_queued_frames: int = 10_000
+    """Frames waiting to be written to one client: a client that reads slower than its
+    document changes is closed past this (it reconnects and loads again)."""
+    max_held_updates: int = 1_024
+    """Per document, updates stored ahead of their predecessor that the view holds."""
+    access_timeout: float = 10.0
+    """Seconds ``has_access`` may take; past it (or when it raises) access is denied."""
+    load_timeout: float = 30.0
+    """Seconds a document may take to be read from the stream before its first client is
+    answered ``document-error``."""
+    idle_document_seconds: float = 30.0
+    """How long a document's view stays after its last client left, for the next one."""
+    missing_documents: Literal["create", "not-found"] = "create"
+    """A document with nothing stored: ``create`` serves it as new (its first client writes
+    the first snapshot); ``not-found`` answers ``document-not-found`` (the reference server's
+    behaviour for documents its application did not create)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame_bytes", "max_queued_frames", "max_held_updates"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1")
+        for name in ("access_timeout", "load_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be positive")
+        if self.idle_document_seconds < 0:
+            raise ConfigurationError("idle_document_seconds must not be negative")
+        if self.missing_documents not in ("create", "not-found"):
+            raise ConfigurationError("missing_documents must be 'create' or 'not-found'")
