@@ -41,6 +41,12 @@ def cmd_broker(args: argparse.Namespace, inputs: Inputs) -> int:
     return run(args)
 
 
+def cmd_gateway(args: argparse.Namespace, inputs: Inputs) -> int:
+    from secsync.cli.gateway import cmd_gateway as run
+
+    return run(args, inputs)
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -80,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_broker_arguments(broker)
     broker.set_defaults(func=cmd_broker)
+
+    gateway = sub.add_parser(
+        "gateway",
+        parents=[verbose],
+        help="serve secsync JS clients over WebSocket (needs secsync[gateway])",
+    )
+    from secsync.cli.gateway import add_gateway_arguments
+
+    add_gateway_arguments(gateway, DEFAULT_URL)
+    gateway.set_defaults(func=cmd_gateway)
 
     demo = sub.add_parser(
         "demo",

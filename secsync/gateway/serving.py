@@ -65,6 +65,10 @@ class GatewayServer:
                 await super().startup(sockets)
                 listening.set()
 
+            def capture_signals(self) -> contextlib.nullcontext[None]:
+                # signals belong to the application (secsync gateway handles its own)
+                return contextlib.nullcontext()
+
         self._server = Server(uvicorn.Config(app or gateway, host=host, port=port, **options))
         self._task: asyncio.Task[None] | None = None
 
@@ -95,6 +99,12 @@ class GatewayServer:
             await self.gateway.aclose()
             raise TransportError(f"the gateway did not start: {error or 'server exited'}")
         return self
+
+    async def wait(self) -> None:
+        """Until :meth:`stop` has stopped the server."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def stop(self) -> None:
         # the gateway first: it closes each socket cleanly, which uvicorn would only cut
