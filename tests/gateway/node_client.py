@@ -102,7 +102,8 @@ class NodeDriver:
         """Send a command; its reply (raises :class:`DriverError` if refused)."""
         assert self.process.stdin is not None
         if self.process.returncode is not None:
-            raise DriverError(f"the driver exited ({self.process.returncode}): {await self.stderr()}")
+            code = self.process.returncode
+            raise DriverError(f"the driver exited ({code}): {await self.stderr()}")
         ident = next(self._ids)
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._replies[ident] = future
