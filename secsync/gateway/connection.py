@@ -41,7 +41,7 @@ from secsync.gateway.view import (
 )
 from secsync.logs import get_logger
 from secsync.protocol import wire
-from secsync.protocol.encoding import JsonValue
+from secsync.protocol.encoding import JsonValue, b64encode
 from secsync.protocol.messages import EphemeralMessage, MessageKind, Snapshot, Update
 from secsync.protocol.sealing import signature_valid
 from secsync.protocol.stream_types import snapshot_headers, update_headers
@@ -174,6 +174,19 @@ class GatewayConnection:
         # active snapshot: the JS client sends several updates before the first is acked.
         self._in_flight: dict[bytes, tuple[bytes, int]] = {}
         self._queue = _Queue()
+        # Per author, the last clock of the active snapshot's updates this client was sent
+        # (so that failure frames bring only what it lacks).
+        self._sent_clocks: dict[bytes, int] = {}
+        # Refused updates of this connection, acknowledged once a snapshot it sent after them
+        # (which holds their changes: the JS client writes one when told requiresNewSnapshot)
+        # is stored: (order, the update's snapshotId, clock).
+        self._refusals = itertools.count(1)
+        self._refused: list[tuple[int, JsonValue, int]] = []
+        self._covers: dict[bytes, int] = {}
+        # A snapshot was asked for and the client has not sent one since: its updates until
+        # then are refused silently (that snapshot holds their changes, and one more failure
+        # frame would make it write one more snapshot, each racing the others).
+        self._snapshot_asked = False
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -215,23 +228,14 @@ class GatewayConnection:
         if access is Access.DENIED:
             return self._close("unauthorized", f"no {action} access")
         if action == "read":
-            self.state = "open"
-            return [Send(frames.document(self.view, self.params))]
+            return self._document()
         if action == "broadcast":
             self._queue.asking = None
             out: list[Output] = [Send(frame) for frame, _ in self._queue.frames]
             self._queue.frames.clear()
             return out
         if isinstance(message, Update) and access is Access.NEW_SNAPSHOT_REQUIRED:
-            ref, clock = wire.to_json_dict(message)["publicData"], message.clock
-            assert isinstance(ref, dict)
-            return [
-                Send(
-                    frames.update_save_failed(
-                        ref["refSnapshotId"], clock, requires_new_snapshot=True
-                    )
-                )
-            ]
+            return self._refuse_update(message)
         if isinstance(message, Snapshot):
             return self._decide_snapshot(message)
         if isinstance(message, Update):
@@ -260,14 +264,14 @@ class GatewayConnection:
             message = wire.from_json_dict(obj, kind=kind)
         except SecsyncError as exc:
             if kind is MessageKind.SNAPSHOT:
-                return [Send(frames.simple("snapshot-save-failed")), Ignored(str(exc))]
+                return [*self._ordered(frames.simple("snapshot-save-failed")), Ignored(str(exc))]
             if kind is MessageKind.UPDATE:
                 ref, clock = _echo(obj)
-                failed = frames.update_save_failed(ref, clock, requires_new_snapshot=False)
-                return [Send(failed), Ignored(str(exc))]
+                return [*self._send_refusal(self._refusal(ref, clock)), Ignored(str(exc))]
             return [Ignored(str(exc))]
         action: Action
         if isinstance(message, Snapshot):
+            self._snapshot_asked = False
             action = "write-snapshot"
         elif isinstance(message, Update):
             action = "write-update"
@@ -285,21 +289,27 @@ class GatewayConnection:
             and signature_valid(snapshot)
             and public.doc_id == self.params.document_id
         ):
-            failed = frames.snapshot_save_failed_outdated(view, public.parent_snapshot_id)
-            return [Send(failed), Ignored("snapshot on an outdated parent")]
+            # Every release is queued to this client before this answer, the active snapshot
+            # too: it needs only the updates on it that it was not sent.
+            failed = frames.snapshot_save_failed_updates(view.updates_after(self._sent_clocks))
+            return [*self._ordered(failed), Ignored("snapshot on an outdated parent")]
         problem = snapshot_problem(
             snapshot, self.params.document_id, active, view.clocks, view.chain_index()
         )
         if problem is None and active is None and not is_initial(snapshot):
             problem = MalformedMessageError("a first snapshot must have no parent")
         if problem is not None:
-            if problem.code == 102:  # the clocks differ: send what it lacks
-                lacking = view.updates_after(public.parent_snapshot_update_clocks)
-                return [Send(frames.snapshot_save_failed_updates(lacking)), Ignored(str(problem))]
-            return [Send(frames.simple("snapshot-save-failed")), Ignored(str(problem))]
+            if problem.code == 102:  # the clocks differ: send what it lacks and was not sent
+                known = dict(public.parent_snapshot_update_clocks)
+                for author, clock in self._sent_clocks.items():
+                    known[author] = max(known.get(author, -1), clock)
+                failed = frames.snapshot_save_failed_updates(view.updates_after(known))
+                return [*self._ordered(failed), Ignored(str(problem))]
+            return [*self._ordered(frames.simple("snapshot-save-failed")), Ignored(str(problem))]
         token = next(self._tokens)
         self._publishing[token] = snapshot
         self._own_snapshots.add(snapshot.snapshot_id)
+        self._covers[snapshot.snapshot_id] = next(self._refusals)
         headers = snapshot_headers(snapshot.snapshot_id, view.last_sequence, view.subjects)
         payload = wire.encode(snapshot, include_doc_id=False)
         return [Publish(view.subjects.snapshot, payload, headers, snapshot, token)]
@@ -313,7 +323,7 @@ class GatewayConnection:
             clocks[update.author] = max(clocks.get(update.author, -1), flying[1])
         problem = update_problem(update, self.params.document_id, active, clocks)
         if problem is not None:
-            return [self._update_failed(update), Ignored(str(problem))]
+            return [*self._refuse_update(update), Ignored(str(problem))]
         assert active is not None
         token = next(self._tokens)
         self._publishing[token] = update
@@ -329,6 +339,7 @@ class GatewayConnection:
         if message.public_data.doc_id != self.params.document_id:
             return [Ignored("ephemeral message of another document")]
         token = next(self._tokens)
+        self._publishing[token] = message
         self._own_ephemeral.add(message.signature)
         return [
             Publish(
@@ -340,15 +351,56 @@ class GatewayConnection:
             )
         ]
 
-    @staticmethod
-    def _update_failed(update: Update) -> Send:
+    def _refuse_update(self, update: Update) -> list[Output]:
+        return self._send_refusal(self._refusal_of(update))
+
+    def _refusal_of(self, update: Update) -> Frame | None:
         ref = wire.to_json_dict(update)["publicData"]
         assert isinstance(ref, dict)
-        return Send(
-            frames.update_save_failed(
-                ref["refSnapshotId"], update.clock, requires_new_snapshot=False
+        return self._refusal(ref["refSnapshotId"], update.clock)
+
+    def _send_refusal(self, frame: Frame | None) -> list[Output]:
+        if frame is None:
+            return [Ignored("refused; the snapshot asked for will hold it")]
+        return self._ordered(frame)
+
+    def _refusal(self, ref: JsonValue | None, clock: JsonValue | None) -> Frame | None:
+        """``update-save-failed`` with ``requiresNewSnapshot``: the JS client then writes a
+        snapshot of its whole state, its refused changes included. With ``false`` it would
+        re-send from its last confirmed clock, reusing clocks of updates still on their way
+        here, and it matches acks by clock: an ack for the earlier update would then count the
+        re-sent one, with more changes, as saved (its changes lost for everyone else)."""
+        if isinstance(ref, str) and isinstance(clock, int):
+            self._refused.append((next(self._refusals), ref, clock))
+            if self._snapshot_asked:
+                return None
+        self._snapshot_asked = True
+        return frames.update_save_failed(ref, clock, requires_new_snapshot=True)
+
+    def _ordered(self, frame: Frame) -> list[Output]:
+        """``frame`` after the frames queued before it (acks and broadcasts keep their order)."""
+        self._queue.frames.append((frame, False))
+        return self._flush()
+
+    def _document(self) -> list[Output]:
+        self.state = "open"
+        view, params = self.view, self.params
+        frame = frames.document(view, params)
+        out: list[Output] = [Send(frame)]
+        active = view.active
+        self._sent_clocks = dict(view.clocks)
+        if active is not None and params.mode == "delta" and "snapshot" not in frame:
+            # A delta reload of the active snapshot leaves the JS client's own clock at -1,
+            # and its next update would reuse a stored clock. This failure, with nothing in
+            # flight yet, sets its clock to the last one it confirmed.
+            out.append(
+                Send(
+                    frames.update_save_failed(
+                        b64encode(active.snapshot_id), None, requires_new_snapshot=False
+                    )
+                )
             )
-        )
+        return out
 
     # --- publish outcomes ---------------------------------------------------------------------
 
@@ -366,8 +418,8 @@ class GatewayConnection:
             return []
         self._forget(message)
         if isinstance(message, Snapshot):
-            return [Send(frames.simple("snapshot-save-failed"))]
-        return [self._update_failed(message)]
+            return self._ordered(frames.simple("snapshot-save-failed"))
+        return self._refuse_update(message)
 
     def _is_own(self, message: Snapshot | Update | None) -> bool:
         if isinstance(message, Snapshot):
@@ -401,23 +453,40 @@ class GatewayConnection:
                     if isinstance(message, Snapshot):
                         self._queue.frames.append((frames.simple("snapshot-save-failed"), False))
                     else:
-                        self._queue.frames.append((self._update_failed(message).frame, False))
+                        refused = self._refusal_of(message)
+                        if refused is not None:
+                            self._queue.frames.append((refused, False))
                 continue
             assert message is not None  # a Released always has its message
             if isinstance(message, Snapshot):
                 if own:
                     self._own_snapshots.discard(message.snapshot_id)
                     self._queue.frames.append((frames.snapshot_saved(message.snapshot_id), False))
+                    self._acknowledge_refused(self._covers.pop(message.snapshot_id, 0))
                 else:
                     self._queue.frames.append((frames.snapshot(message), True))
                 self._in_flight.clear()
+                self._sent_clocks = {}
             elif own:
                 self._own_updates.discard(message.signature)
                 saved = frames.update_saved(message.public_data.ref_snapshot_id, message.clock)
                 self._queue.frames.append((saved, False))
+                self._sent_clocks[message.author] = message.clock
             else:
                 self._queue.frames.append((frames.update(message), True))
+                self._sent_clocks[message.author] = message.clock
         return self._flush()
+
+    def _acknowledge_refused(self, before: int) -> None:
+        """Our snapshot, sent after the refused updates numbered below ``before``, is stored
+        and holds their changes: acknowledge them, so the client stops counting them as
+        unsaved (it would re-send them, needlessly, on its next reconnect)."""
+        covered = [r for r in self._refused if r[0] < before]
+        self._refused = [r for r in self._refused if r[0] >= before]
+        for _, ref, clock in covered:
+            self._queue.frames.append(
+                ({"type": "update-saved", "snapshotId": ref, "clock": clock}, False)
+            )
 
     def ephemeral(self, message: EphemeralMessage) -> list[Output]:
         """An ephemeral message from the broker (Python or JS clients)."""

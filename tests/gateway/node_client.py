@@ -210,6 +210,22 @@ class NodeDriver:
         if actual != expected:
             raise DriverError(f"{client} has {actual!r}, not {expected!r}")
 
+    async def wait_settled(self, client: str, timeout: float = 30.0) -> Event:
+        """Until ``client`` is connected with no change unconfirmed; its state then."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    mark = len(self.events)
+                    state = await self.state(client)
+                    if state["state"] == "connected" and state["pending"] == 0:
+                        return state
+                    await self.wait_for(
+                        lambda e: e.get("client") == client, timeout=timeout, after=mark
+                    )
+        except (TimeoutError, DriverError):
+            pass
+        raise DriverError(f"{client} did not settle: {await self.state(client)}")
+
     def errors(self, client: str | None = None) -> list[Event]:
         return self.seen(
             lambda e: e["type"] == "error" and (client is None or e.get("client") == client)

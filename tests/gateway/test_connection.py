@@ -93,7 +93,13 @@ def test_delta_mode_with_the_known_snapshot_active_serves_the_updates_after_its_
     hub = hub_with(*ALL)
     c = hub.connect(params("delta", sid("s2"), {A: 0}))
     assert hub.sent[c] == [
-        {"type": "document", "updates": [stored_frame("u2_b0"), stored_frame("u2_a1")]}
+        {"type": "document", "updates": [stored_frame("u2_b0"), stored_frame("u2_a1")]},
+        # sets the client's own clock, which a delta reload leaves at -1, before it writes
+        {
+            "type": "update-save-failed",
+            "snapshotId": b64encode(sid("s2")),
+            "requiresNewSnapshot": False,
+        },
     ]
     # complete mode, same known position: the snapshot too, and the same updates
     d = hub.connect(params("complete", sid("s2"), {A: 0}))
@@ -204,7 +210,9 @@ def forged_text(name: str) -> str:
     return json.dumps(f)
 
 
-def test_update_refusals_ask_for_a_resend_from_the_last_stored_clock() -> None:
+def test_update_refusals_ask_for_a_snapshot_never_a_resend() -> None:
+    # A resend (requiresNewSnapshot false) would make the JS client reuse clocks of updates
+    # still on their way, and lose changes when their acks come back (see _refusal).
     hub = hub_with("s1", "u1_a0")
     c = hub.connect()
     ref = b64encode(sid("s1"))
@@ -215,14 +223,20 @@ def test_update_refusals_ask_for_a_resend_from_the_last_stored_clock() -> None:
                 "type": "update-save-failed",
                 "snapshotId": ref,
                 "clock": clock,
-                "requiresNewSnapshot": False,
+                "requiresNewSnapshot": True,
             }
         ]
 
     assert sent_after(hub, c, text("u1_a0")) == failed(0)  # stale clock 0 (a delta reconnect)
-    assert sent_after(hub, c, forged_text("u1_a1")) == failed(1)  # bad signature
-    assert sent_after(hub, c, text("u1_a0_other_doc")) == failed(0)  # another document
-    assert sent_after(hub, c, text("u2_a0")) == failed(0, b64encode(sid("s2")))  # not active
+    # until the client sends the snapshot asked for, which holds them, later refusals are
+    # silent: each failure frame would make it write one more snapshot
+    assert sent_after(hub, c, forged_text("u1_a1")) == []
+    for raw, expected in [
+        (forged_text("u1_a1"), failed(1)),  # bad signature
+        (text("u1_a0_other_doc"), failed(0)),  # another document
+        (text("u2_a0"), failed(0, b64encode(sid("s2")))),  # not on the active snapshot
+    ]:
+        assert sent_after(hub, hub.connect(), raw) == expected
     hub2 = hub_with("s1")
     d = hub2.connect()
     assert sent_after(hub2, d, text("u1_a1")) == failed(1)  # a gap
@@ -232,28 +246,22 @@ def test_update_refusals_ask_for_a_resend_from_the_last_stored_clock() -> None:
 def test_snapshot_refusals_in_the_three_shapes() -> None:
     hub = hub_with("s1", "u1_a0", "u1_a1", "u1_b0")
     c = hub.connect()
-    # misses B's update: only what it lacks
+    # misses B's update: what it lacks and was not sent (its document held B's update)
     assert sent_after(hub, c, text("s2_misses_b")) == [
-        {"type": "snapshot-save-failed", "updates": [stored_frame("u1_b0")]}
+        {"type": "snapshot-save-failed", "updates": []}
     ]
+
     # a wrong proof, a bad signature, an unknown shape: the bare failure
     assert sent_after(hub, c, text("s2_wrong_proof")) == [{"type": "snapshot-save-failed"}]
     assert sent_after(hub, c, forged_text("s2")) == [{"type": "snapshot-save-failed"}]
     shapeless = json.dumps({"publicData": {"snapshotId": "x"}, "nonce": 1})
     assert sent_after(hub, c, shapeless) == [{"type": "snapshot-save-failed"}]
-    # a first snapshot over an existing one names an outdated parent: the full document
+    # a snapshot on an outdated parent: the client has been sent the active snapshot (every
+    # release is queued to it before this answer), so only the updates it lacks on it
     store(hub.stream, "s2", "u2_a0", "u2_b0", "u2_a1", "s3")
     hub.pull()
     before = len(hub.sent[c])
-    outdated = sent_after(hub, c, text("s2"))
-    assert outdated == [
-        {
-            "type": "snapshot-save-failed",
-            "snapshot": stored_frame("s3"),
-            "updates": [],
-            "snapshotProofChain": [chain_entry("s2"), chain_entry("s3")],
-        }
-    ]
+    assert sent_after(hub, c, text("s2")) == [{"type": "snapshot-save-failed", "updates": []}]
     assert before > 1 and len(hub.stream.messages) == 9
 
 
@@ -277,7 +285,7 @@ def test_oversized_and_shapeless_frames() -> None:
     assert sent_after(hub, c, "not json") == []
     assert sent_after(hub, c, "[1, 2]") == []
     assert sent_after(hub, c, json.dumps({"publicData": {"refSnapshotId": "r", "clock": 3}})) == [
-        {"type": "update-save-failed", "snapshotId": "r", "clock": 3, "requiresNewSnapshot": False}
+        {"type": "update-save-failed", "snapshotId": "r", "clock": 3, "requiresNewSnapshot": True}
     ]
     assert sent_after(hub, c, json.dumps({"publicData": {}})) == []  # ephemeral-shaped junk
     assert len(hub.stream.messages) == 1
@@ -311,9 +319,26 @@ def test_a_compare_and_set_conflict_on_the_real_preconditions() -> None:
             "type": "update-save-failed",
             "snapshotId": b64encode(sid("s1")),
             "clock": 0,
-            "requiresNewSnapshot": False,
+            "requiresNewSnapshot": True,
         }
     ]
+
+
+def test_refused_updates_are_acknowledged_once_a_later_snapshot_of_theirs_is_stored() -> None:
+    hub = hub_with("s1", "u1_a0", "u1_a1", "u1_b0")
+    c = hub.connect()
+    ref = b64encode(sid("s1"))
+    refused = sent_after(hub, c, text("u1_a0"))  # a replay: refused, a snapshot asked for
+    assert refused[-1]["requiresNewSnapshot"] is True
+    # the snapshot the client writes then holds the refused changes: once it is stored, the
+    # refused update is acknowledged after snapshot-saved (the client stops counting it)
+    assert sent_after(hub, c, text("s2")) == [
+        {"type": "snapshot-saved", "snapshotId": b64encode(sid("s2"))},
+        {"type": "update-saved", "snapshotId": ref, "clock": 0},
+    ]
+    # a refusal after the snapshot waits for the next one
+    assert sent_after(hub, c, text("u2_b1_late"))[-1]["type"] == "update-save-failed"
+    assert hub.connections[c]._refused != []
 
 
 def test_write_access_refused_and_a_new_snapshot_required() -> None:
@@ -389,7 +414,7 @@ def test_a_stored_update_the_view_drops_gets_the_failure_frame_not_the_ack() -> 
     assert hub.sent[c][1:] == [{"type": "update-saved", "snapshotId": ref, "clock": 0}]
     assert hub.sent[d][1:] == [
         {**stored_frame("u1_a0"), "type": "update"},
-        {"type": "update-save-failed", "snapshotId": ref, "clock": 0, "requiresNewSnapshot": False},
+        {"type": "update-save-failed", "snapshotId": ref, "clock": 0, "requiresNewSnapshot": True},
     ]
 
 

@@ -420,6 +420,8 @@ async def test_after_a_gateway_restart_a_delta_reconnect_gets_only_what_it_lacks
     delta = await back.recv_type("document")
     assert "snapshot" not in delta
     assert [u["signature"] for u in delta["updates"]] == [frame("u1_a1")["signature"]]
+    clock_reset = await back.recv_type("update-save-failed")  # sets its own clock
+    assert clock_reset["requiresNewSnapshot"] is False and "clock" not in clock_reset
     other = await join(second)
     await other.recv_type("document")
     await other.send("u1_b0")
