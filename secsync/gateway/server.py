@@ -289,7 +289,7 @@ class Gateway:
             feed = await asyncio.wait_for(self._feed(params.document_id), self.config.load_timeout)
         except Exception as exc:
             log.warning("gateway_document_unavailable", error=type(exc).__name__)
-            await _send_outputs(send, refuse(BadConnection("document unavailable")))
+            await _try_again_later(send)
             return
         socket: SocketPump | None = None
         try:
@@ -298,7 +298,7 @@ class Gateway:
                 await asyncio.wait_for(feed.ready.wait(), max(remaining, 0.001))
             except TimeoutError:
                 log.warning("gateway_document_unavailable", error="load timeout")
-                await _send_outputs(send, refuse(BadConnection("document load timed out")))
+                await _try_again_later(send)
                 return
             socket = SocketPump(self, feed, params, send)
             self._sockets.add(socket)
@@ -376,6 +376,12 @@ def _target(scope: Scope) -> str:
             path = path[len(root) :]
     query = scope.get("query_string", b"").decode("latin-1")
     return f"{path}?{query}" if query else path
+
+
+async def _try_again_later(send: SendAsgi) -> None:
+    """The broker is out of reach: close without a frame (``document-error`` would stop the JS
+    client for good), so that it reconnects, with its backoff, and loads then."""
+    await send({"type": "websocket.close", "code": 1013})
 
 
 async def _send_outputs(send: SendAsgi, outputs: list[Output]) -> None:

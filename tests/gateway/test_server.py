@@ -451,3 +451,15 @@ async def test_the_gateway_rides_out_a_broker_restart(
     late = await join(server)
     loaded = await late.recv_type("document")
     assert [u["signature"] for u in loaded["updates"]] == [frame("u1_a0")["signature"]]
+
+
+async def test_a_broker_out_of_reach_closes_without_a_frame_so_js_clients_retry(
+    serve: Callable[..., Any], broker: Broker
+) -> None:
+    server = await serve(config=GatewayConfig(load_timeout=2.0))
+    await broker.astop()
+    client = await join(server, path(doc_id="a document never opened here"))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await client.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert client.received == []  # no document-error: that would stop the JS client
