@@ -68,4 +68,5 @@ MODULE_SECTIONS: tuple[ModuleSection, ...] = (
     ),
     ModuleSection("open_bound", "benchmarks.open_bound", "Opening with many stored snapshots"),
     ModuleSection("yjs_v2", "benchmarks.yjs_v2", "Yjs update format v2 codec"),
+    ModuleSection("gateway", "benchmarks.gateway", "JS clients through the gateway"),
 )
