@@ -12,6 +12,9 @@ Acks are sent where the acknowledged message stands in the stream: once the view
 (``snapshot-saved`` / ``update-saved`` in place of the broadcast the others get), so a JS
 client never sees an update on a snapshot before the ack that made it active. A message of
 ours the view drops (a race the preconditions do not cover) gets the failure frame.
+
+Size: one state machine, :class:`GatewayConnection`, whose rules (what a refusal sends, what
+an ack covers, the order of frames) depend on each other's few fields.
 """
 
 from __future__ import annotations
