@@ -274,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["finished_epoch"] = started + results["duration_s"]
 
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     write_report(results, out_dir)
     _log(f"total {results['duration_s']:.0f} s")

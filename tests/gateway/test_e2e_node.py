@@ -340,3 +340,55 @@ async def test_a_snapshot_over_the_broker_payload_limit_is_stored_in_parts(
     loaded = await js.wait_loaded("b", timeout=60)
     assert loaded["type"] == "loaded" and len(loaded["text"]) == len(big) + 1
     no_errors(js)
+
+
+async def test_an_application_asking_for_snapshots_loses_no_edit(
+    js: NodeDriver, broker: Broker, python: Callable[..., Any]
+) -> None:
+    """``Access.NEW_SNAPSHOT_REQUIRED`` on every third update: the JS client writes snapshots
+    instead, and every edit still reaches a Python reader."""
+    from secsync.gateway import Access
+
+    asked = {"updates": 0}
+
+    def has_access(action: str, *_: Any) -> Access:
+        if action == "write-update":
+            asked["updates"] += 1
+            if asked["updates"] % 3 == 0:
+                return Access.NEW_SNAPSHOT_REQUIRED
+        return Access.GRANTED
+
+    gateway = Gateway(broker.url, has_access, secsync_config=CONFIG)
+    server = await GatewayServer(gateway).start()
+    try:
+        key = os.urandom(32)
+        await js.open("a", server.url, "doc asked", key, seed(1))
+        await js.wait_loaded("a")
+        for i in range(20):
+            await js.insert("a", f"w{i} ")
+        py = await python("doc asked", key)
+        words = {f"w{i}" for i in range(20)}
+        await py.until(lambda: set(py.content.split()) == words, timeout=60)
+        await js.wait_settled("a")
+        assert asked["updates"] >= 3  # the application was asked, and answered
+        no_errors(js)
+    finally:
+        await server.stop()
+
+
+async def test_js_edits_made_across_a_broker_restart_all_arrive(
+    js: NodeDriver, gateways: Callable[..., Any], python: Callable[..., Any], broker: Broker
+) -> None:
+    server = await gateways()
+    key = os.urandom(32)
+    await js.open("a", server.url, "doc broker restart", key, seed(1))
+    await js.wait_loaded("a")
+    await js.insert("a", "before ")
+    py = await python("doc broker restart", key)
+    await py.until(lambda: py.content == "before ")
+    await broker.arestart()
+    for i in range(10):
+        await js.insert("a", f"after{i} ")
+    words = {"before"} | {f"after{i}" for i in range(10)}
+    await py.until(lambda: set(py.content.split()) == words, timeout=90)
+    await js.wait_settled("a", timeout=60)
