@@ -55,6 +55,9 @@ class GatewayServer:
             "ws_max_size": 2 * gateway.config.max_frame_bytes + 1024,
             "ws_ping_interval": 20.0,
             "ws_ping_timeout": 20.0,
+            # stop() closes every socket first; a peer that never answers the close handshake
+            # must not hold it up for ever
+            "timeout_graceful_shutdown": 5.0,
         }
         options.update(uvicorn_options)
         listening = asyncio.Event()
