@@ -244,13 +244,15 @@ async def test_a_live_snapshot_flood_is_rate_limited_and_clients_converge(broker
 
         async def settled() -> bool:
             """Both clients on the snapshot the broker holds last (the flood's newest, or a
-            repair written on a flood snapshot that lacked the honest text), nothing unsent."""
+            repair written on a flood snapshot that lacked the honest text), nothing unsent and
+            no repair still to write (until it is written, a newcomer loads what lacks it)."""
             stored = await jetstream.last_scoped(c3.js, config.stream_name, subjects.snapshot)
             assert stored is not None
             latest = wire.decode(stored.data, doc_id=doc_id)
             return all(
                 getattr(d.session.active_snapshot, "snapshot_id", None) == latest.snapshot_id
                 and d.session.is_synced
+                and not d.session.repair_wanted
                 and d.last_sequence >= last
                 for d in (da, db)
             )
