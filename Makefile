@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit clean interop bench bench-quick
+.PHONY: demo demo-web web-bundle test lint typecheck unit clean interop bench bench-quick
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,14 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/secsync demo
+
+# A browser and a Python backend edit one document: open the link it prints.
+demo-web: $(STAMP)
+	$(BIN)/secsync demo --web
+
+# Needs Node.js: rebuild the demo page's committed bundle (secsync/apps/web/app.js) from web/.
+web-bundle:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 lint: $(STAMP)
 	$(BIN)/ruff check secsync tests interop benchmarks

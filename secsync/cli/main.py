@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[verbose],
         help="three participants edit one encrypted document through an embedded broker",
     )
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="instead: serve a page where a browser edits one document with a Python backend",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="--web: the address to serve on")
+    demo.add_argument("--port", type=int, default=8765, help="--web: the port to serve on")
     demo.set_defaults(func=cmd_demo)
 
     share = sub.add_parser("share", parents=[verbose], help="print a new share link for a document")

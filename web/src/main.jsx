@@ -2,7 +2,7 @@
 // signs and syncs the Yjs document (update format v2) through the secsync gateway at /ws; the
 // document id and its key come from the URL fragment, which browsers never send to a server.
 import sodium from "libsodium-wrappers";
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { useYjsSync } from "secsync-react-yjs";
 import * as Y from "yjs";
@@ -61,32 +61,38 @@ function Editor({ ydoc, ytext, awareness, me }) {
   const area = useRef(null);
   const [text, setText] = useState(ytext.toString());
   const shown = useRef(text);
+  // The caret as the user left it, moved by every remote change as it arrives: read from the
+  // DOM instead, it would be wherever the last re-render put it, not where the user was.
+  const caret = useRef([text.length, text.length]);
   const lastTyped = useRef(0);
 
   useEffect(() => {
     const onChange = (event, transaction) => {
-      const next = ytext.toString();
-      const element = area.current;
-      if (transaction.local || !element) {
-        shown.current = next;
-        setText(next);
-        return;
+      if (!transaction.local) {
+        const [start, end] = caret.current;
+        caret.current = [shiftIndex(start, event.delta), shiftIndex(end, event.delta)];
       }
-      const [start, end] = [element.selectionStart, element.selectionEnd];
-      shown.current = next;
-      setText(next);
-      requestAnimationFrame(() => {
-        if (document.activeElement === element) {
-          element.setSelectionRange(shiftIndex(start, event.delta), shiftIndex(end, event.delta));
-        }
-      });
+      shown.current = ytext.toString();
+      setText(shown.current);
     };
     ytext.observe(onChange);
     return () => ytext.unobserve(onChange);
   }, [ytext]);
 
+  useLayoutEffect(() => {
+    const element = area.current;
+    if (element && document.activeElement === element) {
+      element.setSelectionRange(caret.current[0], caret.current[1]);
+    }
+  }, [text]);
+
+  const remember = (event) => {
+    caret.current = [event.target.selectionStart, event.target.selectionEnd];
+  };
+
   const onInput = (event) => {
     const next = event.target.value;
+    remember(event);
     applyInput(ydoc, ytext, shown.current, next);
     shown.current = next;
     setText(next);
@@ -104,6 +110,7 @@ function Editor({ ydoc, ytext, awareness, me }) {
       ref={area}
       value={text}
       onChange={onInput}
+      onSelect={remember}
       spellCheck={false}
       placeholder="Type here: every keystroke is encrypted in this tab before it leaves."
     />
@@ -178,7 +185,8 @@ function Stored() {
             <th>seq</th>
             <th>kind</th>
             <th>bytes</th>
-            <th>as the broker stores it (first bytes)</th>
+            <th>author</th>
+            <th>ciphertext (first bytes)</th>
           </tr>
         </thead>
         <tbody>
@@ -187,6 +195,9 @@ function Stored() {
               <td>{message.sequence}</td>
               <td>{message.kind}</td>
               <td>{message.size}</td>
+              <td>
+                <code title={message.author}>{shortKey(message.author)}</code>
+              </td>
               <td>
                 <code>{message.head}</code>
               </td>
@@ -236,6 +247,7 @@ function App({ params }) {
 
   const status = typeof state.value === "string" ? state.value : Object.keys(state.value)[0];
   const loaded = state.context._documentDecryptionState === "complete";
+  window.secsyncContext = state.context; // for a debugger (and the browser test)
   return (
     <main>
       <header>
