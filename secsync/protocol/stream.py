@@ -527,14 +527,22 @@ class StreamBinding:
     def adopt(self, latest: Latest, *, now: float) -> Output:
         """After loading ``latest``: apply what followed it, and stand where it ends. Updates on
         it are stored only while no snapshot message follows those weighed when choosing it."""
+        self.adopt_start(latest)
+        out = self.deliver(latest.after, now=now)
+        self.adopt_end(latest)
+        return out
+
+    def adopt_start(self, latest: Latest) -> None:
+        """:meth:`adopt` in steps, for what follows the snapshot read page by page: this,
+        :meth:`deliver` for each page in order, then :meth:`adopt_end`."""
         if latest.snapshot is not None:
             self.snapshot_sequences[latest.snapshot.snapshot_id] = latest.judged
         self.last_sequence = latest.sequence
         self.last_data = None
-        out = self.deliver(latest.after, now=now)
+
+    def adopt_end(self, latest: Latest) -> None:
         if latest.judged > self.last_sequence:
             self.last_sequence, self.last_data = latest.judged, None
-        return out
 
     def rewind(self, latest: Latest, reason: str, *, now: float) -> list[Event]:
         """Start over from ``latest``, what the stream holds now; local changes are kept."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +35,7 @@ from secsync.protocol.session import DocumentSession
 from secsync.store import LocalStore
 from secsync.transport import headers, jetstream
 from secsync.transport.document import Document
+from secsync.transport.events import LoadProgress
 from secsync.transport.subjects import stream_subjects
 from secsync.transport.waiting import backoff_delay
 
@@ -203,6 +204,7 @@ class SecsyncClient:
         policy: AuthorPolicy | None = None,
         awareness: Any = None,
         storage_key: bytes | str | None = None,
+        on_progress: Callable[[LoadProgress], None] | None = None,
     ) -> Document:
         """Load ``doc_id`` into the application's CRDT object and keep it in sync.
 
@@ -218,6 +220,12 @@ class SecsyncClient:
         For a Yjs document, ``awareness`` (a ``pycrdt.Awareness`` of that document) is kept in
         step with the other participants; one is created when none is given. With a local
         store, ``storage_key`` seals the local copy (default: ``key`` when it is a key).
+
+        Loading waits at most ``config.open_timeout`` for each step (a page of messages, a
+        read of the snapshot search), not for the whole document: one that makes no progress
+        raises :class:`BrokerUnavailableError`. ``on_progress`` is called with a
+        :class:`LoadProgress` after each page of messages read and applied, while loading and
+        whenever the document catches up later.
         """
         if doc_id in self._documents:
             raise ConfigurationError("this document is already open on this client")
@@ -245,6 +253,7 @@ class SecsyncClient:
             awareness,
             storage_key=storage_key,
             on_close=self._forget,
+            on_progress=on_progress,
         )
         self._documents[doc_id] = document
         try:

@@ -49,18 +49,19 @@ from secsync.protocol.stream import (
     StreamBinding,
     Wake,
 )
-from secsync.protocol.stream_search import Latest, SearchRead
+from secsync.protocol.stream_search import AfterPlan, Latest, SearchRead
 from secsync.transport import jetstream
 from secsync.transport.events import (
     ConnectionChanged,
     DocumentEvent,
     DocumentLoaded,
     DocumentRestored,
+    LoadProgress,
     PublishFailed,
     StorageFailed,
     SyncFailed,
 )
-from secsync.transport.loading import fetch_latest
+from secsync.transport.loading import fetch_latest, find_latest
 from secsync.transport.presence import Presence
 from secsync.transport.reads import stream_sequence
 from secsync.transport.sending import BROKER_SIDE, Sender
@@ -71,6 +72,11 @@ from secsync.transport.waiting import backoff_delay, wait_woken
 log = get_logger("secsync.document")
 
 _Latest = Latest  # the name benchmarks/open_bound.py compares against
+_DELIVER_PAGE = 1024  # messages delivered at a time when read in one go (progress, deadline)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Document:
@@ -90,9 +96,12 @@ class Document:
         *,
         storage_key: bytes | None = None,
         on_close: Callable[[Document], None] | None = None,
+        on_progress: Callable[[LoadProgress], None] | None = None,
     ) -> None:
         self._client = client
         self._on_close = on_close
+        self._on_progress = on_progress
+        self._moved_on: Callable[[], None] = _nothing  # see _go_online
         self._store = client.store
         self._storage_key = storage_key
         self._online = False
@@ -490,42 +499,57 @@ class Document:
                 return
 
     async def _go_online(self) -> None:
-        async with asyncio.timeout(self.config.open_timeout):
-            if self.session.loaded and self.binding.last_sequence and await self._history_lost():
-                await self._resync()
-            if self.session.loaded:
-                updates = await self._catch_up()
-                snapshot = self.session.active_snapshot
-                self._emit(
-                    [
-                        DocumentLoaded(
-                            snapshot.snapshot_id if snapshot else None,
-                            updates,
-                            self.binding.last_sequence,
-                        )
-                    ]
-                )
-            else:
-                latest, loaded = await self._load_latest()
-                snapshot_msg = latest.snapshot
-                self.load_errors = [e.error for e in loaded if isinstance(e, MessageRejected)]
-                self._emit(loaded)
-                self._perform(self.binding.adopt(latest, now=time.monotonic()))
-                self._emit(
-                    [
-                        DocumentLoaded(
-                            snapshot_msg.snapshot_id if snapshot_msg else None,
-                            len(latest.after),
-                            latest.sequence,
-                        )
-                    ]
-                )
-            if not self._receiving_paused:
-                await self._start_live()
-            if self._ephemeral_sub is None:
-                self._ephemeral_sub = await self._client.nc.subscribe(
-                    self.subjects.ephemeral, cb=self._on_ephemeral
-                )
+        # open_timeout bounds a stall, not the whole load: every page read (and each step of
+        # the snapshot search) moves the deadline on, so a large document never times out
+        # while it is loading.
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.config.open_timeout) as deadline:
+                self._moved_on = lambda: deadline.reschedule(loop.time() + self.config.open_timeout)
+                await self._load_or_catch_up()
+        except TimeoutError:
+            raise BrokerUnavailableError(
+                f"loading made no progress for {self.config.open_timeout} s (open_timeout)"
+            ) from None
+        finally:
+            self._moved_on = _nothing
+
+    async def _load_or_catch_up(self) -> None:
+        if self.session.loaded and self.binding.last_sequence and await self._history_lost():
+            await self._resync()
+        if self.session.loaded:
+            updates = await self._catch_up()
+            snapshot = self.session.active_snapshot
+            self._emit(
+                [
+                    DocumentLoaded(
+                        snapshot.snapshot_id if snapshot else None,
+                        updates,
+                        self.binding.last_sequence,
+                    )
+                ]
+            )
+        else:
+            plan, loaded = await self._load_latest()
+            self.load_errors = [e.error for e in loaded if isinstance(e, MessageRejected)]
+            self._emit(loaded)
+            updates = await self._adopt(plan)
+            self._emit(
+                [
+                    DocumentLoaded(
+                        plan.snapshot.snapshot_id if plan.snapshot else None,
+                        updates,
+                        plan.sequence,
+                    )
+                ]
+            )
+        if not self._receiving_paused:
+            await self._start_live()
+        if self._ephemeral_sub is None:
+            self._ephemeral_sub = await self._client.nc.subscribe(
+                self.subjects.ephemeral, cb=self._on_ephemeral
+            )
+        self._moved_on()
         self._online = True
         self._can_send.set()
         self._dirty = True
@@ -541,9 +565,53 @@ class Document:
     async def _catch_up(self) -> int:
         """Apply what was stored after the last applied sequence; return how many messages."""
         self._drain_inbox()
-        stored = await self._read(self.subjects.stored, self.binding.last_sequence + 1)
-        self._perform(self.binding.deliver(stored, now=time.monotonic()))
-        return len(stored)
+        out, count = await self._read_delivering(
+            self.subjects.stored, self.binding.last_sequence + 1
+        )
+        self._perform(out)
+        return count
+
+    async def _read_delivering(self, subject: str, start: int) -> tuple[Output, int]:
+        """Read ``subject`` from ``start`` on, each page given to the binding as it arrives
+        (while the broker sends the next): what the binding returned, and how many messages.
+        What it returns is performed once, after the last page, as if read in one go."""
+        out: Output = []
+        count = 0
+
+        def page(messages: list[jetstream.StoredMessage], total: int) -> None:
+            nonlocal count
+            out.extend(self.binding.deliver(messages, now=time.monotonic()))
+            count += len(messages)
+            self._loaded_so_far(count, total)
+
+        await self._io.read(subject, start, on_page=page)
+        return out, count
+
+    def _loaded_so_far(self, messages: int, total: int) -> None:
+        self._moved_on()
+        if self._on_progress is not None:
+            self._on_progress(LoadProgress(self.doc_id, messages, max(messages, total)))
+
+    async def _adopt(self, plan: AfterPlan) -> int:
+        """Apply what was stored after the loaded snapshot (``plan``); how many messages."""
+        head = Latest(plan.snapshot, plan.sequence, plan.judged, [])
+        self.binding.adopt_start(head)
+        if len(plan.reads) == 1:
+            [(subject, start)] = plan.reads
+            out, count = await self._read_delivering(subject, start)
+        else:
+            # updates and later snapshots read apart, merged in stream order
+            answers = [await self._read(subject, start) for subject, start in plan.reads]
+            self._moved_on()
+            after = plan.assemble(answers).after
+            out, count = [], len(after)
+            for first in range(0, count, _DELIVER_PAGE):
+                page = after[first : first + _DELIVER_PAGE]
+                out += self.binding.deliver(page, now=time.monotonic())
+                self._loaded_so_far(first + len(page), count)
+        self.binding.adopt_end(head)
+        self._perform(out)
+        return count
 
     def connection_changed(self, connected: bool) -> None:
         """The client's connection went down or came back up."""
@@ -606,21 +674,34 @@ class Document:
                 return exc
         return None
 
-    async def _load_latest(self) -> tuple[Latest, list[DocumentEvent]]:
+    async def _load_latest(self) -> tuple[AfterPlan, list[DocumentEvent]]:
         """Load the newest stored snapshot that opens and whose content the CRDT takes: one
         whose content is refused (hostile or damaged, ``SnapshotApplyError``) is passed over,
-        and reported, for the one before it."""
+        and reported, for the one before it. What follows it is still to read (the plan)."""
         passed_over: set[bytes] = set()
         events: list[DocumentEvent] = []
+
+        def searched(read: SearchRead) -> None:
+            self.load_search = read
+
         while True:
-            latest = await self._fetch_latest(frozenset(passed_over))
-            loaded = self.session.load(latest.snapshot, now=time.monotonic())
+            plan = await find_latest(
+                self._io,
+                self.binding,
+                self.config,
+                emit=self._emit,
+                searched=searched,
+                passed_over=frozenset(passed_over),
+                progress=self._moved_on,
+            )
+            loaded = self.session.load(plan.snapshot, now=time.monotonic())
             events += loaded
-            if latest.snapshot is None or not self.binding.content_refused(
-                latest, self.session, loaded
+            head = Latest(plan.snapshot, plan.sequence, plan.judged, [])
+            if plan.snapshot is None or not self.binding.content_refused(
+                head, self.session, loaded
             ):
-                return latest, events
-            passed_over.add(latest.snapshot.snapshot_id)
+                return plan, events
+            passed_over.add(plan.snapshot.snapshot_id)
 
     async def _fetch_latest(self, passed_over: frozenset[bytes] = frozenset()) -> Latest:
         """The snapshot to load, and what was stored after it (:func:`loading.fetch_latest`)."""

@@ -23,6 +23,18 @@ class DocumentLoaded(BaseEvent):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class LoadProgress(BaseEvent):
+    """How far loading (or catching up) has come: ``messages`` of the ``total`` stored after
+    the snapshot have been read and applied (``total`` as the broker counted them when the read
+    began). Given to the ``on_progress`` callback of :meth:`SecsyncClient.open` page by page;
+    not queued with the other events."""
+
+    doc_id: str
+    messages: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class DocumentRestored(BaseEvent):
     """The document was opened from the local store (the broker may still be away; a
     :class:`DocumentLoaded` follows once it caught up)."""
@@ -79,6 +91,7 @@ __all__ = [
     "DocumentEvent",
     "DocumentLoaded",
     "DocumentRestored",
+    "LoadProgress",
     "PublishFailed",
     "StorageFailed",
     "SyncFailed",

@@ -59,6 +59,7 @@ from secsync.transport.jetstream_errors import (
 from secsync.transport.provision import StreamSettings, ensure_mirror, ensure_stream
 from secsync.transport.publish import Acknowledged, Publisher, publish, publish_batch
 from secsync.transport.reads import (
+    OnPage,
     count_scoped,
     delivered,
     get_message,
@@ -92,6 +93,7 @@ __all__ = [
     "last_scoped",
     "messages_after",
     "messages_between",
+    "OnPage",
     "messages_scoped",
     "publish",
     "publish_batch",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from secsync.config import SecsyncConfig
 from secsync.protocol.stream import StreamBinding
 from secsync.protocol.stream_search import (
+    AfterPlan,
     CountSnapshots,
     Latest,
     ReadSnapshots,
@@ -21,6 +22,56 @@ from secsync.transport.events import DocumentEvent
 from secsync.transport.stream_io import JetStreamLink
 
 
+async def find_latest(
+    io: JetStreamLink,
+    binding: StreamBinding,
+    config: SecsyncConfig,
+    *,
+    emit: Callable[[Sequence[DocumentEvent]], None],
+    searched: Callable[[SearchRead], None],
+    passed_over: frozenset[bytes] = frozenset(),
+    progress: Callable[[], None] = lambda: None,
+) -> AfterPlan:
+    """The snapshot to load, and what to read after it (see
+    :mod:`secsync.protocol.stream_search`). ``searched`` learns what the search read;
+    ``emit`` the reasons the newer candidates were passed over; ``progress`` is called after
+    each read. Raises :class:`SnapshotSearchError` past the bound, :class:`WrongKeyError` (or
+    the key provider's ``NotAMemberError``) when no stored snapshot opens with our key."""
+    subjects = binding.subjects
+    last = await io.last(subjects.snapshot)
+    progress()
+    if last is None:
+        return empty_subject(subjects)
+    search = SnapshotSearch(
+        binding.session,
+        last,
+        decode=binding.decode,
+        passed_over=passed_over,
+        max_messages=config.load_snapshot_messages,
+        max_bytes=config.load_snapshot_bytes,
+        chain_window=config.load_chain_window,
+    )
+    step = search.start()
+    while not isinstance(step, SearchDone):
+        if isinstance(step, ReadSnapshots):
+            found, count = await io.between(
+                subjects.snapshot,
+                step.first,
+                step.last,
+                stored_after=step.stored_after,
+                max_count=step.max_count,
+            )
+            step = search.found(found, count)
+        else:
+            assert isinstance(step, CountSnapshots)
+            step = search.counted(await io.count(subjects.snapshot))
+        progress()
+    result = step.result
+    searched(result.read)
+    emit(list(result.choice.rejected))
+    return plan_after(result, last.sequence, subjects)
+
+
 async def fetch_latest(
     io: JetStreamLink,
     binding: StreamBinding,
@@ -30,42 +81,9 @@ async def fetch_latest(
     searched: Callable[[SearchRead], None],
     passed_over: frozenset[bytes] = frozenset(),
 ) -> Latest:
-    """The snapshot to load, and what was stored after it (see
-    :mod:`secsync.protocol.stream_search`). ``searched`` learns what the search read;
-    ``emit`` the reasons the newer candidates were passed over. Raises
-    :class:`SnapshotSearchError` past the bound, :class:`WrongKeyError` (or the key provider's
-    ``NotAMemberError``) when no stored snapshot opens with our key."""
-    subjects = binding.subjects
-    last = await io.last(subjects.snapshot)
-    if last is None:
-        plan = empty_subject(subjects)
-    else:
-        search = SnapshotSearch(
-            binding.session,
-            last,
-            decode=binding.decode,
-            passed_over=passed_over,
-            max_messages=config.load_snapshot_messages,
-            max_bytes=config.load_snapshot_bytes,
-            chain_window=config.load_chain_window,
-        )
-        step = search.start()
-        while not isinstance(step, SearchDone):
-            if isinstance(step, ReadSnapshots):
-                found, count = await io.between(
-                    subjects.snapshot,
-                    step.first,
-                    step.last,
-                    stored_after=step.stored_after,
-                    max_count=step.max_count,
-                )
-                step = search.found(found, count)
-            else:
-                assert isinstance(step, CountSnapshots)
-                step = search.counted(await io.count(subjects.snapshot))
-        result = step.result
-        searched(result.read)
-        emit(list(result.choice.rejected))
-        plan = plan_after(result, last.sequence, subjects)
+    """:func:`find_latest`, and what was stored after the snapshot, read in full."""
+    plan = await find_latest(
+        io, binding, config, emit=emit, searched=searched, passed_over=passed_over
+    )
     answers = [await io.read(subject, start) for subject, start in plan.reads]
     return plan.assemble(answers)

@@ -48,6 +48,9 @@ log = get_logger("secsync.jetstream")
 PAGE_MAX_BYTES = 16 * 1024 * 1024
 _UNREADY_RETRIES = 20  # about 4 s in all
 
+OnPage = Callable[[list[StoredMessage], int], None]
+"""Takes one page of a read as it arrives, and how many messages the read takes in all."""
+
 
 # --- reading ------------------------------------------------------------------------------------
 
@@ -141,6 +144,7 @@ async def messages_scoped(
     timeout: float = 5.0,
     page: int = 1024,
     limit: int | None = None,
+    on_page: OnPage | None = None,
 ) -> list[StoredMessage]:
     """What :func:`messages_after` returns, read through a short-lived consumer instead.
 
@@ -151,14 +155,23 @@ async def messages_scoped(
     (waiting, within ``timeout`` per page, for a replica that is still catching up):
     on a large stream a push consumer on the same wildcard filter takes several times longer
     to deliver the same messages (``docs/operations.md``, capacity). ``limit``: at most this
-    many messages (the first ones).
+    many messages (the first ones). ``on_page``: each page is handed to it as it arrives,
+    with how many messages the read is to take in all, instead of being returned (the next
+    page is asked for first, so the broker sends it while the caller works on this one).
     """
 
     def how_many(pending: int) -> int:
         return pending if limit is None else min(pending, limit)
 
     stored, _pending = await _scoped(
-        js, stream, subject_filter, start_sequence, how_many, timeout=timeout, page=page
+        js,
+        stream,
+        subject_filter,
+        start_sequence,
+        how_many,
+        timeout=timeout,
+        page=page,
+        on_page=on_page,
     )
     return stored
 
@@ -230,10 +243,12 @@ async def _scoped(
     timeout: float,
     page: int = 1024,
     last_only: bool = False,
+    on_page: OnPage | None = None,
 ) -> tuple[list[StoredMessage], int]:
     """Read ``how_many(pending)`` messages through a named pull consumer (see
-    :func:`messages_scoped`); returns them and the consumer's pending count at creation.
-    ``last_only``: the consumer delivers the last message of each subject instead."""
+    :func:`messages_scoped`); returns them (none if ``on_page`` takes them) and the
+    consumer's pending count at creation. ``last_only``: the consumer delivers the last
+    message of each subject instead."""
     name = f"secsync_{secrets.token_hex(16)}"
     config = api.ConsumerConfig(
         name=name,
@@ -252,15 +267,19 @@ async def _scoped(
         async with asyncio.timeout(timeout * 4):
             info = await js.add_consumer(stream, config, timeout=timeout)
             sub = None
+            ahead: asyncio.Future[list[Msg]] | None = None
             pending = int(info.num_pending or 0)
             try:
-                remaining = how_many(pending)
+                total = remaining = how_many(pending)
                 if remaining:
                     sub = await js.pull_subscribe_bind(durable=name, stream=stream)
                 unready = 0
                 while remaining > 0 and sub is not None:
                     try:
-                        batch = await sub.fetch(min(remaining, page), timeout=timeout)
+                        if ahead is None:
+                            batch = await sub.fetch(min(remaining, page), timeout=timeout)
+                        else:
+                            batch, ahead = await ahead, None
                     except nats.errors.TimeoutError:
                         # what did not come is the healing's business (gaps, recovery), not
                         # a reason to fail the read
@@ -273,17 +292,35 @@ async def _scoped(
                             raise
                         await asyncio.sleep(0.02 * unready)
                         continue
-                    stored.extend(delivered(msg) for msg in batch)
                     # Not "until a message says nothing is pending": a consumer placed on a
                     # replica that is still catching up (after a leader change) says so early.
                     remaining -= len(batch)
+                    messages = [delivered(msg) for msg in batch]
+                    if on_page is None:
+                        stored.extend(messages)
+                        continue
+                    if remaining > 0:
+                        ahead = asyncio.ensure_future(sub.fetch(min(remaining, page), timeout))
+                        await _sent()
+                    on_page(messages, total)
             finally:
+                if ahead is not None:
+                    ahead.cancel()
+                    with contextlib.suppress(BaseException):
+                        await ahead
                 if sub is not None:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
                 with contextlib.suppress(Exception):
                     await js.delete_consumer(stream, name)
     return stored, pending
+
+
+async def _sent() -> None:
+    """Let a request just made leave: the fetch's task publishes it on its first turn, the
+    client's flusher writes it to the socket on the next."""
+    for _ in range(2):
+        await asyncio.sleep(0)
 
 
 async def messages_after(

@@ -63,10 +63,27 @@ class JetStreamLink:
         return part_limit(self._connection.nc.max_payload, self._config.max_part_bytes)
 
     async def read(
-        self, subject: str, start: int, *, limit: int | None = None, origin: bool = False
+        self,
+        subject: str,
+        start: int,
+        *,
+        limit: int | None = None,
+        origin: bool = False,
+        on_page: jetstream.OnPage | None = None,
     ) -> list[StoredMessage]:
         """Stored messages on ``subject`` from ``start`` on, through a consumer scoped to the
-        document; ``origin``: from the stream itself, not a mirror read instead."""
+        document; ``origin``: from the stream itself, not a mirror read instead; ``on_page``
+        takes them page by page as they arrive instead (see :func:`jetstream.messages_scoped`).
+        """
+        if on_page is None:  # as before: a stand-in for messages_scoped need not know it
+            return await jetstream.messages_scoped(
+                self._connection.js,
+                self._stream if origin else self.read_stream,
+                subject,
+                start,
+                timeout=self._config.request_timeout,
+                limit=limit,
+            )
         return await jetstream.messages_scoped(
             self._connection.js,
             self._stream if origin else self.read_stream,
@@ -74,6 +91,7 @@ class JetStreamLink:
             start,
             timeout=self._config.request_timeout,
             limit=limit,
+            on_page=on_page,
         )
 
     async def last(self, subject: str) -> StoredMessage | None:
