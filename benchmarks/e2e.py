@@ -394,8 +394,15 @@ async def cold_open(
     url: str, replay: YjsReplay, *, base: int, counts: Sequence[int], reps: int, window: int
 ) -> list[dict[str, Any]]:
     """``client.open`` of a document stored as one snapshot (the trace after ``base``
-    transactions) plus ``count`` updates (the transactions after it)."""
+    transactions) plus ``count`` updates (the transactions after it), beside what the open
+    is made of, measured alone: the same messages fetched with nats-py (a pull consumer, as
+    ``open`` reads) and by batch direct get, and the same bytes loaded in process by
+    ``receive_many`` (no workers, and one worker thread). Counts of 50,000 and more are
+    measured once (one open takes tens of seconds)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pycrdt
+    from nats.js import api
 
     import secsync
     from secsync.protocol import crypto, wire
@@ -404,9 +411,14 @@ async def cold_open(
     from secsync.transport.subjects import DocumentSubjects
 
     rows = []
-    config = secsync.SecsyncConfig()
-    async with secsync.connect(url, config=config) as client:
+    config = secsync.SecsyncConfig(open_timeout=120.0)
+    threaded = secsync.SecsyncConfig(open_timeout=120.0, verify_threads=1)
+    async with (
+        secsync.connect(url, config=config) as client,
+        secsync.connect(url, config=threaded) as threaded_client,
+    ):
         for count in counts:
+            runs = reps if count < 50_000 else 1
             doc_id = f"bench-cold-{count}-{secrets.token_hex(4)}"
             subjects = DocumentSubjects.of(doc_id)
             stream = build_stream(
@@ -422,54 +434,101 @@ async def cold_open(
             while pending:
                 await pending.popleft()
 
-            opens = []
-            for index in range(reps + 1):
+            async def open_once(
+                on: Any, doc_id: str = doc_id, stream: Any = stream, expected: str = expected
+            ) -> float:
                 ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
                 text = ydoc.get("text", type=pycrdt.Text)
                 gc.collect()
                 start = clock()
-                doc = await client.open(
+                doc = await on.open(
                     doc_id, key=stream.key, signing_key=crypto.SigningKeyPair.generate(), crdt=ydoc
                 )
                 elapsed = clock() - start
                 await doc.close()
                 if str(text) != expected:
-                    raise RuntimeError(f"cold open of {count} updates loaded the wrong text")
-                if index:
-                    opens.append(elapsed)
+                    raise RuntimeError(f"cold open of {doc_id} loaded the wrong text")
+                return elapsed
+
+            if runs > 1:
+                await open_once(client)  # warm-up
+            opens = [await open_once(client) for _ in range(runs)]
+            threaded_opens = [await open_once(threaded_client) for _ in range(runs)]
+
+            last = await jetstream.last_message(client.js, config.stream_name, subjects.snapshot)
+            assert last is not None
             fetches = []
-            for _ in range(reps):
+            for _ in range(runs):
                 start = clock()
-                last = await jetstream.last_message(
-                    client.js, config.stream_name, subjects.snapshot
-                )
-                assert last is not None
                 fetched = await jetstream.messages_after(
                     client.nc, config.stream_name, subjects.stored, last.sequence
                 )
                 fetches.append(clock() - start)
                 if len(fetched) != count + 1:
                     raise RuntimeError(f"fetched {len(fetched)} messages, expected {count + 1}")
-            locals_ = []
-            for _ in range(reps):
-                ydoc = pycrdt.Doc()
+            pulls = []
+            for _ in range(runs):
+                name = f"bench_{secrets.token_hex(8)}"
+                start = clock()
+                info = await client.js.add_consumer(
+                    config.stream_name,
+                    api.ConsumerConfig(
+                        name=name,
+                        filter_subject=subjects.stored,
+                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=last.sequence,
+                        ack_policy=api.AckPolicy.NONE,
+                        mem_storage=True,
+                        num_replicas=1,
+                    ),
+                )
+                sub = await client.js.pull_subscribe_bind(durable=name, stream=config.stream_name)
+                remaining = int(info.num_pending or 0)
+                got = 0
+                while remaining > 0:
+                    batch = await sub.fetch(min(remaining, 1024), timeout=10)
+                    remaining -= len(batch)
+                    got += len(batch)
+                pulls.append(clock() - start)
+                await sub.unsubscribe()
+                await client.js.delete_consumer(config.stream_name, name)
+                if got != count + 1:
+                    raise RuntimeError(f"pulled {got} messages, expected {count + 1}")
+
+            def local(threads: int, doc_id: str = doc_id, stream: Any = stream) -> float:
+                ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
                 ydoc.get("text", type=pycrdt.Text)
+                pool = ThreadPoolExecutor(max_workers=threads) if threads else None
                 session = DocumentSession(
-                    doc_id, crypto.SigningKeyPair.generate(), stream.key, ydoc
+                    doc_id,
+                    crypto.SigningKeyPair.generate(),
+                    stream.key,
+                    ydoc,
+                    config=secsync.SecsyncConfig(verify_threads=threads),
+                    verify_executor=pool,
                 )
                 gc.collect()
                 start = clock()
                 session.load(wire.decode(stream.snapshot, doc_id=doc_id), now=0.0)
-                for payload in stream.updates:
-                    session.receive(payload, now=0.0)
-                locals_.append(clock() - start)
+                session.receive_many(stream.updates, now=0.0)
+                elapsed = clock() - start
+                if pool is not None:
+                    pool.shutdown()
+                return elapsed
+
+            locals_ = [local(0) for _ in range(runs)]
+            locals_threaded = [local(1) for _ in range(runs)]
             rows.append(
                 {
                     "updates": count,
+                    "runs": runs,
                     "snapshot_bytes": len(stream.snapshot),
                     "open_ms": median(opens) * 1e3,
+                    "open_threaded_ms": median(threaded_opens) * 1e3,
                     "fetch_ms": median(fetches) * 1e3,
+                    "pull_ms": median(pulls) * 1e3,
                     "local_ms": median(locals_) * 1e3,
+                    "local_threaded_ms": median(locals_threaded) * 1e3,
                 }
             )
     return rows

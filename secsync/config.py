@@ -148,7 +148,9 @@ class SecsyncConfig:
     """Bound on every publish acknowledgement (nats-py's own futures have none)."""
     request_timeout: float = 5.0
     open_timeout: float = 30.0
-    """Bound on loading a document (latest snapshot and the updates after it)."""
+    """Seconds loading a document may go without progress (a page of messages, a read of the
+    snapshot search) before it fails with ``BrokerUnavailableError``; a large document that
+    keeps loading never times out."""
     retry_initial: float = 0.1
     retry_max: float = 5.0
     """Exponential backoff, with jitter, between publish retries while the broker is away, and

@@ -38,10 +38,13 @@ from secsync.errors import (
 from secsync.protocol.encoding import b64decode, b64encode
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from secsync.crdt import CrdtDocument
     from secsync.protocol.crypto import SigningKeyPair
     from secsync.transport.client import SecsyncClient
     from secsync.transport.document import Document
+    from secsync.transport.events import LoadProgress
 
 SECRET_BYTES = 32
 VERSION = 2
@@ -149,8 +152,10 @@ async def open_shared(
     crdt: CrdtDocument,
     passphrase: str | None = None,
     signing_key: SigningKeyPair | None = None,
+    on_progress: Callable[[LoadProgress], None] | None = None,
 ) -> Document:
-    """Open the document a share link points to, as an anonymous participant by default.
+    """Open the document a share link points to, as an anonymous participant by default
+    (``on_progress`` as for :meth:`SecsyncClient.open`).
 
     Raises :class:`WrongPassphraseError` when the derived key does not open the document.
     """
@@ -164,6 +169,7 @@ async def open_shared(
             key=key,
             signing_key=signing_key or _SigningKeyPair.generate(),
             crdt=crdt,
+            on_progress=on_progress,
         )
     except WrongKeyError:
         raise WrongPassphraseError() from None

@@ -9,6 +9,10 @@ import os
 import re
 import sys
 from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from secsync.transport.events import LoadProgress
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -135,3 +139,34 @@ def split_urls(text: str) -> list[str]:
 def plain(text: str) -> str:
     """``text`` without reST markup (``literal``, :class:`Name`): messages are for people."""
     return _MARKUP.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+
+
+class ProgressBar:
+    """Draws a document's loading progress (:class:`~secsync.LoadProgress`) on one line of
+    ``stream`` (standard error), redrawn in place; drawn only on a terminal unless ``force``.
+    :meth:`done` ends the line."""
+
+    def __init__(self, stream: TextIO, *, force: bool = False, width: int = 30) -> None:
+        self._stream = stream
+        self._on = force or stream.isatty()
+        self._width = width
+        self._drawn = False
+
+    def __call__(self, progress: LoadProgress) -> None:
+        if not self._on or progress.total <= 0:
+            return
+        share = min(1.0, progress.messages / progress.total)
+        filled = round(share * self._width)
+        bar = "#" * filled + "-" * (self._width - filled)
+        self._stream.write(
+            f"\rloading {progress.doc_id}: [{bar}] "
+            f"{progress.messages:,} / {progress.total:,} messages ({share:.0%})"
+        )
+        self._stream.flush()
+        self._drawn = True
+
+    def done(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._drawn = False

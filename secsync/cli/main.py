@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask for the passphrase on the terminal (not echoed)",
     )
     join.add_argument("--text", default="text", help="name of the Yjs text to print")
+    join.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the loading progress on stderr even when it is not a terminal",
+    )
     join.add_argument("--append", help="append this to the text before printing")
     join.add_argument(
         "--create",

@@ -4,9 +4,10 @@ its text)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from secsync.cli.common import ENV_LINK, Inputs, UsageError, split_urls
+from secsync.cli.common import ENV_LINK, Inputs, ProgressBar, UsageError, split_urls
 
 
 def cmd_share(args: argparse.Namespace, inputs: Inputs) -> int:
@@ -24,7 +25,17 @@ def cmd_join(args: argparse.Namespace, inputs: Inputs) -> int:
         raise UsageError(f"a share link needed: LINK, --link-file PATH or ${ENV_LINK}")
     passphrase = inputs.passphrase(args)
     urls = split_urls(args.url)
-    return asyncio.run(_join(link, urls, passphrase, args.text, args.append, create=args.create))
+    return asyncio.run(
+        _join(
+            link,
+            urls,
+            passphrase,
+            args.text,
+            args.append,
+            create=args.create,
+            progress=ProgressBar(sys.stderr, force=args.progress),
+        )
+    )
 
 
 async def _join(
@@ -35,6 +46,7 @@ async def _join(
     append: str | None,
     *,
     create: bool,
+    progress: ProgressBar,
 ) -> int:
     import pycrdt
 
@@ -46,9 +58,17 @@ async def _join(
     signer = secsync.SigningKeyPair.generate()  # an anonymous participant
     ydoc: pycrdt.Doc[Any] = secsync.new_yjs_doc(signer)
     async with secsync.connect(urls) as client:
-        document = await open_shared(
-            client, parsed, crdt=ydoc, passphrase=passphrase, signing_key=signer
-        )
+        try:
+            document = await open_shared(
+                client,
+                parsed,
+                crdt=ydoc,
+                passphrase=passphrase,
+                signing_key=signer,
+                on_progress=progress,
+            )
+        finally:
+            progress.done()
         try:
             empty = document.session.active_snapshot is None and document.last_sequence == 0
             if empty and not create:

@@ -36,6 +36,7 @@ from secsync.errors import (
     SnapshotRateError,
 )
 from secsync.protocol import wire
+from secsync.protocol.batches import Ready
 from secsync.protocol.events import (
     Event,
     GapDetected,
@@ -329,9 +330,12 @@ class StreamBinding:
 
     # --- delivery ---------------------------------------------------------------------------
 
-    def deliver(self, messages: Iterable[StoredMessage], *, now: float) -> Output:
+    def deliver(
+        self, messages: Iterable[StoredMessage], *, now: float, ready: Ready | None = None
+    ) -> Output:
         """Stored messages of the document, in stream order; runs of plain updates go to one
-        ``receive_many``."""
+        ``receive_many`` (with ``ready``, what :meth:`DocumentSession.check_ahead` computed
+        for their data)."""
         out: Output = []
         run: list[bytes] = []
         update_subject = self.subjects.update
@@ -342,7 +346,7 @@ class StreamBinding:
                 or self.reassembler.pending
                 or PARTS_HEADER in stored.headers
             ):
-                self._receive_run(run, out, now)
+                self._receive_run(run, out, now, ready)
                 self._deliver_one(stored, out, now)
                 continue
             self._advance(stored.sequence, stored.data)
@@ -350,12 +354,14 @@ class StreamBinding:
                 continue
             self.changed = True
             run.append(stored.data)
-        self._receive_run(run, out, now)
+        self._receive_run(run, out, now, ready)
         return out
 
-    def _receive_run(self, run: list[bytes], out: Output, now: float) -> None:
+    def _receive_run(
+        self, run: list[bytes], out: Output, now: float, ready: Ready | None = None
+    ) -> None:
         if run:
-            events = self.session.receive_many(run, now=now)
+            events = self.session.receive_many(run, now=now, ready=ready)
             run.clear()
             self._inspect(events, None, out)
 

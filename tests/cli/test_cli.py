@@ -385,3 +385,23 @@ def test_the_passphrase_can_be_asked_for_on_the_terminal(monkeypatch) -> None:
     parsed = cli.build_parser().parse_args(["join", "d#x", "--ask-passphrase"])
     assert common.Inputs({}).passphrase(parsed) == "typed, not echoed"
     assert asked == ["passphrase: "]
+
+
+async def test_join_shows_how_far_loading_has_come(broker) -> None:
+    import secsync
+    from secsync.access.share import ShareLink
+    from tests.transport.helpers import store_document
+
+    link = ShareLink.create("a-long-document")
+    async with secsync.connect(broker.url) as client:
+        text = await store_document(client, link.doc_id, 2_500, key=link.document_key())
+    argv = ["join", str(link), "--url", broker.url, "--progress"]
+    code, out, err = await asyncio.to_thread(run, argv)
+    assert code == 0, err
+    assert out == text + "\n"
+    assert "a-long-document: [" in err
+    assert err.count("\r") >= 3  # a page of 1,024 at a time, redrawn in place
+    assert "2,500 / 2,500 messages (100%)\n" in err
+    # without --progress, and not on a terminal: nothing is drawn
+    code, out, err = await asyncio.to_thread(run, argv[:-1])
+    assert code == 0 and "\r" not in err

@@ -3,59 +3,20 @@ that makes progress, and the application sees how far loading has come."""
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import os
 import signal
 import time
-from typing import Any
 
-import pycrdt
 import pytest
 
 import secsync
 from secsync.config import SecsyncConfig
 from secsync.errors import BrokerUnavailableError
-from secsync.protocol import crypto, wire
-from secsync.protocol.session import DocumentSession
 from secsync.servers.broker import Broker
 from secsync.transport.events import LoadProgress
-from secsync.transport.subjects import DocumentSubjects
-from tests.transport.helpers import KEY, YClient
+from tests.transport.helpers import KEY, YClient, store_document
 
 UPDATES = 8_000
-
-
-async def store_document(client: secsync.SecsyncClient, doc_id: str, updates: int) -> str:
-    """Store a snapshot and ``updates`` one-character updates of one author (sealed by a real
-    session, published pipelined); the text they make."""
-    ydoc: pycrdt.Doc[Any] = pycrdt.Doc()
-    text = ydoc.get("text", type=pycrdt.Text)
-    author = crypto.SigningKeyPair.generate()
-    session = DocumentSession(
-        doc_id,
-        author,
-        KEY,
-        ydoc,
-        config=SecsyncConfig(snapshot_after_updates=0, snapshot_after_bytes=0),
-    )
-    session.load(None, now=0.0)
-    snapshot = session.create_snapshot()
-    session.snapshot_stored(snapshot.snapshot_id, now=0.0)
-    subjects = DocumentSubjects.of(doc_id)
-    await client.js.publish(subjects.snapshot, wire.encode(snapshot, include_doc_id=False))
-    pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-    for i in range(updates):
-        text += "abcdefghij"[i % 10]
-        (update,) = session.data_to_send()
-        session.update_stored(snapshot.snapshot_id, update.clock)
-        payload = wire.encode(update, include_doc_id=False)
-        pending.append(await client.js.publish_async(subjects.update, payload))
-        if len(pending) >= 256:
-            await pending.popleft()
-    while pending:
-        await pending.popleft()
-    return str(text)
 
 
 async def test_a_document_that_takes_longer_than_open_timeout_loads_and_reports_progress(
