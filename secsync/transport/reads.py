@@ -264,7 +264,8 @@ async def _scoped(
     )
     stored: list[StoredMessage] = []
     with translated(subject_filter):
-        async with asyncio.timeout(timeout * 4):
+        # a bound on a read that stops making progress: each page moves it on
+        async with asyncio.timeout(timeout * 4) as cap:
             info = await js.add_consumer(stream, config, timeout=timeout)
             sub = None
             ahead: asyncio.Future[list[Msg]] | None = None
@@ -295,6 +296,7 @@ async def _scoped(
                     # Not "until a message says nothing is pending": a consumer placed on a
                     # replica that is still catching up (after a leader change) says so early.
                     remaining -= len(batch)
+                    cap.reschedule(asyncio.get_running_loop().time() + timeout * 4)
                     messages = [delivered(msg) for msg in batch]
                     if on_page is None:
                         stored.extend(messages)

@@ -649,6 +649,30 @@ async def test_messages_scoped_reads_from_a_sequence_with_a_limit(
     assert await jetstream.messages_scoped(js, stream.name, subject, seqs[2] + 1, limit=1) == []
 
 
+async def test_messages_scoped_by_page_bounds_a_stall_not_a_slow_reader(
+    js: JetStreamContext, stream: Stream
+) -> None:
+    """Pages handed over as they arrive, in order, with the total; the next page is asked for
+    before one is handed over. A caller that takes longer over the pages than the read's whole
+    bound (4 x ``timeout``) still gets all of them: the bound moves on with every page."""
+    subject = stream.subject("p", "upd")
+    acks = await asyncio.gather(*(js.publish(subject, b"m%d" % i) for i in range(120)))
+    pages: list[tuple[list[int], int]] = []
+
+    def slow(messages: list[jetstream.StoredMessage], total: int) -> None:
+        pages.append(([m.sequence for m in messages], total))
+        time.sleep(0.12)  # the caller's own work on the page, holding the loop
+
+    timeout = 0.1  # whole-read bound 0.4 s; 12 pages or more take at least 1.44 s
+    returned = await jetstream.messages_scoped(
+        js, stream.name, subject, 1, timeout=timeout, page=10, on_page=slow
+    )
+    assert returned == []  # taken by on_page
+    assert len(pages) >= 12 and all(len(page) <= 10 for page, _ in pages)
+    assert {total for _, total in pages} == {120}
+    assert [seq for page, _ in pages for seq in page] == sorted(a.seq for a in acks)
+
+
 def test_in_process_compare_and_set_is_busy_not_a_conflict() -> None:
     """10164 says nothing about the expectation (another one on the subject was in process);
     10071 is the mismatch, with the subject's actual last sequence."""
