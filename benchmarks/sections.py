@@ -69,4 +69,7 @@ MODULE_SECTIONS: tuple[ModuleSection, ...] = (
     ModuleSection("open_bound", "benchmarks.open_bound", "Opening with many stored snapshots"),
     ModuleSection("yjs_v2", "benchmarks.yjs_v2", "Yjs update format v2 codec"),
     ModuleSection("gateway", "benchmarks.gateway", "JS clients through the gateway"),
+    ModuleSection(
+        "snapshot_interval", "benchmarks.snapshot_interval", "How often to write a snapshot"
+    ),
 )

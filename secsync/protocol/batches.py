@@ -6,7 +6,7 @@ each message in order as it would be processed alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 from secsync.protocol import crypto
@@ -39,39 +39,12 @@ def next_part(iterator: Iterator[Message | bytes]) -> list[Message | bytes]:
     return part
 
 
-Ready = dict[int, Prepared]
-"""Checked ahead, by ``id`` of the very item (see :func:`check_ahead`)."""
-
-
-def check_ahead(session: DocumentSession, items: Sequence[Received]) -> Callable[[], Ready]:
-    """The pure part of :func:`receive_ahead` over ``items``, as work for any thread: decoding,
-    signature checks and opening the updates on the active snapshot with its key as it is
-    now (read here, on the session's thread). Its result, given to ``receive_many(...,
-    ready=...)`` with the very same item objects, stands for that computation: the session
-    uses an opened update only if that is still the key it opens it with."""
-    doc_id, max_bytes = session.doc_id, session.config.max_message_bytes
-    active = session._active
-    snapshot_id = active.info.snapshot_id if active is not None else None
-    cipher = (
-        active.cipher if active is not None and isinstance(active.cipher, crypto.Cipher) else None
-    )
-    frozen = list(items)
-
-    def work() -> Ready:
-        checked = check_messages(decode_messages(frozen, doc_id, max_bytes), snapshot_id, cipher)
-        return {id(item): result for item, result in zip(frozen, checked, strict=True)}
-
-    return work
-
-
 def receive_ahead(
     session: DocumentSession,
     items: Sequence[Received],
     proof_chain: Sequence[ProofChainEntry],
     now: float,
     events: list[Event],
-    *,
-    ready: Ready | None = None,
 ) -> None:
     """:meth:`receive_many`'s loop over a part of a batch, with the pure part of the work
     (decoding, signature checks, opening updates on the active snapshot) done first, on
@@ -87,19 +60,16 @@ def receive_ahead(
         active.cipher if active is not None and isinstance(active.cipher, crypto.Cipher) else None
     )
 
-    if ready is not None and all(id(item) in ready for item in items):
-        prepared = [ready[id(item)] for item in items]
-    else:
-        threads = session.config.verify_threads
-        pool = session._verify_executor if threads > 0 else None
-        # Decoding is Python through and through: done here first, it does not contend for
-        # the GIL with the workers' checks, which spend most of their time in libsodium.
-        decoded = decode_messages(items, doc_id, max_bytes)
+    threads = session.config.verify_threads
+    pool = session._verify_executor if threads > 0 else None
+    # Decoding is Python through and through: done here first, it does not contend for
+    # the GIL with the workers' checks, which spend most of their time in libsodium.
+    decoded = decode_messages(items, doc_id, max_bytes)
 
-        def check(part: Sequence[Prepared]) -> list[Prepared]:
-            return check_messages(part, snapshot_id, cipher)
+    def check(part: Sequence[Prepared]) -> list[Prepared]:
+        return check_messages(part, snapshot_id, cipher)
 
-        prepared = prepare_all(decoded, check, pool, threads)
+    prepared = prepare_all(decoded, check, pool, threads)
     outer = session._ahead
     try:
         for item, ahead in zip(items, prepared, strict=True):

@@ -613,7 +613,6 @@ class DocumentSession:
         *,
         proof_chain: Sequence[ProofChainEntry] = (),
         now: float,
-        ready: batches.Ready | None = None,
     ) -> list[Event]:
         """Process received messages in order (decoded, or native wire bytes).
 
@@ -621,8 +620,7 @@ class DocumentSession:
         snapshot, whose key opens the updates after it): each part is decoded and its
         signatures checked first (on ``config.verify_threads`` worker threads too, libsodium
         runs without the GIL), then processed in order here, with the outcome of processing
-        each message alone (events, errors, state). ``ready``: that first step done already,
-        elsewhere (:meth:`check_ahead`), for these very items.
+        each message alone (events, errors, state).
         """
         events: list[Event] = []
         self._collect_local()
@@ -631,16 +629,9 @@ class DocumentSession:
             if len(part) == 1:
                 self._receive_item(part[0], proof_chain, now, events)
             else:
-                batches.receive_ahead(self, part, proof_chain, now, events, ready=ready)
+                batches.receive_ahead(self, part, proof_chain, now, events)
         events += self.handle_timer(now)
         return events
-
-    def check_ahead(self, items: Sequence[Message | bytes]) -> Callable[[], batches.Ready]:
-        """Work for another thread: what :meth:`receive_many` checks first for ``items``
-        (decoding, signatures, opening updates), to give it as ``ready`` later with the same
-        item objects. Overlaps that work with reading the next ones (loading a document); the
-        outcome of ``receive_many`` is the same with it as without."""
-        return batches.check_ahead(self, items)
 
     def _receive_item(
         self,

@@ -36,7 +36,6 @@ from secsync.errors import (
     SnapshotRateError,
 )
 from secsync.protocol import wire
-from secsync.protocol.batches import Ready
 from secsync.protocol.events import (
     Event,
     GapDetected,
@@ -330,12 +329,9 @@ class StreamBinding:
 
     # --- delivery ---------------------------------------------------------------------------
 
-    def deliver(
-        self, messages: Iterable[StoredMessage], *, now: float, ready: Ready | None = None
-    ) -> Output:
+    def deliver(self, messages: Iterable[StoredMessage], *, now: float) -> Output:
         """Stored messages of the document, in stream order; runs of plain updates go to one
-        ``receive_many`` (with ``ready``, what :meth:`DocumentSession.check_ahead` computed
-        for their data)."""
+        ``receive_many``."""
         out: Output = []
         run: list[bytes] = []
         update_subject = self.subjects.update
@@ -346,7 +342,7 @@ class StreamBinding:
                 or self.reassembler.pending
                 or PARTS_HEADER in stored.headers
             ):
-                self._receive_run(run, out, now, ready)
+                self._receive_run(run, out, now)
                 self._deliver_one(stored, out, now)
                 continue
             self._advance(stored.sequence, stored.data)
@@ -354,14 +350,12 @@ class StreamBinding:
                 continue
             self.changed = True
             run.append(stored.data)
-        self._receive_run(run, out, now, ready)
+        self._receive_run(run, out, now)
         return out
 
-    def _receive_run(
-        self, run: list[bytes], out: Output, now: float, ready: Ready | None = None
-    ) -> None:
+    def _receive_run(self, run: list[bytes], out: Output, now: float) -> None:
         if run:
-            events = self.session.receive_many(run, now=now, ready=ready)
+            events = self.session.receive_many(run, now=now)
             run.clear()
             self._inspect(events, None, out)
 

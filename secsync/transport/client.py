@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -63,7 +62,6 @@ class SecsyncClient:
         self._js: JetStreamContext | None = None
         self._publisher: jetstream.Publisher | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
-        self._load_pool: ThreadPoolExecutor | None = None
         self.connected = asyncio.Event()
         """Set while a connection to the broker is up."""
         self._documents: dict[str, Document] = {}
@@ -256,7 +254,6 @@ class SecsyncClient:
             storage_key=storage_key,
             on_close=self._forget,
             on_progress=on_progress,
-            load_executor=self._loading_pool(),
         )
         self._documents[doc_id] = document
         try:
@@ -273,17 +270,6 @@ class SecsyncClient:
                 max_workers=self.config.verify_threads, thread_name_prefix="secsync-verify"
             )
         return self._verify_pool
-
-    def _loading_pool(self) -> ThreadPoolExecutor | None:
-        """Where loading checks a page while the next is read: the verification pool, or
-        one thread of its own; none on a single core (nothing would run beside the loop)."""
-        if self._verify_pool is not None or self.config.verify_threads:
-            return self._verification_pool()
-        if (os.cpu_count() or 1) < 2:
-            return None
-        if self._load_pool is None:
-            self._load_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secsync-load")
-        return self._load_pool
 
     @property
     def documents(self) -> dict[str, Document]:
@@ -368,10 +354,9 @@ class SecsyncClient:
                 await asyncio.wait_for(self._nc.drain(), self.config.request_timeout)
             with contextlib.suppress(Exception):
                 await self._nc.close()
-        for pool in (self._verify_pool, self._load_pool):
-            if pool is not None:
-                pool.shutdown(wait=False)
-        self._verify_pool = self._load_pool = None
+        if self._verify_pool is not None:
+            self._verify_pool.shutdown(wait=False)
+            self._verify_pool = None
         if self.store is not None:
             self.store.close()
 

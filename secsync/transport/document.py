@@ -22,7 +22,6 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Executor, Future
 from typing import Any
 
 import pycrdt
@@ -37,7 +36,6 @@ from secsync.errors import (
 )
 from secsync.logs import get_logger
 from secsync.protocol import wire
-from secsync.protocol.batches import Ready
 from secsync.protocol.events import EphemeralReceived, GapDetected, MessageRejected
 from secsync.protocol.messages import EphemeralMessage, Message, Snapshot, Update
 from secsync.protocol.session import DocumentSession
@@ -81,14 +79,6 @@ def _nothing() -> None:
     pass
 
 
-def _ready(checking: Future[Ready]) -> Ready | None:
-    """What a worker checked ahead, or nothing (the session then checks it itself)."""
-    try:
-        return checking.result()
-    except Exception:
-        return None
-
-
 class Document:
     """A document kept in sync: edit the CRDT object you passed in; this does the rest.
 
@@ -107,10 +97,8 @@ class Document:
         storage_key: bytes | None = None,
         on_close: Callable[[Document], None] | None = None,
         on_progress: Callable[[LoadProgress], None] | None = None,
-        load_executor: Executor | None = None,
     ) -> None:
         self._client = client
-        self._load_executor = load_executor
         self._on_close = on_close
         self._on_progress = on_progress
         self._moved_on: Callable[[], None] = _nothing  # see _go_online
@@ -589,40 +577,20 @@ class Document:
         What it returns is performed once, after the last page, as if read in one go."""
         out: Output = []
         count = 0
-        executor, updates = self._load_executor, self.subjects.update
-        # With a worker: a page's decoding and checks (mostly libsodium, which lets go of the
-        # GIL) run there while this thread takes the next page off the socket and applies the
-        # one before; each page is applied once the next has arrived, or at the end.
-        held: tuple[list[jetstream.StoredMessage], Future[Ready]] | None = None
-
-        def apply(messages: list[jetstream.StoredMessage], ready: Ready | None, total: int) -> None:
-            nonlocal count
-            out.extend(self.binding.deliver(messages, now=time.monotonic(), ready=ready))
-            count += len(messages)
-            self._loaded_so_far(count, total)
 
         def page(messages: list[jetstream.StoredMessage], total: int) -> None:
-            nonlocal held
-            if executor is None:
-                apply(messages, None, total)
-                return
-            work = self.session.check_ahead([m.data for m in messages if m.subject == updates])
-            checking = executor.submit(work)
-            if held is not None:
-                apply(held[0], _ready(held[1]), total)
-            held = (messages, checking)
+            nonlocal count
+            out.extend(self.binding.deliver(messages, now=time.monotonic()))
+            count += len(messages)
+            self._loaded_so_far(count, total)
 
         try:
             await self._io.read(subject, start, on_page=page)
         except BaseException:
-            # what was read is applied and what that asks for is done: a retry goes on from
-            # the last applied sequence
-            if held is not None:
-                apply(held[0], _ready(held[1]), count + len(held[0]))
+            # what was read is applied, and what that asks for done: a retry goes on from the
+            # last applied sequence
             self._perform(out)
             raise
-        if held is not None:
-            apply(held[0], _ready(held[1]), count + len(held[0]))
         return out, count
 
     def _loaded_so_far(self, messages: int, total: int) -> None:

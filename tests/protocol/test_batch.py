@@ -414,28 +414,3 @@ def test_what_was_computed_ahead_counts_only_for_its_message_and_its_key() -> No
     session._dispatch(second, (), 100.0, events)  # its own verdict, but not its key: opened
     assert isinstance(events[-1], UpdateApplied)
     session._ahead = None
-
-
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("when", ["after load", "before load"])
-def test_a_batch_checked_ahead_on_another_thread_has_the_outcome_of_one_at_a_time(
-    seed: int, when: str
-) -> None:
-    """What loading does: ``check_ahead`` on a worker while the next page is read, then
-    ``receive_many(..., ready=...)``. Checked before the snapshot is loaded (no key to open
-    updates with), or after: forged, broken and replayed messages fare as they do alone."""
-    root, batch = scenario()
-    if seed:
-        random.Random(seed).shuffle(batch)
-    expected = one_by_one(root, batch)
-    session, text = reader(SecsyncConfig())
-    events: list[Event] = []
-    if when == "after load":
-        events += session.load(root, now=100.0)
-    work = session.check_ahead(batch)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ready = pool.submit(work).result()
-    if when == "before load":
-        events += session.load(root, now=100.0)
-    events += session.receive_many(batch, now=100.0, ready=ready)
-    assert (normalized(events), state(session, text)) == expected
