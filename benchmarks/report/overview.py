@@ -70,7 +70,7 @@ def summary(r: Results, add: Add) -> None:
     rows = []
     for t in targets(r):
         value = t["value"]
-        digits = 0 if t["unit"] == " bytes" else 1
+        digits = 0 if t["unit"] == " bytes" else 2 if t["unit"] == "x" else 1
         shown = f"{value:,.{digits}f}{t['unit']}" if ok(value) else "n/a"
         rows.append([t["what"], t["goal"], shown, t["status"], t["by"]])
     out = table(["target", "goal", "measured", "status", "margin"], rows, "llrll")
@@ -83,7 +83,9 @@ def summary(r: Results, add: Add) -> None:
         "figure compares the edits per second that "
         "reach a reader when the writer edits at full speed through `secsync.connect` "
         "(`batch_interval=0`, pipelined sender) with raw pipelined `publish_async` of the same "
-        "payload size. "
+        "payload size. The writer's CPU per edit in that run is compared with creating an "
+        "update (§1) plus the raw publisher's CPU per message; a cold open with the larger of a "
+        "pull fetch and an in-process `receive_many` of the same messages (§4). "
         "Why the missed ones are missed: §7."
     )
     add("")
