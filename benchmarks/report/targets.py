@@ -28,7 +28,9 @@ def projected_parallel_load(r: Results) -> float | None:
 
 def writer_ratio(r: Results) -> float | None:
     """Writer CPU per edit at full speed over (creating an update + a raw pipelined publish's
-    CPU per message), all from this run."""
+    CPU per message), all from one run (none when §1 and §4 come from different runs)."""
+    if ("e2e" in r.merged) != ("micro" in r.merged):
+        return None  # one figure from another run: not a ratio of one run
     e2e = r.e2e or {}
     writer = (e2e.get("saturated") or {}).get("writer_cpu_us")
     raw = (e2e.get("raw") or {}).get("pipelined_cpu_us")
