@@ -80,6 +80,7 @@ DocumentEvent: TypeAlias = (
     Event
     | DocumentLoaded
     | DocumentRestored
+    | LoadProgress
     | PublishFailed
     | ConnectionChanged
     | StorageFailed

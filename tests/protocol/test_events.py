@@ -19,7 +19,7 @@ def test_every_event_is_a_base_event_with_a_readable_repr() -> None:
         if isinstance(getattr(module, name), type)
         and dataclasses.is_dataclass(getattr(module, name))
     ]
-    assert len(classes) == 18  # 12 of the session, 6 of the transport
+    assert len(classes) == 19  # 12 of the session, 7 of the transport
     for cls in classes:
         assert issubclass(cls, events.BaseEvent)
         assert "__repr__" not in cls.__dict__  # the readable one, not the dataclass one
