@@ -267,62 +267,117 @@ async def _scoped(
         # a bound on a read that stops making progress: each page moves it on
         async with asyncio.timeout(timeout * 4) as cap:
             info = await js.add_consumer(stream, config, timeout=timeout)
-            sub = None
-            ahead: asyncio.Future[list[Msg]] | None = None
+            puller: _Puller | None = None
             pending = int(info.num_pending or 0)
             try:
                 total = remaining = how_many(pending)
                 if remaining:
-                    sub = await js.pull_subscribe_bind(durable=name, stream=stream)
+                    puller = await _Puller.start(js, stream, name)
+                    await puller.request(min(remaining, page), timeout)
                 unready = 0
-                while remaining > 0 and sub is not None:
-                    try:
-                        if ahead is None:
-                            batch = await sub.fetch(min(remaining, page), timeout=timeout)
-                        else:
-                            batch, ahead = await ahead, None
-                    except nats.errors.TimeoutError:
-                        # what did not come is the healing's business (gaps, recovery), not
-                        # a reason to fail the read
-                        break
-                    except nats.js.errors.ServiceUnavailableError:
+                while remaining > 0 and puller is not None:
+                    batch, status = await puller.page(timeout)
+                    if status == _NO_RESPONDERS:
                         # In a cluster a consumer just created may not answer pulls yet
                         # ("no responders"): ask again shortly, a bounded number of times.
                         unready += 1
                         if unready > _UNREADY_RETRIES:
-                            raise
+                            raise nats.js.errors.ServiceUnavailableError
                         await asyncio.sleep(0.02 * unready)
+                        await puller.request(min(remaining, page), timeout)
                         continue
+                    if not batch:
+                        # what did not come is the healing's business (gaps, recovery), not
+                        # a reason to fail the read
+                        break
                     # Not "until a message says nothing is pending": a consumer placed on a
                     # replica that is still catching up (after a leader change) says so early.
                     remaining -= len(batch)
                     cap.reschedule(asyncio.get_running_loop().time() + timeout * 4)
+                    if remaining > 0:
+                        # asked for before this page is looked at: the broker sends it meanwhile
+                        await puller.request(min(remaining, page), timeout)
                     messages = [delivered(msg) for msg in batch]
                     if on_page is None:
                         stored.extend(messages)
-                        continue
-                    if remaining > 0:
-                        ahead = asyncio.ensure_future(sub.fetch(min(remaining, page), timeout))
-                        await _sent()
-                    on_page(messages, total)
+                    else:
+                        on_page(messages, total)
             finally:
-                if ahead is not None:
-                    ahead.cancel()
-                    with contextlib.suppress(BaseException):
-                        await ahead
-                if sub is not None:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                if puller is not None:
+                    await puller.stop()
                 with contextlib.suppress(Exception):
                     await js.delete_consumer(stream, name)
     return stored, pending
 
 
-async def _sent() -> None:
-    """Let a request just made leave: the fetch's task publishes it on its first turn, the
-    client's flusher writes it to the socket on the next."""
-    for _ in range(2):
-        await asyncio.sleep(0)
+_NO_RESPONDERS = "503"
+_REQUEST_ENDED = frozenset({"404", "408", "409"})  # no messages, expired, refused
+
+
+class _Puller:
+    """Pull requests to one consumer, answered on one inbox, taken a request at a time.
+
+    What nats-py's ``PullSubscription.fetch`` does, without its cost per message (a task and a
+    timer each): messages are collected by the subscription's callback and the reader wakes
+    once per request, when all of it has arrived or a status ends it."""
+
+    def __init__(self, nc: NATS, subject: str) -> None:
+        self._nc = nc
+        self._subject = subject
+        self._inbox = nc.new_inbox()
+        self._sub: Any = None
+        self._arrived: list[Msg] = []
+        self._status: str | None = None
+        self._wanted = 0
+        self._ready = asyncio.Event()
+
+    @classmethod
+    async def start(cls, js: JetStreamContext, stream: str, consumer: str) -> _Puller:
+        nc = js._nc  # the connection the context was made from
+        puller = cls(nc, f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+        puller._sub = await nc.subscribe(
+            puller._inbox,
+            cb=puller._take,
+            pending_msgs_limit=512 * 1024,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+        return puller
+
+    async def _take(self, msg: Msg) -> None:
+        status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+        if status is None:
+            self._arrived.append(msg)
+            if len(self._arrived) >= self._wanted:
+                self._ready.set()
+        elif status != "100":  # heartbeats say nothing about this request
+            self._status = status
+            self._ready.set()
+
+    async def request(self, batch: int, timeout: float) -> None:
+        """Ask for ``batch`` messages; they go to :meth:`page` (one request at a time)."""
+        self._wanted = batch
+        self._status = None
+        self._ready.clear()
+        request = {"batch": batch, "expires": int(timeout * 1_000_000_000)}
+        await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+
+    async def page(self, timeout: float) -> tuple[list[Msg], str | None]:
+        """What the last request brought: all of it, or what came before a status ended it
+        (with that status), or before ``timeout`` and a little more."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout + 1.0):
+                while len(self._arrived) < self._wanted and self._status is None:
+                    await self._ready.wait()
+                    self._ready.clear()
+        taken, self._arrived = self._arrived[: self._wanted], self._arrived[self._wanted :]
+        status = self._status if self._status not in _REQUEST_ENDED else None
+        if status is not None and status != _NO_RESPONDERS:
+            log.info("pull_status", status=status)
+        return taken, status
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
 
 
 async def messages_after(
