@@ -75,15 +75,6 @@ class JetStreamLink:
         document; ``origin``: from the stream itself, not a mirror read instead; ``on_page``
         takes them page by page as they arrive instead (see :func:`jetstream.messages_scoped`).
         """
-        if on_page is None:  # as before: a stand-in for messages_scoped need not know it
-            return await jetstream.messages_scoped(
-                self._connection.js,
-                self._stream if origin else self.read_stream,
-                subject,
-                start,
-                timeout=self._config.request_timeout,
-                limit=limit,
-            )
         return await jetstream.messages_scoped(
             self._connection.js,
             self._stream if origin else self.read_stream,
