@@ -8,6 +8,7 @@ from typing import Literal
 from secsync.errors import ConfigurationError
 
 ChangeEncoding = Literal["native", "secsync-json"]
+LiveConsumers = Literal["per_document", "per_shard"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,15 @@ class SecsyncConfig:
     answered 10164 (another compare-and-set on the document was still being stored)."""
     idle_heartbeat: float = 1.0
     """Heartbeat of the live consumer; two missed ones re-create it from the last sequence."""
+    live_consumers: LiveConsumers = "per_document"
+    """``"per_document"``: every open document follows the stream with a consumer of its own
+    (what per-document permissions allow). ``"per_shard"``: the client's documents share one
+    consumer per shard of the stream, at most sixteen whatever their number (a service that
+    follows thousands of documents; it must be allowed to consume whole shards). See
+    ``secsync.transport.live``."""
+    presence: bool = True
+    """Take part in presence (cursors, awareness). ``False``: no ephemeral subscription and no
+    presence task per document (a backend that only reads and writes content)."""
     max_part_bytes: int = 0
     """Largest stored message part; 0 means the broker's payload limit less header room."""
     presence_interval: float = 0.05
@@ -193,6 +203,8 @@ class SecsyncConfig:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigurationError(f"{f.name} must not be negative")
+        if self.live_consumers not in ("per_document", "per_shard"):
+            raise ConfigurationError("live_consumers must be 'per_document' or 'per_shard'")
         if self.change_encoding not in ("native", "secsync-json"):
             raise ConfigurationError("change_encoding must be 'native' or 'secsync-json'")
         if self.gap_recover_after < self.gap_refetch_after:

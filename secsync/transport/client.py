@@ -36,6 +36,7 @@ from secsync.store import LocalStore
 from secsync.transport import headers, jetstream
 from secsync.transport.document import Document
 from secsync.transport.events import LoadProgress
+from secsync.transport.live import ShardRouter
 from secsync.transport.subjects import stream_subjects
 from secsync.transport.waiting import backoff_delay
 
@@ -61,6 +62,7 @@ class SecsyncClient:
         self._nc: Any = None
         self._js: JetStreamContext | None = None
         self._publisher: jetstream.Publisher | None = None
+        self._router: ShardRouter | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
         self.connected = asyncio.Event()
         """Set while a connection to the broker is up."""
@@ -92,6 +94,13 @@ class SecsyncClient:
         if self._publisher is None:
             raise BrokerUnavailableError("not connected to the broker")
         return self._publisher
+
+    @property
+    def router(self) -> ShardRouter:
+        """The live consumers shared by this client's documents (``live_consumers="per_shard"``)."""
+        if self._router is None:
+            self._router = ShardRouter(self, self.config)
+        return self._router
 
     async def _connect_once(self) -> None:
         async def error_cb(error: Exception) -> None:
@@ -347,6 +356,8 @@ class SecsyncClient:
                 await self._connector
         for document in list(self._documents.values()):
             await document.close()
+        if self._router is not None:
+            await self._router.close()
         if self._publisher is not None:
             await self._publisher.close()
         if self._nc is not None:

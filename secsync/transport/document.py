@@ -148,7 +148,13 @@ class Document:
         session.change_log = self._log_changes
         self._tasks: set[asyncio.Future[None]] = set()
         self._inbox: list[jetstream.StoredMessage] = []  # delivered, not processed yet
-        if awareness is None and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc):
+        self._routed = False  # live delivery through the client's shard router
+        self._held = False  # routed messages kept until what is stored has been read
+        if (
+            config.presence
+            and awareness is None
+            and isinstance(getattr(session.crdt, "doc", None), pycrdt.Doc)
+        ):
             awareness = pycrdt.Awareness(session.crdt.doc)  # type: ignore[attr-defined]
         self.presence = Presence(
             session,
@@ -240,6 +246,7 @@ class Document:
         """Catch up on what was stored meanwhile, then follow live again."""
         self._receiving_paused = False
         if self._online:
+            await self._listen()
             await self._catch_up()
             await self._start_live()
             self._wake.set()  # a snapshot caught up may have re-queued local changes
@@ -515,6 +522,8 @@ class Document:
             self._moved_on = _nothing
 
     async def _load_or_catch_up(self) -> None:
+        if not self._receiving_paused:
+            await self._listen()
         if self.session.loaded and self.binding.last_sequence and await self._history_lost():
             await self._resync()
         if self.session.loaded:
@@ -545,7 +554,7 @@ class Document:
             )
         if not self._receiving_paused:
             await self._start_live()
-        if self._ephemeral_sub is None:
+        if self.config.presence and self._ephemeral_sub is None:
             self._ephemeral_sub = await self._client.nc.subscribe(
                 self.subjects.ephemeral, cb=self._on_ephemeral
             )
@@ -553,8 +562,9 @@ class Document:
         self._online = True
         self._can_send.set()
         self._dirty = True
-        self.presence.greet()
-        self.presence.start()
+        if self.config.presence:
+            self.presence.greet()
+            self.presence.start()
         self._wake.set()
         self._log.info("document_online", last_sequence=self.binding.last_sequence)
 
@@ -651,6 +661,8 @@ class Document:
             if not self.binding.last_sequence or not await self._history_lost():
                 return
             await self._stop_live()
+            if not self._receiving_paused:
+                await self._listen()
             await self._resync()
             if not self._receiving_paused and not self._closed:
                 await self._start_live()
@@ -729,18 +741,42 @@ class Document:
 
     # --- live delivery ----------------------------------------------------------------------
 
+    async def _listen(self) -> None:
+        """With shared consumers: be routed what is stored from now on, held until
+        :meth:`_start_live`, before reading what was stored (so nothing falls in between)."""
+        if self.config.live_consumers != "per_shard":
+            return
+        self._held = True
+        if not self._routed:
+            await self._client.router.route(
+                self.subjects.shard, self.subjects.token, self._take_stored
+            )
+            self._routed = True
+
     async def _start_live(self) -> None:
         """Follow the stream live from after the last applied sequence."""
+        if self.config.live_consumers == "per_shard":
+            await self._listen()
+            self._held = False
+            self._drain_inbox()  # what arrived while reading: the part already read is dropped
+            return
         self._sub = await self._io.follow(
             self.subjects.stored, self.binding.last_sequence + 1, self._on_stored
         )
 
     async def _stop_live(self) -> None:
+        self._held = False
+        if self._routed:
+            self._routed = False
+            await self._client.router.unroute(self.subjects.shard, self.subjects.token)
         sub, self._sub = self._sub, None
         if sub is not None:
             await self._io.unfollow(sub)
 
     async def _on_stored(self, msg: Any) -> None:
+        self._take_stored(msg)
+
+    def _take_stored(self, msg: Any) -> None:
         # Collect what the subscription delivers in one go and process it together (one
         # receive_many for a run of updates) once the burst is taken.
         if self._closed or self._receiving_paused:
@@ -755,10 +791,12 @@ class Document:
                 self._wake.set()
                 return
         self._inbox.append(jetstream.delivered(msg))
-        if len(self._inbox) == 1:
+        if len(self._inbox) == 1 and not self._held:
             asyncio.get_running_loop().call_soon(self._drain_inbox)
 
     def _drain_inbox(self) -> None:
+        if self._held:
+            return
         inbox, self._inbox = self._inbox, []
         if inbox and not self._closed and not self._receiving_paused:
             self._perform(self.binding.deliver(inbox, now=time.monotonic()))

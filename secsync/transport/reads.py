@@ -105,15 +105,22 @@ def stream_sequence(reply: str) -> int:
     """``msg.metadata.sequence.stream`` of a message delivered with ``reply``, with exactly the
     checks (and errors) of nats-py's ``Msg.Metadata._from_reply``, in its order, without
     building the two frozen dataclasses it returns (most of a delivery's cost)."""
+    return delivery_sequences(reply)[0]
+
+
+def delivery_sequences(reply: str) -> tuple[int, int]:
+    """The stream and consumer sequences of a message delivered with ``reply`` (checked as
+    :func:`stream_sequence` checks them)."""
     tokens = nats.aio.msg.Msg.Metadata._get_metadata_fields(reply)
     timestamp, stream, consumer, delivered, pending = (
         _V1_FIELDS if len(tokens) == _V1_TOKENS else _V2_FIELDS
     )
     datetime.datetime.fromtimestamp(int(tokens[timestamp]) / 1_000_000_000.0, datetime.UTC)
     sequence = int(tokens[stream])
-    for field in (consumer, delivered, pending):
-        int(tokens[field])  # checked as nats-py checks it; only the sequence is used
-    return sequence
+    consumer_sequence = int(tokens[consumer])
+    for field in (delivered, pending):
+        int(tokens[field])  # checked as nats-py checks it
+    return sequence, consumer_sequence
 
 
 def delivered(msg: Msg) -> StoredMessage:

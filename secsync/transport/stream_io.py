@@ -30,6 +30,7 @@ from secsync.transport import chunks, jetstream
 
 if TYPE_CHECKING:
     from secsync.store import LocalStore
+    from secsync.transport.live import ShardRouter
 
 
 class Connection(Protocol):
@@ -46,6 +47,9 @@ class Connection(Protocol):
 
     @property
     def publisher(self) -> jetstream.Publisher: ...
+
+    @property
+    def router(self) -> ShardRouter: ...
 
     def denied(self, subject: str) -> PermissionDeniedError | None: ...
 
