@@ -72,4 +72,5 @@ MODULE_SECTIONS: tuple[ModuleSection, ...] = (
     ModuleSection(
         "snapshot_interval", "benchmarks.snapshot_interval", "How often to write a snapshot"
     ),
+    ModuleSection("service", "benchmarks.service", "One process following many documents"),
 )

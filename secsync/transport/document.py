@@ -67,7 +67,7 @@ from secsync.transport.reads import stream_sequence
 from secsync.transport.sending import BROKER_SIDE, Sender
 from secsync.transport.stream_io import Connection, JetStreamLink
 from secsync.transport.subjects import DocumentSubjects
-from secsync.transport.waiting import backoff_delay, wait_woken
+from secsync.transport.waiting import EventQueue, Signal, backoff_delay, wait_woken
 
 log = get_logger("secsync.document")
 
@@ -115,10 +115,10 @@ class Document:
         self.doc_id = session.doc_id
         self.subjects = DocumentSubjects.of(session.doc_id, config.subject_root)
         self._log = log.bind(doc=self.subjects.token[:8])
-        self._events: asyncio.Queue[DocumentEvent] = asyncio.Queue()
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._can_send = asyncio.Event()  # set whenever online and not paused may have begun
+        self._events: EventQueue[DocumentEvent] = EventQueue()
+        self._wake = Signal()
+        self._progress = Signal()
+        self._can_send = Signal()  # set whenever online and not paused may have begun
         self._closed = False
         self._started = False  # set once open() succeeded
         self.binding = StreamBinding(

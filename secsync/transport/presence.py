@@ -20,7 +20,7 @@ from secsync.protocol.events import MessageRejected, PresenceChanged
 from secsync.protocol.messages import EphemeralMessage, MessageKind
 from secsync.protocol.presence import PresenceTracker
 from secsync.transport.events import DocumentEvent
-from secsync.transport.waiting import wait_woken
+from secsync.transport.waiting import Signal, wait_woken
 
 if TYPE_CHECKING:
     import pycrdt
@@ -65,7 +65,7 @@ class Presence:
         self._last_sent = 0.0
         self._keyed = session.active_snapshot is not None
         self._greeted = False
-        self._wake = asyncio.Event()
+        self._wake = Signal()
         self._task: asyncio.Task[None] | None = None
         self._subscription: str | None = None
         if awareness is not None:

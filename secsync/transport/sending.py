@@ -44,7 +44,7 @@ from secsync.protocol.stream import (
 )
 from secsync.transport.events import DocumentEvent, PublishFailed
 from secsync.transport.stream_io import JetStreamLink
-from secsync.transport.waiting import backoff_delay
+from secsync.transport.waiting import Signal, backoff_delay
 
 log = get_logger("secsync.document")
 
@@ -65,8 +65,8 @@ class Sender:
         *,
         emit: Callable[[Sequence[DocumentEvent]], None],
         closed: Callable[[], bool],
-        progress: asyncio.Event,
-        wake: asyncio.Event,
+        progress: Signal,
+        wake: Signal,
     ) -> None:
         self._binding = binding
         self._io = io

@@ -1,13 +1,92 @@
-"""Waiting for an asyncio event in the transport's loops."""
+"""Waiting in the transport's loops: :func:`wait_woken`, and the two primitives a document
+holds (:class:`Signal`, :class:`EventQueue`), lighter than asyncio's ``Event`` and ``Queue``:
+a client may hold thousands of idle documents, and those allocate their waiter storage (a
+``deque`` each, three per queue) whether anyone waits or not."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-async def wait_woken(event: asyncio.Event, timeout: float | None) -> None:
+class Signal:
+    """``asyncio.Event`` (``set``, ``clear``, ``is_set``, ``wait``) on the running loop, with no
+    waiter storage until something waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if self._value:
+            return
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+class EventQueue(Generic[T]):
+    """The part of ``asyncio.Queue`` a document uses (unbounded; ``put_nowait``,
+    ``get_nowait``, ``get``, ``qsize``, ``empty``), on one deque and a :class:`Signal`."""
+
+    __slots__ = ("_items", "_ready")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[T] = collections.deque()
+        self._ready = Signal()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def get_nowait(self) -> T:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> T:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+async def wait_woken(event: asyncio.Event | Signal, timeout: float | None) -> None:
     """Return when ``event`` is set or after ``timeout`` seconds (``None``: no bound).
 
     If the event is set already, return after one turn of the event loop, so that a loop
