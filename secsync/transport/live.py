@@ -88,6 +88,11 @@ class OrderedConsumer:
         self.resets = 0
         """How often the consumer was re-created (a gap, a stall, a reconnect)."""
 
+    @property
+    def name(self) -> str:
+        """The server-side name of the consumer now (a fresh one after each re-creation)."""
+        return self._name
+
     async def start(self) -> None:
         await self._create()
         self._watchdog = asyncio.create_task(self._watch(), name="secsync-live-watch")
@@ -127,7 +132,7 @@ class OrderedConsumer:
         )
         # The new subscription is current before the create request goes out: its first
         # messages may arrive before the answer.
-        old_sub, old_name = self._sub, self._name
+        old_sub, old_name, old_expected = self._sub, self._name, self._expected
         self._sub, self._name, self._expected, self._active = sub, name, 1, True
         try:
             info = await self._link.js.add_consumer(
@@ -142,7 +147,7 @@ class OrderedConsumer:
         except BaseException:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            self._sub, self._name = old_sub, old_name
+            self._sub, self._name, self._expected = old_sub, old_name, old_expected
             raise
         if old_sub is not None:
             await self._drop(old_sub, old_name)
