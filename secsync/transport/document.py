@@ -774,9 +774,9 @@ class Document:
             await self._io.unfollow(sub)
 
     async def _on_stored(self, msg: Any) -> None:
-        self._take_stored(msg)
+        self._take_stored(msg, stream_sequence(msg.reply))
 
-    def _take_stored(self, msg: Any) -> None:
+    def _take_stored(self, msg: Any, sequence: int) -> None:
         # Collect what the subscription delivers in one go and process it together (one
         # receive_many for a run of updates) once the burst is taken.
         if self._closed or self._receiving_paused:
@@ -787,10 +787,10 @@ class Document:
             # loop; as deliver() would settle it (nothing waits to be delivered before it).
             headers = msg.headers
             msg_id = headers.get(MSG_ID, "") if headers else ""
-            if self.binding.applied_already(stream_sequence(msg.reply), msg_id):
+            if self.binding.applied_already(sequence, msg_id):
                 self._wake.set()
                 return
-        self._inbox.append(jetstream.delivered(msg))
+        self._inbox.append(jetstream.delivered(msg, sequence))
         if len(self._inbox) == 1 and not self._held:
             asyncio.get_running_loop().call_soon(self._drain_inbox)
 

@@ -52,13 +52,13 @@ class _Link(Protocol):
     def js(self) -> Any: ...
 
 
-Deliver = Callable[[Any], None]
+Deliver = Callable[[Any, int], None]  # a delivered nats-py Msg, and its stream sequence
 
 
 class OrderedConsumer:
     """An ordered push consumer on ``filter_subject`` from stream sequence ``start`` on (``None``:
     after the stream's last message when it is created); each delivered message (a nats-py
-    ``Msg``) goes to ``deliver``, synchronously, in order."""
+    ``Msg``, with its stream sequence) goes to ``deliver``, synchronously, in order."""
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class OrderedConsumer:
                 return
             self._expected += 1
             self.last_sequence = sequence
-            self._deliver(msg)
+            self._deliver(msg, sequence)
             return
         headers = msg.headers or {}
         if headers.get(_STATUS) != "100":
@@ -295,7 +295,7 @@ class ShardRouter:
     def _routed(self, entry: _Shard) -> Deliver:
         routes = entry.routes
 
-        def deliver(msg: Any) -> None:
+        def deliver(msg: Any, sequence: int) -> None:
             # {root}.s.{shard}.{token}.{kind}: the token is the last but one
             subject: str = msg.subject
             end = subject.rfind(".")
@@ -303,6 +303,6 @@ class ShardRouter:
             if target is None:
                 self.dropped += 1
             else:
-                target(msg)
+                target(msg, sequence)
 
         return deliver

@@ -123,11 +123,12 @@ def delivery_sequences(reply: str) -> tuple[int, int]:
     return sequence, consumer_sequence
 
 
-def delivered(msg: Msg) -> StoredMessage:
-    """A message as a consumer delivered it (its stream sequence from the reply metadata)."""
+def delivered(msg: Msg, sequence: int | None = None) -> StoredMessage:
+    """A message as a consumer delivered it (its stream sequence from the reply metadata,
+    unless the caller already read it there: ``sequence``)."""
     return StoredMessage(
         subject=msg.subject,
-        sequence=stream_sequence(msg.reply),
+        sequence=stream_sequence(msg.reply) if sequence is None else sequence,
         data=msg.data,
         headers=header_dict(msg.headers),
     )

@@ -63,10 +63,10 @@ async def test_writer_settles_its_echoes_without_building_stored_messages(
     built = 0
     original = jetstream.delivered
 
-    def counting(msg):  # type: ignore[no-untyped-def]
+    def counting(msg, sequence=None):  # type: ignore[no-untyped-def]
         nonlocal built
         built += 1
-        return original(msg)
+        return original(msg, sequence)
 
     monkeypatch.setattr(jetstream, "delivered", counting)
     config = SecsyncConfig(batch_interval=0.0, publish_timeout=5.0, request_timeout=5.0)
